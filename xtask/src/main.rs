@@ -1,1 +1,159 @@
-fn main() {}
+//! `cargo xtask …`: project automation with no dependency on the product crates.
+//!
+//! - `cargo xtask test`     — creates the emulator's Python venv if needed, then runs every test.
+//! - `cargo xtask demo`     — seeds a sample organization on the emulator and runs keyturn on it.
+//! - `cargo xtask emulator` — runs the emulator in the foreground for manual use.
+//! - `cargo xtask venv`     — only creates (or refreshes) the emulator's venv.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "usage: cargo xtask <test|demo|emulator|venv> [args…]
+
+  test [CARGO TEST ARGS…]  create the emulator venv if missing, run the emulator's self-test and every Rust test
+  demo                     seed a sample organization on a fresh emulator and run keyturn on it
+  emulator [--port N] [--serial]
+                           run the emulator in the foreground (Ctrl-C stops it)
+  venv                     create or refresh target/emulator-venv from tests/emulator/requirements.txt";
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let command = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    let root = workspace_root();
+    match command.as_str() {
+        "test" => test(&root, &rest),
+        "demo" => demo(&root),
+        "emulator" => emulator(&root, &rest),
+        "venv" => venv(&root).map(drop),
+        "" | "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown xtask command {other:?}\n\n{USAGE}"),
+    }
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command, failing with its name when it fails.
+fn run(command: &mut Command) -> Result<()> {
+    let shown = format!("{command:?}");
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+}
+
+/// Creates `target/emulator-venv` from the pinned requirements, or refreshes it when the
+/// requirements changed since it was made. Returns the venv's Python.
+fn venv(root: &Path) -> Result<PathBuf> {
+    let venv = root.join("target/emulator-venv");
+    let python = venv.join("bin/python");
+    let requirements = root.join("tests/emulator/requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements)
+        .with_context(|| format!("cannot read {}", requirements.display()))?;
+    let stamp = venv.join("keyturn-requirements.txt");
+    if python.exists() && std::fs::read_to_string(&stamp).is_ok_and(|had| had == wanted) {
+        return Ok(python);
+    }
+    eprintln!(
+        "xtask: creating the emulator venv in {} (once)",
+        venv.display()
+    );
+    let system_python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    run(Command::new(&system_python)
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv))?;
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(&requirements))?;
+    std::fs::write(&stamp, wanted)?;
+    Ok(python)
+}
+
+fn test(root: &Path, cargo_args: &[String]) -> Result<()> {
+    let python = venv(root)?;
+    eprintln!("xtask: the emulator's self-test");
+    run(Command::new(&python)
+        .arg(root.join("tests/emulator/test_server.py"))
+        .current_dir(root))?;
+    eprintln!("xtask: every Rust test of the workspace");
+    run(cargo()
+        .current_dir(root)
+        .env("KEYTURN_EMULATOR_PYTHON", &python)
+        .args(["test", "--workspace", "--all-targets", "--locked"])
+        .args(cargo_args))
+}
+
+fn emulator(root: &Path, args: &[String]) -> Result<()> {
+    let python = venv(root)?;
+    let mut port = "4566".to_owned();
+    let mut serial = false;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--port" => port = args.next().context("--port needs a number")?.clone(),
+            "--serial" => serial = true,
+            other => bail!("unknown emulator option {other:?}\n\n{USAGE}"),
+        }
+    }
+    eprintln!("xtask: starting the emulator; when it is ready, in another shell:");
+    eprintln!(
+        "  export AWS_ENDPOINT_URL=http://127.0.0.1:{port} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1"
+    );
+    let mut command = Command::new(&python);
+    command
+        .arg(root.join("tests/emulator/server.py"))
+        .args(["--port", &port]);
+    if serial {
+        command.arg("--serial");
+    }
+    run(&mut command)
+}
+
+fn demo(root: &Path) -> Result<()> {
+    let python = venv(root)?;
+    eprintln!("xtask: building keyturn and the demo driver");
+    run(cargo().current_dir(root).args([
+        "build",
+        "--locked",
+        "--quiet",
+        "-p",
+        "keyturn-cli",
+        "-p",
+        "keyturn-testbed",
+        "--bins",
+    ]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target.join("debug");
+    run(Command::new(bin.join("keyturn-demo"))
+        .current_dir(root)
+        .env("KEYTURN_EMULATOR_PYTHON", &python)
+        .arg("--keyturn")
+        .arg(bin.join("keyturn")))
+}

@@ -1,1 +1,17 @@
-//! placeholder
+//! keyturn's imperative shell: the AWS adapters and the steps that act on them.
+//!
+//! This is the only crate that links the IAM, STS, Organizations and Secrets Manager
+//! SDKs. It decides nothing about rotation itself (the planner does); it reads AWS,
+//! performs the steps the planner asks for, and reports failures per account with the
+//! AWS error code.
+
+pub mod credential_report;
+pub mod error;
+pub mod iam;
+pub mod inventory;
+pub mod org;
+pub mod session;
+
+pub use aws_config::SdkConfig;
+pub use error::{AwsFailure, WorkerError};
+pub use session::{Caller, Sessions};

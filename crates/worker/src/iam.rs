@@ -1,0 +1,193 @@
+//! IAM reads of one account: its users, their tags and keys, and each key's last use.
+//!
+//! Calls per account: GetAccountAuthorizationDetails (users with their tags, paginated),
+//! the credential report (two calls), ListAccessKeys per user (paginated), and
+//! GetAccessKeyLastUsed only for keys the report cannot place. Per-user calls run with
+//! a small bound of their own, because IAM's rate limits are per account.
+
+use aws_sdk_iam::Client as IamClient;
+use aws_sdk_iam::types::{EntityType, StatusType};
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use keyturn_planner::inventory::{KeyRecord, KeyStatus, LastUse};
+use keyturn_planner::policy::UserExclusion;
+use keyturn_planner::{AccessKeyId, Scope, UserName};
+
+use crate::credential_report::{self, CredentialReport};
+use crate::error::AwsFailure;
+use crate::org::OrgAccount;
+
+/// How many per-user IAM calls of one account run at once.
+pub const PER_ACCOUNT_CONCURRENCY: usize = 4;
+
+/// An IAM user and its tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IamUser {
+    /// The user's name.
+    pub name: UserName,
+    /// The user's tags, as (key, value).
+    pub tags: Vec<(String, String)>,
+}
+
+/// One user's keys, and why the user is out of scope if it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserKeys {
+    /// The user.
+    pub user: IamUser,
+    /// `Some` when the policy excludes or exempts the user.
+    pub exclusion: Option<UserExclusion>,
+    /// The user's keys (zero, one or two).
+    pub keys: Vec<KeyRecord>,
+}
+
+/// What one account holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountKeys {
+    /// The account.
+    pub account: OrgAccount,
+    /// Its users, ordered by name.
+    pub users: Vec<UserKeys>,
+}
+
+/// Reads every user of the account, its keys and their last use.
+pub async fn account_keys(
+    iam: &IamClient,
+    account: &OrgAccount,
+    scope: &Scope,
+) -> Result<AccountKeys, AwsFailure> {
+    let users = list_users(iam).await?;
+    let report = credential_report::fetch(iam).await?;
+    let mut users: Vec<UserKeys> = futures::stream::iter(users)
+        .map(|user| {
+            let report = &report;
+            async move {
+                let exclusion = scope.user_exclusion(
+                    &user.name,
+                    user.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                );
+                let keys = user_keys(iam, account, &user.name, report).await?;
+                Ok::<_, AwsFailure>(UserKeys {
+                    user,
+                    exclusion,
+                    keys,
+                })
+            }
+        })
+        .buffer_unordered(PER_ACCOUNT_CONCURRENCY)
+        .try_collect()
+        .await?;
+    users.sort_by(|a, b| a.user.name.cmp(&b.user.name));
+    Ok(AccountKeys {
+        account: account.clone(),
+        users,
+    })
+}
+
+/// Every IAM user of the account with its tags, in one paginated call.
+pub async fn list_users(iam: &IamClient) -> Result<Vec<IamUser>, AwsFailure> {
+    let pages: Vec<_> = iam
+        .get_account_authorization_details()
+        .filter(EntityType::User)
+        .into_paginator()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| AwsFailure::from_sdk("GetAccountAuthorizationDetails", &e))?;
+    pages
+        .iter()
+        .flat_map(|page| page.user_detail_list())
+        .map(|detail| {
+            let name = UserName::new(detail.user_name().unwrap_or_default())
+                .map_err(|e| unexpected("GetAccountAuthorizationDetails", e))?;
+            let tags = detail
+                .tags()
+                .iter()
+                .map(|t| (t.key().to_owned(), t.value().to_owned()))
+                .collect();
+            Ok(IamUser { name, tags })
+        })
+        .collect()
+}
+
+/// The keys of one user, with last use from the report or, failing that, from IAM.
+async fn user_keys(
+    iam: &IamClient,
+    account: &OrgAccount,
+    user: &UserName,
+    report: &CredentialReport,
+) -> Result<Vec<KeyRecord>, AwsFailure> {
+    let metadata = iam
+        .list_access_keys()
+        .user_name(user.as_str())
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| AwsFailure::from_sdk("ListAccessKeys", &e))?;
+    let mut keys = Vec::with_capacity(metadata.len());
+    for key in metadata {
+        let access_key_id = AccessKeyId::new(key.access_key_id().unwrap_or_default())
+            .map_err(|e| unexpected("ListAccessKeys", e))?;
+        let created_at = key
+            .create_date()
+            .map(to_chrono)
+            .ok_or_else(|| unexpected("ListAccessKeys", "a key without CreateDate"))?;
+        let status = match key.status() {
+            Some(StatusType::Active) => KeyStatus::Active,
+            Some(StatusType::Inactive) => KeyStatus::Inactive,
+            other => {
+                return Err(unexpected(
+                    "ListAccessKeys",
+                    format!("key status {other:?}"),
+                ));
+            }
+        };
+        let last_used = match report.last_used(user.as_str(), created_at) {
+            Some(last_used) => last_used,
+            None => last_used(iam, &access_key_id).await?,
+        };
+        keys.push(KeyRecord {
+            account_id: account.id.clone(),
+            account_name: account.name.clone(),
+            user_name: user.clone(),
+            access_key_id,
+            status,
+            created_at,
+            last_used,
+        });
+    }
+    Ok(keys)
+}
+
+/// A key's last use, asked of IAM directly (fresh, unlike the credential report).
+pub async fn last_used(iam: &IamClient, key: &AccessKeyId) -> Result<Option<LastUse>, AwsFailure> {
+    let out = iam
+        .get_access_key_last_used()
+        .access_key_id(key.as_str())
+        .send()
+        .await
+        .map_err(|e| AwsFailure::from_sdk("GetAccessKeyLastUsed", &e))?;
+    let Some(used) = out.access_key_last_used() else {
+        return Ok(None);
+    };
+    let known = |s: &str| (!s.is_empty() && s != "N/A").then(|| s.to_owned());
+    Ok(used.last_used_date().map(|at| LastUse {
+        at: to_chrono(at),
+        service: known(used.service_name()),
+        region: known(used.region()),
+    }))
+}
+
+/// Converts an SDK timestamp.
+pub fn to_chrono(t: &aws_smithy_types::DateTime) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.secs(), t.subsec_nanos()).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+fn unexpected(operation: &'static str, what: impl std::fmt::Display) -> AwsFailure {
+    AwsFailure {
+        operation,
+        code: "UnexpectedResponse".to_owned(),
+        message: what.to_string(),
+    }
+}

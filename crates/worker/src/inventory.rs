@@ -1,0 +1,73 @@
+//! The org-wide inventory: every key of every account in scope, fanned out over accounts.
+//!
+//! Accounts run concurrently up to a bound; one account's failure (a role that cannot
+//! be assumed, an API error) is recorded with its AWS error code and never stops the
+//! others.
+
+use aws_sdk_iam::Client as IamClient;
+use aws_sdk_organizations::Client as OrganizationsClient;
+use futures::StreamExt;
+use keyturn_planner::Scope;
+
+use crate::error::{AwsFailure, WorkerError};
+use crate::iam::{self, AccountKeys};
+use crate::org::{self, OrgAccount};
+use crate::session::Sessions;
+
+/// How many accounts are read at once unless the caller says otherwise.
+pub const DEFAULT_CONCURRENCY: u16 = 16;
+
+/// An account that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountFailure {
+    /// The account.
+    pub account: OrgAccount,
+    /// What failed.
+    pub failure: AwsFailure,
+}
+
+/// The result of an inventory: what was read, and which accounts failed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inventory {
+    /// Accounts read in full, ordered by account id.
+    pub accounts: Vec<AccountKeys>,
+    /// Accounts that failed, ordered by account id.
+    pub failures: Vec<AccountFailure>,
+}
+
+/// Reads every key of every account the scope selects.
+pub async fn collect(
+    sessions: &Sessions,
+    scope: &Scope,
+    concurrency: usize,
+) -> Result<Inventory, WorkerError> {
+    let org = OrganizationsClient::new(sessions.base());
+    let accounts = org::accounts_in_scope(&org, scope).await?;
+    let results: Vec<_> = futures::stream::iter(accounts)
+        .map(|account| async move {
+            let config = sessions
+                .for_account(&account.id, &scope.role_name, scope.external_id.as_ref())
+                .await;
+            let iam = IamClient::new(&config);
+            iam::account_keys(&iam, &account, scope)
+                .await
+                .map_err(|failure| AccountFailure { account, failure })
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let mut inventory = Inventory::default();
+    for result in results {
+        match result {
+            Ok(keys) => inventory.accounts.push(keys),
+            Err(failure) => inventory.failures.push(failure),
+        }
+    }
+    inventory
+        .accounts
+        .sort_by(|a, b| a.account.id.cmp(&b.account.id));
+    inventory
+        .failures
+        .sort_by(|a, b| a.account.id.cmp(&b.account.id));
+    Ok(inventory)
+}

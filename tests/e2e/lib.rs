@@ -1,1 +1,0 @@
-//! End-to-end scenarios live in this package's tests; see `tests/e2e/*.rs`.
