@@ -10,6 +10,9 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+#[cfg(test)]
+mod tidy;
+
 const USAGE: &str = "usage: cargo xtask <test|demo|emulator|venv> [args…]
 
   test [CARGO TEST ARGS…]  create the emulator venv if missing, run the emulator's self-test and every Rust test

@@ -80,3 +80,28 @@ pub fn report(outcome: Outcome) -> std::process::ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Exit;
+
+    /// The user-facing table in docs/cli.md must list exactly these codes.
+    #[test]
+    fn docs_list_every_exit_code() {
+        let docs = include_str!("../../../docs/cli.md");
+        let codes = [
+            (Exit::Success, "success"),
+            (Exit::Internal, "internal error"),
+            (Exit::InvalidInput, "invalid input"),
+            (Exit::Partial, "partial"),
+            (Exit::Aws, "AWS unavailable"),
+            (Exit::Journal, "journal problem"),
+        ];
+        for (exit, words) in codes {
+            let row = format!("| {} | {words}", exit as u8);
+            assert!(docs.contains(&row), "docs/cli.md lacks the row {row:?}");
+        }
+        let rows = docs.lines().filter(|l| l.starts_with("| ") && l[2..].starts_with(|c: char| c.is_ascii_digit())).count();
+        assert_eq!(rows, codes.len(), "docs/cli.md lists an exit code keyturn does not have");
+    }
+}

@@ -1,0 +1,648 @@
+"""The keyturn test emulator: moto's AWS emulator plus the control endpoints moto lacks.
+
+Runs moto's WSGI application in this process (as moto's own ThreadedMotoServer does)
+behind a small WSGI middleware that adds, under ``/_keyturn/``:
+
+- ``GET /_keyturn/health``: liveness.
+- ``POST /_keyturn/iam/access-key``: backdate an IAM access key and set or clear its
+  last-used data (moto always creates keys "now").
+- ``GET|POST|DELETE /_keyturn/faults``: fault injection (throttling, 5xx, latency),
+  answered in the wire format of the service's protocol so the AWS SDKs classify
+  the faults as they would real ones.
+- ``GET /_keyturn/counters`` and ``POST /_keyturn/counters/reset``: request counts by
+  service, action and account.
+- ``GET /_keyturn/process``: CPU time and peak memory of this process.
+
+Usage::
+
+    python server.py [--host 127.0.0.1] [--port 0] [--serial] [--exit-on-stdin-eof]
+
+When it is ready it prints exactly one line, ``KEYTURN_EMULATOR_READY http://HOST:PORT``,
+to stdout. See README.md beside this file for the moto internals this relies on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import logging
+import os
+import random
+import re
+import resource
+import sys
+import threading
+import time
+import uuid
+from typing import Any, Callable, Iterable
+from urllib.parse import unquote_plus
+
+# The moto version whose internals this program reaches into. The requirements file
+# pins the same version; a mismatch is refused at start-up rather than misbehaving.
+EXPECTED_MOTO_VERSION = "5.2.5"
+
+DEFAULT_ACCOUNT_ID = "123456789012"
+CONTROL_PREFIX = "/_keyturn/"
+
+# Services that speak a JSON protocol and their JSON content type. Query-protocol
+# services (iam, sts, sns) answer XML.
+JSON_CONTENT_TYPE = {
+    "dynamodb": "application/x-amz-json-1.0",
+    "organizations": "application/x-amz-json-1.1",
+    "secretsmanager": "application/x-amz-json-1.1",
+}
+
+# The throttling error code each JSON-protocol service really sends.
+JSON_THROTTLE_TYPE = {
+    "dynamodb": "com.amazonaws.dynamodb.v20120810#ThrottlingException",
+    "organizations": "TooManyRequestsException",
+}
+
+# XML namespaces of the query-protocol services' error documents.
+QUERY_NAMESPACE = {
+    "iam": "https://iam.amazonaws.com/doc/2010-05-08/",
+    "sts": "https://sts.amazonaws.com/doc/2011-06-15/",
+    "sns": "http://sns.amazonaws.com/doc/2010-03-31/",
+}
+
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+ACTION_IN_FORM = re.compile(rb"(?:^|&)Action=([^&]*)")
+ACTION_IN_QUERY = re.compile(r"(?:^|&)Action=([^&]*)")
+
+log = logging.getLogger("keyturn-emulator")
+
+
+# --------------------------------------------------------------------------------------
+# Request classification.
+# --------------------------------------------------------------------------------------
+
+
+class AccountResolver:
+    """Maps a signing access key id to its account, as moto does, but cheaply.
+
+    moto's own ``get_account_id_from`` scans every account and partition (and its
+    ``BackendDict.__getitem__`` copies the key list under a lock), which is fine once
+    per request inside moto but too slow to repeat here. This resolver caches the
+    answer: a cached account is re-checked with one dictionary lookup, and a key that
+    no account knows (such as the dummy ``testing`` key, which maps to the default
+    account) is remembered as unknown. Key ids are random, so a key that was unknown
+    does not become known later; the cache is cleared on ``/moto-api/reset`` anyway.
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[str, str]] = {}
+        self._unknown: set[str] = set()
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._known.clear()
+            self._unknown.clear()
+
+    def account_for(self, access_key_id: str) -> str:
+        from moto.iam.models import iam_backends
+
+        hit = self._known.get(access_key_id)
+        if hit is not None:
+            account_id, partition = hit
+            backend = _existing_backend(iam_backends, account_id, partition)
+            if backend is not None and access_key_id in backend.access_keys:
+                return account_id
+        elif access_key_id in self._unknown:
+            return DEFAULT_ACCOUNT_ID
+
+        found = _scan_for_access_key(iam_backends, access_key_id)
+        with self._lock:
+            if found is None:
+                self._known.pop(access_key_id, None)
+                if len(self._unknown) > 100_000:
+                    self._unknown.clear()
+                self._unknown.add(access_key_id)
+                return DEFAULT_ACCOUNT_ID
+            self._known[access_key_id] = found
+            return found[0]
+
+
+def _existing_backend(backends: Any, account_id: str, partition: str) -> Any:
+    """Returns an existing IAM backend without creating one (plain dict access)."""
+    account = dict.get(backends, account_id)
+    if account is None:
+        return None
+    return dict.get(account, partition)
+
+
+def _scan_for_access_key(backends: Any, access_key_id: str) -> tuple[str, str] | None:
+    """Finds (account, partition) of an access key, without creating backends."""
+    for account_id, account in list(dict.items(backends)):
+        for partition, backend in list(dict.items(account)):
+            if access_key_id in backend.access_keys:
+                return account_id, partition
+    return None
+
+
+class Classified:
+    """What a request is: service, action and account, for counters and faults."""
+
+    __slots__ = ("service", "action", "account", "signed", "json_protocol", "content_type")
+
+    def __init__(self) -> None:
+        self.service = ""
+        self.action = ""
+        self.account = DEFAULT_ACCOUNT_ID
+        self.signed = False
+        self.json_protocol = False
+        self.content_type = ""
+
+
+def classify(environ: dict[str, Any], resolver: AccountResolver) -> Classified:
+    """Classifies a request; may buffer a form body and put back an identical copy."""
+    c = Classified()
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    access_key_id = ""
+    # SigV4: "AWS4-HMAC-SHA256 Credential=AKID/DATE/REGION/SERVICE/aws4_request, ...".
+    start = auth.find("Credential=")
+    if start >= 0:
+        end = auth.find(",", start)
+        scope = auth[start + 11 : end if end >= 0 else len(auth)].strip().split("/")
+        if len(scope) == 5:
+            access_key_id = scope[0]
+            c.service = scope[3].lower()
+            c.signed = True
+    if not c.signed:
+        path = environ.get("PATH_INFO", "")
+        c.service = "moto-api" if path.startswith("/moto-api") else "unsigned"
+
+    target = environ.get("HTTP_X_AMZ_TARGET")
+    if target:
+        c.json_protocol = True
+        c.action = target.rpartition(".")[2]
+        c.content_type = environ.get("CONTENT_TYPE", "")
+    else:
+        c.action = _query_action(environ)
+        if not c.action and not c.signed:
+            c.action = environ.get("PATH_INFO", "")
+
+    explicit = environ.get("HTTP_X_MOTO_ACCOUNT_ID")
+    forced = os.environ.get("MOTO_ACCOUNT_ID")
+    if forced:
+        c.account = forced
+    elif explicit:
+        c.account = explicit
+    elif access_key_id:
+        c.account = resolver.account_for(access_key_id)
+    return c
+
+
+def _query_action(environ: dict[str, Any]) -> str:
+    """The Action of a query-protocol request, from its form body or query string."""
+    if environ.get("CONTENT_TYPE", "").startswith(FORM_CONTENT_TYPE):
+        body = _buffer_body(environ)
+        match = ACTION_IN_FORM.search(body)
+        if match:
+            return unquote_plus(match.group(1).decode("utf-8", "replace"))
+    query = environ.get("QUERY_STRING", "")
+    if query:
+        match = ACTION_IN_QUERY.search(query)
+        if match:
+            return unquote_plus(match.group(1))
+    return ""
+
+
+def _buffer_body(environ: dict[str, Any]) -> bytes:
+    """Reads the request body and hands the app an identical, fresh wsgi.input."""
+    stream = environ["wsgi.input"]
+    length = environ.get("CONTENT_LENGTH")
+    if length:
+        body = stream.read(int(length))
+    elif environ.get("wsgi.input_terminated") or "chunked" in environ.get(
+        "HTTP_TRANSFER_ENCODING", ""
+    ).lower():
+        body = stream.read()
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+    else:
+        body = b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    return body
+
+
+# --------------------------------------------------------------------------------------
+# Faults.
+# --------------------------------------------------------------------------------------
+
+
+class FaultRule:
+    """One fault-injection rule, as posted to /_keyturn/faults."""
+
+    KINDS = ("throttle", "error", "latency")
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        if not isinstance(spec, dict):
+            raise ValueError("a rule must be a JSON object")
+        unknown = set(spec) - {
+            "kind", "status", "latency_ms", "count", "fraction", "seed",
+            "service", "action", "account",
+        }
+        if unknown:
+            raise ValueError(f"unknown rule fields: {sorted(unknown)}")
+        self.spec = spec
+        self.kind = spec.get("kind")
+        if self.kind not in self.KINDS:
+            raise ValueError(f"kind must be one of {self.KINDS}, got {self.kind!r}")
+        self.status = int(spec.get("status") or 500)
+        if self.kind == "error" and self.status not in (500, 503):
+            raise ValueError("an error rule's status must be 500 or 503")
+        self.latency_ms = float(spec.get("latency_ms") or 0)
+        if self.kind == "latency" and self.latency_ms <= 0:
+            raise ValueError("a latency rule needs a positive latency_ms")
+        count = spec.get("count")
+        self.count = None if count is None else int(count)
+        if self.count is not None and self.count < 0:
+            raise ValueError("count must not be negative")
+        fraction = spec.get("fraction")
+        self.fraction = None if fraction is None else float(fraction)
+        if self.fraction is not None and not 0.0 <= self.fraction <= 1.0:
+            raise ValueError("fraction must be between 0 and 1")
+        self.rng = random.Random(int(spec.get("seed") or 0))
+        self.service = spec.get("service")
+        self.action = spec.get("action")
+        self.account = spec.get("account")
+        self.fired = 0
+        self.matched = 0
+
+    def matches(self, c: Classified) -> bool:
+        return (
+            (self.service is None or self.service == c.service)
+            and (self.action is None or self.action == c.action)
+            and (self.account is None or self.account == c.account)
+        )
+
+    def try_fire(self) -> bool:
+        """Decides whether the rule fires for a matching request (under the faults lock)."""
+        self.matched += 1
+        if self.count is not None and self.fired >= self.count:
+            return False
+        if self.fraction is not None and self.rng.random() >= self.fraction:
+            return False
+        self.fired += 1
+        return True
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.spec, "matched": self.matched, "fired": self.fired}
+
+
+def fault_response(kind: str, status: int, c: Classified) -> tuple[str, list[tuple[str, str]], bytes]:
+    """The error the real service sends for a throttle or 5xx, in its protocol."""
+    request_id = str(uuid.uuid4())
+    if kind == "throttle":
+        status = 400
+    if c.json_protocol:
+        if kind == "throttle":
+            error_type = JSON_THROTTLE_TYPE.get(c.service, "ThrottlingException")
+            message = "Rate exceeded"
+        elif status == 503:
+            error_type, message = "ServiceUnavailable", "Service is unavailable"
+        else:
+            error_type, message = "InternalFailure", "Internal failure"
+        content_type = c.content_type
+        if not content_type.startswith("application/x-amz-json-1."):
+            content_type = JSON_CONTENT_TYPE.get(c.service, "application/x-amz-json-1.1")
+        body = json.dumps({"__type": error_type, "message": message}).encode()
+    else:
+        if kind == "throttle":
+            error_type, code, message = "Sender", "Throttling", "Rate exceeded"
+        elif status == 503:
+            error_type, code, message = "Receiver", "ServiceUnavailable", "Service is unavailable"
+        else:
+            error_type, code, message = "Receiver", "InternalFailure", "Internal failure"
+        namespace = QUERY_NAMESPACE.get(c.service)
+        xmlns = f' xmlns="{namespace}"' if namespace else ""
+        body = (
+            f"<ErrorResponse{xmlns}><Error><Type>{error_type}</Type><Code>{code}</Code>"
+            f"<Message>{message}</Message></Error><RequestId>{request_id}</RequestId>"
+            "</ErrorResponse>"
+        ).encode()
+        content_type = "text/xml"
+    reason = {400: "Bad Request", 500: "Internal Server Error", 503: "Service Unavailable"}
+    headers = [
+        ("Content-Type", content_type),
+        ("Content-Length", str(len(body))),
+        ("x-amzn-RequestId", request_id),
+    ]
+    return f"{status} {reason[status]}", headers, body
+
+
+# --------------------------------------------------------------------------------------
+# Backdating access keys.
+# --------------------------------------------------------------------------------------
+
+
+def parse_utc(value: Any, field: str) -> dt.datetime:
+    """Parses an RFC 3339 timestamp into the naive UTC datetime moto stores."""
+    if not isinstance(value, str):
+        raise ValueError(f"{field} must be an RFC 3339 string")
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError as err:
+        raise ValueError(f"{field} is not an RFC 3339 timestamp: {value!r}") from err
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return parsed
+
+
+def set_access_key(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Sets an IAM access key's creation date and/or last-used data in moto's backend."""
+    from moto.iam.models import AccessKeyLastUsed, iam_backends
+
+    access_key_id = body.get("access_key_id")
+    if not isinstance(access_key_id, str) or not access_key_id:
+        return 400, {"error": "access_key_id is required"}
+    create_date = None
+    if body.get("create_date") is not None:
+        create_date = parse_utc(body["create_date"], "create_date")
+    last_used_given = "last_used" in body
+    last_used = None
+    if last_used_given and body["last_used"] is not None:
+        spec = body["last_used"]
+        if not isinstance(spec, dict):
+            return 400, {"error": "last_used must be an object or null"}
+        for field in ("date", "service", "region"):
+            if not isinstance(spec.get(field), str):
+                return 400, {"error": f"last_used.{field} is required"}
+        last_used = AccessKeyLastUsed(
+            timestamp=parse_utc(spec["date"], "last_used.date"),
+            service=spec["service"],
+            region=spec["region"],
+        )
+
+    for account_id, account in list(dict.items(iam_backends)):
+        for backend in list(dict.values(account)):
+            for user in list(backend.users.values()):
+                for key in user.access_keys:
+                    if key.access_key_id != access_key_id:
+                        continue
+                    if create_date is not None:
+                        key.create_date = create_date
+                    if last_used_given:
+                        key.last_used = last_used
+                    return 200, {"account_id": account_id, "user_name": user.name}
+    return 404, {"error": f"no IAM user owns an access key with id {access_key_id}"}
+
+
+def patch_credential_report() -> None:
+    """Makes the credential report's last-used region and service columns real.
+
+    moto writes ``not_supported`` in ``access_key_N_last_used_region`` and
+    ``access_key_N_last_used_service``; AWS writes the region and service of the last
+    use, or ``N/A`` for a key never used. This wraps ``User.to_csv`` to fill them in
+    from the same data ``GetAccessKeyLastUsed`` reports.
+    """
+    from moto.iam import models
+
+    header = models.IAMBackend.get_credential_report.__code__.co_consts
+    expected = (
+        "access_key_1_last_used_date,access_key_1_last_used_region,"
+        "access_key_1_last_used_service,access_key_2_active"
+    )
+    if not any(isinstance(const, str) and expected in const for const in header):
+        raise SystemExit("moto's credential report layout changed: update patch_credential_report")
+
+    original = models.User.to_csv
+
+    def to_csv(self: Any) -> str:
+        line = original(self)
+        # The user name and ARN may hold commas; the 20 columns after them cannot.
+        head, *rest = line.rstrip("\n").rsplit(",", 20)
+        for index, column in ((0, 9), (1, 14)):
+            if index < len(self.access_keys) and self.access_keys[index].last_used is not None:
+                used = self.access_keys[index].last_used
+                rest[column] = getattr(used, "region", "N/A")
+                rest[column + 1] = getattr(used, "service", "N/A")
+            else:
+                rest[column] = "N/A"
+                rest[column + 1] = "N/A"
+        return ",".join([head, *rest]) + "\n"
+
+    models.User.to_csv = to_csv
+
+
+# --------------------------------------------------------------------------------------
+# The middleware.
+# --------------------------------------------------------------------------------------
+
+
+class KeyturnMiddleware:
+    """Wraps moto's WSGI app: control endpoints, counters, faults, optional serial mode."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], serial: bool) -> None:
+        self.app = app
+        self.serial = serial
+        self.serial_lock = threading.Lock()
+        self.state_lock = threading.Lock()
+        self.resolver = AccountResolver()
+        self.rules: list[FaultRule] = []
+        self.counts: dict[tuple[str, str, str], int] = {}
+        self.total = 0
+        self.faults_injected = 0
+        self.latency_injected = 0
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith(CONTROL_PREFIX):
+            return self.control(environ, start_response)
+        if path.startswith("/moto-api/reset"):
+            self.resolver.clear()
+
+        c = classify(environ, self.resolver)
+        delay = 0.0
+        answer: FaultRule | None = None
+        key = (c.service, c.action, c.account)
+        with self.state_lock:
+            self.total += 1
+            self.counts[key] = self.counts.get(key, 0) + 1
+            if self.rules and c.signed:
+                for rule in self.rules:
+                    if rule.kind == "latency":
+                        if rule.matches(c) and rule.try_fire():
+                            delay += rule.latency_ms / 1000.0
+                            self.latency_injected += 1
+                    elif answer is None and rule.matches(c) and rule.try_fire():
+                        answer = rule
+            if answer is not None:
+                self.faults_injected += 1
+        if delay:
+            time.sleep(delay)
+        if answer is not None:
+            status, headers, body = fault_response(answer.kind, answer.status, c)
+            start_response(status, headers)
+            return [body]
+        if not self.serial:
+            return self.app(environ, start_response)
+        with self.serial_lock:
+            # Run moto and drain its response while holding the lock, so each request
+            # is atomic (moto's threaded server is not, for conditional writes).
+            result = self.app(environ, start_response)
+            try:
+                body = b"".join(result)
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+        return [body]
+
+    # Control endpoints -----------------------------------------------------------------
+
+    def control(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO", "")[len(CONTROL_PREFIX) :].rstrip("/")
+        try:
+            body = self.read_json(environ)
+            status, payload = self.route(method, path, body)
+        except ValueError as err:
+            status, payload = 400, {"error": str(err)}
+        except Exception as err:  # Test support: report, never crash the server.
+            log.exception("control endpoint %s %s failed", method, path)
+            status, payload = 500, {"error": f"{type(err).__name__}: {err}"}
+        data = json.dumps(payload).encode()
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error"}
+        start_response(
+            f"{status} {reason.get(status, 'Error')}",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
+        )
+        return [data]
+
+    @staticmethod
+    def read_json(environ: dict[str, Any]) -> Any:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        raw = environ["wsgi.input"].read(length) if length else b""
+        if not raw.strip():
+            return None
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"the body is not JSON: {err}") from err
+
+    def route(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        if path == "health" and method == "GET":
+            return 200, {"ok": True}
+        if path == "iam/access-key" and method == "POST":
+            if not isinstance(body, dict):
+                raise ValueError("expected a JSON object")
+            if self.serial:
+                with self.serial_lock:
+                    return set_access_key(body)
+            return set_access_key(body)
+        if path == "faults":
+            if method == "GET":
+                with self.state_lock:
+                    return 200, {"rules": [rule.describe() for rule in self.rules]}
+            if method == "POST":
+                if not isinstance(body, dict) or not isinstance(body.get("rules"), list):
+                    raise ValueError('expected {"rules": [...]}')
+                rules = [FaultRule(spec) for spec in body["rules"]]
+                with self.state_lock:
+                    self.rules = rules
+                return 200, {"rules": len(rules)}
+            if method == "DELETE":
+                with self.state_lock:
+                    self.rules = []
+                return 200, {"rules": 0}
+        if path == "counters" and method == "GET":
+            with self.state_lock:
+                requests = [
+                    {"service": s, "action": a, "account": acct, "count": n}
+                    for (s, a, acct), n in sorted(self.counts.items())
+                ]
+                return 200, {
+                    "total": self.total,
+                    "faults_injected": self.faults_injected,
+                    "latency_injected": self.latency_injected,
+                    "requests": requests,
+                }
+        if path == "counters/reset" and method == "POST":
+            with self.state_lock:
+                self.counts = {}
+                self.total = 0
+                self.faults_injected = 0
+                self.latency_injected = 0
+            return 200, {"ok": True}
+        if path == "process" and method == "GET":
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            return 200, {
+                "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                "max_rss_kb": int(usage.ru_maxrss),
+            }
+        known = {"health", "iam/access-key", "faults", "counters", "counters/reset", "process"}
+        if path in known:
+            return 405, {"error": f"{method} is not allowed on /_keyturn/{path}"}
+        return 404, {"error": f"no control endpoint /_keyturn/{path}"}
+
+
+# --------------------------------------------------------------------------------------
+# Start-up.
+# --------------------------------------------------------------------------------------
+
+
+def exit_on_stdin_eof() -> None:
+    """Exits the process at once when stdin reaches end of file (the parent is gone)."""
+    try:
+        while os.read(0, 65536):
+            pass
+    except OSError:
+        pass
+    os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--serial", action="store_true", help="handle one moto request at a time")
+    parser.add_argument("--exit-on-stdin-eof", action="store_true", help="exit when stdin closes")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
+    # The dev server logs every request at INFO: keep only errors.
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+    if args.exit_on_stdin_eof:
+        threading.Thread(target=exit_on_stdin_eof, name="stdin-watch", daemon=True).start()
+
+    import moto
+    from werkzeug.serving import make_server
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+
+    if moto.__version__ != EXPECTED_MOTO_VERSION:
+        raise SystemExit(
+            f"server.py relies on moto {EXPECTED_MOTO_VERSION} internals, found {moto.__version__}"
+        )
+    patch_credential_report()
+
+    class QuietRequestHandler(MotoRequestHandler):
+        """moto's request handler without the per-request log line."""
+
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            pass
+
+    dispatcher = DomainDispatcherApplication(create_backend_app)
+    # Build the apps of the services keyturn uses now, so the first request of a test
+    # does not pay for importing a backend.
+    for service in ("iam", "sts", "organizations", "dynamodb", "secretsmanager"):
+        dispatcher.app_instances[service] = create_backend_app(service)
+
+    app = KeyturnMiddleware(dispatcher, serial=args.serial)
+    server = make_server(args.host, args.port, app, threaded=True, request_handler=QuietRequestHandler)
+    server.daemon_threads = True
+    os.environ.setdefault("MOTO_PORT", str(server.port))
+    print(f"KEYTURN_EMULATOR_READY http://{args.host}:{server.port}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,373 @@
+"""Self-test of the keyturn emulator (server.py), with boto3 from the emulator's venv.
+
+Run from the workspace root:
+
+    target/emulator-venv/bin/python tests/emulator/test_server.py
+
+Each test starts server.py as a subprocess on a free port and stops it afterwards.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import unittest
+import urllib.error
+import urllib.request
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "server.py")
+UTC = dt.timezone.utc
+
+
+class Emulator:
+    """A server.py child process and helpers to talk to it."""
+
+    def __init__(self, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, SERVER, "--port", "0", "--exit-on-stdin-eof", *extra],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode()
+        if not line.startswith("KEYTURN_EMULATOR_READY "):
+            self.proc.kill()
+            raise AssertionError(f"unexpected first line: {line!r}")
+        self.url = line.split()[1]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None and not pipe.closed:
+                pipe.close()
+
+    def control(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, method=method, data=data)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    def client(self, service: str, retries: int = 0, **credentials: str) -> Any:
+        credentials = credentials or {
+            "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing",
+        }
+        return boto3.client(
+            service,
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            config=Config(retries={"mode": "standard", "total_max_attempts": retries + 1}),
+            **credentials,
+        )
+
+
+def credential_report(iam: Any) -> list[dict[str, str]]:
+    iam.generate_credential_report()
+    content = iam.get_credential_report()["Content"].decode()
+    return list(csv.DictReader(io.StringIO(content)))
+
+
+class EmulatorTest(unittest.TestCase):
+    def setUp(self) -> None:
+        self.emu = Emulator()
+        self.addCleanup(self.emu.stop)
+
+    def test_health_and_process(self) -> None:
+        self.assertEqual(self.emu.control("GET", "/_keyturn/health"), (200, {"ok": True}))
+        status, stats = self.emu.control("GET", "/_keyturn/process")
+        self.assertEqual(status, 200)
+        self.assertGreater(stats["cpu_seconds"], 0)
+        self.assertGreater(stats["max_rss_kb"], 10_000)
+
+    def test_backdated_key_shows_in_list_and_credential_report(self) -> None:
+        iam = self.emu.client("iam")
+        iam.create_user(UserName="alice")
+        old = iam.create_access_key(UserName="alice")["AccessKey"]["AccessKeyId"]
+        new = iam.create_access_key(UserName="alice")["AccessKey"]["AccessKeyId"]
+        status, body = self.emu.control(
+            "POST",
+            "/_keyturn/iam/access-key",
+            {"access_key_id": old, "create_date": "2026-07-01T12:00:00Z"},
+        )
+        self.assertEqual((status, body), (200, {"account_id": "123456789012", "user_name": "alice"}))
+
+        keys = {k["AccessKeyId"]: k for k in iam.list_access_keys(UserName="alice")["AccessKeyMetadata"]}
+        self.assertEqual(keys[old]["CreateDate"], dt.datetime(2026, 7, 1, 12, tzinfo=UTC))
+        self.assertGreater(keys[new]["CreateDate"], dt.datetime(2026, 7, 2, tzinfo=UTC))
+
+        (row,) = credential_report(iam)
+        self.assertEqual(row["access_key_1_last_rotated"], "2026-07-01T12:00:00+00:00")
+        self.assertNotEqual(row["access_key_2_last_rotated"], "2026-07-01T12:00:00+00:00")
+        for n in (1, 2):
+            for column in ("date", "region", "service"):
+                self.assertEqual(row[f"access_key_{n}_last_used_{column}"], "N/A")
+
+        status, body = self.emu.control(
+            "POST", "/_keyturn/iam/access-key", {"access_key_id": "AKIADOESNOTEXIST0000"}
+        )
+        self.assertEqual(status, 404)
+        self.assertIn("error", body)
+
+    def test_last_used_set_and_cleared(self) -> None:
+        iam = self.emu.client("iam")
+        iam.create_user(UserName="bob")
+        key = iam.create_access_key(UserName="bob")["AccessKey"]["AccessKeyId"]
+        never = iam.get_access_key_last_used(AccessKeyId=key)["AccessKeyLastUsed"]
+        self.assertNotIn("LastUsedDate", never)
+        self.assertEqual((never["ServiceName"], never["Region"]), ("N/A", "N/A"))
+
+        used = {"date": "2026-08-02T03:04:05Z", "service": "s3", "region": "eu-west-1"}
+        status, _ = self.emu.control(
+            "POST", "/_keyturn/iam/access-key", {"access_key_id": key, "last_used": used}
+        )
+        self.assertEqual(status, 200)
+        last = iam.get_access_key_last_used(AccessKeyId=key)["AccessKeyLastUsed"]
+        self.assertEqual(last["LastUsedDate"], dt.datetime(2026, 8, 2, 3, 4, 5, tzinfo=UTC))
+        self.assertEqual((last["ServiceName"], last["Region"]), ("s3", "eu-west-1"))
+        (row,) = credential_report(iam)
+        self.assertEqual(row["access_key_1_last_used_date"], "2026-08-02T03:04:05+00:00")
+        self.assertEqual(row["access_key_1_last_used_region"], "eu-west-1")
+        self.assertEqual(row["access_key_1_last_used_service"], "s3")
+
+        status, _ = self.emu.control(
+            "POST", "/_keyturn/iam/access-key", {"access_key_id": key, "last_used": None}
+        )
+        self.assertEqual(status, 200)
+        last = iam.get_access_key_last_used(AccessKeyId=key)["AccessKeyLastUsed"]
+        self.assertNotIn("LastUsedDate", last)
+        (row,) = credential_report(iam)
+        self.assertEqual(row["access_key_1_last_used_date"], "N/A")
+
+        # A request signed with the key marks it used now, as AWS does (without lag).
+        iam.delete_access_key(UserName="bob", AccessKeyId=key)
+        created = iam.create_access_key(UserName="bob")["AccessKey"]
+        key, secret = created["AccessKeyId"], created["SecretAccessKey"]
+        sts = self.emu.client("sts", aws_access_key_id=key, aws_secret_access_key=secret)
+        sts.get_caller_identity()
+        last = iam.get_access_key_last_used(AccessKeyId=key)["AccessKeyLastUsed"]
+        self.assertEqual((last["ServiceName"], last["Region"]), ("sts", "us-east-1"))
+        (row,) = credential_report(iam)
+        self.assertEqual(row["access_key_1_last_used_service"], "sts")
+
+    def test_throttle_count_then_success(self) -> None:
+        iam = self.emu.client("iam")
+        status, _ = self.emu.control(
+            "POST", "/_keyturn/faults", {"rules": [{"kind": "throttle", "count": 2, "action": "ListUsers"}]}
+        )
+        self.assertEqual(status, 200)
+        for _ in range(2):
+            with self.assertRaises(ClientError) as caught:
+                iam.list_users()
+            error = caught.exception.response
+            self.assertEqual(error["Error"]["Code"], "Throttling")
+            self.assertEqual(error["ResponseMetadata"]["HTTPStatusCode"], 400)
+        iam.list_users()
+        iam.create_user(UserName="carol")  # Another action is not matched.
+        _, faults = self.emu.control("GET", "/_keyturn/faults")
+        self.assertEqual(faults["rules"][0]["fired"], 2)
+        _, counters = self.emu.control("GET", "/_keyturn/counters")
+        self.assertEqual(counters["faults_injected"], 2)
+        self.assertEqual(self.emu.control("DELETE", "/_keyturn/faults")[0], 200)
+        self.assertEqual(self.emu.control("GET", "/_keyturn/faults")[1], {"rules": []})
+
+    def test_retrying_client_recovers_and_fault_shapes(self) -> None:
+        # boto3 retries throttling and 5xx, which shows the faults are classified so.
+        iam = self.emu.client("iam", retries=3)
+        ddb = self.emu.client("dynamodb", retries=3)
+        org = self.emu.client("organizations", retries=3)
+        self.emu.control(
+            "POST",
+            "/_keyturn/faults",
+            {
+                "rules": [
+                    {"kind": "error", "status": 503, "count": 1, "service": "iam"},
+                    {"kind": "throttle", "count": 1, "service": "dynamodb"},
+                    {"kind": "throttle", "count": 1, "service": "organizations"},
+                ]
+            },
+        )
+        response = iam.list_users()
+        self.assertEqual(response["ResponseMetadata"]["RetryAttempts"], 1)
+        response = ddb.list_tables()
+        self.assertEqual(response["ResponseMetadata"]["RetryAttempts"], 1)
+        with self.assertRaises(ClientError) as caught:
+            org.describe_organization()
+        # Not a fault: no organization yet, after one retried throttle.
+        self.assertEqual(caught.exception.response["ResponseMetadata"]["RetryAttempts"], 1)
+
+        # Without retries, the error codes are the services' own.
+        plain_ddb = self.emu.client("dynamodb")
+        plain_org = self.emu.client("organizations")
+        plain_iam = self.emu.client("iam")
+        self.emu.control(
+            "POST",
+            "/_keyturn/faults",
+            {
+                "rules": [
+                    {"kind": "throttle", "service": "dynamodb"},
+                    {"kind": "throttle", "service": "organizations"},
+                    {"kind": "error", "status": 500, "service": "iam"},
+                ]
+            },
+        )
+        with self.assertRaises(ClientError) as caught:
+            plain_ddb.list_tables()
+        self.assertEqual(caught.exception.response["Error"]["Code"], "ThrottlingException")
+        with self.assertRaises(ClientError) as caught:
+            plain_org.list_accounts()
+        self.assertEqual(caught.exception.response["Error"]["Code"], "TooManyRequestsException")
+        with self.assertRaises(ClientError) as caught:
+            plain_iam.list_users()
+        self.assertEqual(caught.exception.response["Error"]["Code"], "InternalFailure")
+        self.assertEqual(caught.exception.response["ResponseMetadata"]["HTTPStatusCode"], 500)
+
+    def test_latency_and_fraction(self) -> None:
+        iam = self.emu.client("iam")
+        self.emu.control(
+            "POST", "/_keyturn/faults", {"rules": [{"kind": "latency", "latency_ms": 200, "count": 1}]}
+        )
+        start = time.monotonic()
+        iam.list_users()
+        self.assertGreaterEqual(time.monotonic() - start, 0.2)
+        start = time.monotonic()
+        iam.list_users()
+        self.assertLess(time.monotonic() - start, 0.2)
+
+        rules = {"rules": [{"kind": "throttle", "fraction": 0.5, "seed": 7, "action": "ListUsers"}]}
+        outcomes = []
+        for _ in range(2):
+            self.emu.control("POST", "/_keyturn/faults", rules)
+            run = []
+            for _ in range(40):
+                try:
+                    iam.list_users()
+                    run.append(True)
+                except ClientError:
+                    run.append(False)
+            outcomes.append(run)
+        self.assertEqual(outcomes[0], outcomes[1], "a seeded fraction repeats")
+        self.assertTrue(5 < outcomes[0].count(False) < 35)
+
+    def test_account_targeted_fault_and_counters(self) -> None:
+        org = self.emu.client("organizations")
+        org.create_organization(FeatureSet="ALL")
+        status = org.create_account(AccountName="member", Email="member@example.com")
+        member = status["CreateAccountStatus"]["AccountId"]
+        sts = self.emu.client("sts")
+        creds = sts.assume_role(
+            RoleArn=f"arn:aws:iam::{member}:role/OrganizationAccountAccessRole",
+            RoleSessionName="test",
+        )["Credentials"]
+        member_iam = self.emu.client(
+            "iam",
+            aws_access_key_id=creds["AccessKeyId"],
+            aws_secret_access_key=creds["SecretAccessKey"],
+            aws_session_token=creds["SessionToken"],
+        )
+        member_iam.create_user(UserName="in-member")
+        mgmt_iam = self.emu.client("iam")
+        self.assertEqual([u["UserName"] for u in mgmt_iam.list_users()["Users"]], [])
+
+        self.assertEqual(self.emu.control("POST", "/_keyturn/counters/reset")[0], 200)
+        self.emu.control("POST", "/_keyturn/faults", {"rules": [{"kind": "throttle", "account": member}]})
+        mgmt_iam.list_users()
+        mgmt_iam.list_users()
+        with self.assertRaises(ClientError) as caught:
+            member_iam.list_users()
+        self.assertEqual(caught.exception.response["Error"]["Code"], "Throttling")
+
+        _, counters = self.emu.control("GET", "/_keyturn/counters")
+        self.assertEqual(counters["total"], 3)
+        self.assertEqual(counters["faults_injected"], 1)
+        self.assertIn(
+            {"service": "iam", "action": "ListUsers", "account": "123456789012", "count": 2},
+            counters["requests"],
+        )
+        self.assertIn(
+            {"service": "iam", "action": "ListUsers", "account": member, "count": 1},
+            counters["requests"],
+        )
+        # JSON-protocol actions come from X-Amz-Target.
+        self.emu.control("DELETE", "/_keyturn/faults")
+        org.list_accounts()
+        _, counters = self.emu.control("GET", "/_keyturn/counters")
+        self.assertIn(
+            {"service": "organizations", "action": "ListAccounts", "account": "123456789012", "count": 1},
+            counters["requests"],
+        )
+        # Control calls are never counted.
+        self.assertEqual(counters["total"], 4)
+
+    def test_bad_control_requests(self) -> None:
+        status, body = self.emu.control("POST", "/_keyturn/faults", {"rules": [{"kind": "nope"}]})
+        self.assertEqual(status, 400)
+        self.assertIn("kind", body["error"])
+        self.assertEqual(self.emu.control("GET", "/_keyturn/nothing")[0], 404)
+
+
+class SerialTest(unittest.TestCase):
+    def test_conditional_put_has_one_winner(self) -> None:
+        emu = Emulator("--serial")
+        self.addCleanup(emu.stop)
+        ddb = emu.client("dynamodb")
+        ddb.create_table(
+            TableName="race",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        clients = [emu.client("dynamodb") for _ in range(20)]
+        for round_no in range(20):
+            barrier = threading.Barrier(len(clients))
+            wins: list[int] = []
+            errors: list[str] = []
+
+            def race(worker: int) -> None:
+                barrier.wait()
+                try:
+                    clients[worker].put_item(
+                        TableName="race",
+                        Item={"pk": {"S": f"round-{round_no}"}, "winner": {"N": str(worker)}},
+                        ConditionExpression="attribute_not_exists(pk)",
+                    )
+                    wins.append(worker)
+                except ClientError as err:
+                    errors.append(err.response["Error"]["Code"])
+
+            threads = [threading.Thread(target=race, args=(i,)) for i in range(len(clients))]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            self.assertEqual(len(wins), 1, f"round {round_no}: winners {wins}")
+            self.assertEqual(set(errors), {"ConditionalCheckFailedException"})
+
+
+class StdinTest(unittest.TestCase):
+    def test_stdin_eof_stops_the_process(self) -> None:
+        emu = Emulator()
+        self.addCleanup(emu.stop)
+        assert emu.proc.stdin is not None
+        emu.proc.stdin.close()
+        self.assertEqual(emu.proc.wait(10), 0)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
