@@ -17,7 +17,7 @@ pub struct Cli {
         long,
         global = true,
         env = "KEYTURN_JOURNAL",
-        default_value = "sqlite://keyturn.db"
+        default_value = keyturn_journal::DEFAULT_LOCATION
     )]
     pub journal: String,
 

@@ -101,7 +101,14 @@ mod tests {
             let row = format!("| {} | {words}", exit as u8);
             assert!(docs.contains(&row), "docs/cli.md lacks the row {row:?}");
         }
-        let rows = docs.lines().filter(|l| l.starts_with("| ") && l[2..].starts_with(|c: char| c.is_ascii_digit())).count();
-        assert_eq!(rows, codes.len(), "docs/cli.md lists an exit code keyturn does not have");
+        let rows = docs
+            .lines()
+            .filter(|l| l.starts_with("| ") && l[2..].starts_with(|c: char| c.is_ascii_digit()))
+            .count();
+        assert_eq!(
+            rows,
+            codes.len(),
+            "docs/cli.md lists an exit code keyturn does not have"
+        );
     }
 }

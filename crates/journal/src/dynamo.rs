@@ -1,0 +1,1239 @@
+//! The DynamoDB backend: one table shared by every operator and worker of an
+//! organisation.
+//!
+//! # Table layout (format version 1)
+//!
+//! One on-demand (`PAY_PER_REQUEST`) table with a string partition key `pk` and a
+//! string sort key `sk`. Item families, told apart by `pk`:
+//!
+//! | `pk` | `sk` | what |
+//! |---|---|---|
+//! | `C#<campaign>` | `E#<stream name>#<sequence, 20 digits>` | one event (envelope) |
+//! | `CAMPAIGNS` | `<campaign>` | the campaign index: one item per campaign with events |
+//! | `META` | `format` | `format_version` (a number), written by `keyturn journal init` |
+//! | `L#<campaign>` | (reserved) | leases of a campaign's workers, to come |
+//!
+//! A campaign is one partition: reading a stream is a consistent Query
+//! `pk = :c AND begins_with(sk, "E#<stream>#")`, reading a whole campaign is
+//! `begins_with(sk, "E#")`, both paginated with `LastEvaluatedKey`. `#` cannot occur
+//! in campaign or stream names, so one stream's prefix never matches another stream.
+//! Leases will live in their own `L#` partitions so that reading a campaign's events
+//! never reads them.
+//!
+//! Event attributes: `campaign`, `stream`, `seq` (N), `event_type`, `schema_major`
+//! (N), `schema_minor` (N), `payload` (the JSON text), `recorded_at` (RFC 3339 with
+//! microseconds), `account_id`, `user_name`, `key_id_1`, `key_id_2` (absent when the
+//! event has none: the indexes are sparse), `caller_arn`, `run_id`, `prev_hash`,
+//! `hash`, and `at` = `<recorded_at>#<campaign>#<stream>#<sequence, 20 digits>`, the
+//! sort key of the global secondary indexes (all with projection ALL):
+//! `by_account (account_id, at)`, `by_key_1 (key_id_1, at)`, `by_key_2 (key_id_2, at)`.
+//! The audit queries read those indexes only; nothing ever scans the table. Index reads
+//! are eventually consistent, as DynamoDB offers no consistent reads on a GSI.
+//!
+//! # Appending
+//!
+//! An append reads the event at the expected version with a consistent GetItem (its
+//! hash is the new batch's `prev_hash`; if it is missing the stream is elsewhere, and
+//! a consistent Query for the last event gives the actual version). The new events are
+//! written with `attribute_not_exists(pk)` conditions: a single event with a
+//! conditional PutItem, a batch (or the first batch of a campaign, which also writes
+//! the campaign index item) with one TransactWriteItems. A failed condition means
+//! another writer took the sequence: [`JournalError::Conflict`] with the actual
+//! version, unless the item found there is the very event this call wrote (a retried
+//! request whose first answer was lost), which counts as success. Transactions carry
+//! a client request token derived from the batch's last hash, so DynamoDB applies a
+//! retried transaction once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::RequestId;
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex,
+    GlobalSecondaryIndexDescription, IndexStatus, KeySchemaElement, KeyType, Projection,
+    ProjectionType, Put, ScalarAttributeType, TableDescription, TableStatus, TransactWriteItem,
+};
+use chrono::{DateTime, Utc};
+
+use crate::envelope::{
+    Actor, Envelope, NewEvent, SchemaVersion, StreamId, now_micros, parse_timestamp, seal_batch,
+    text_range, validate_batch, validate_campaign,
+};
+use crate::error::JournalError;
+use crate::hash::GENESIS_HASH;
+use crate::location::validate_table_name;
+use crate::{FORMAT_VERSION, InitOutcome, Journal};
+
+/// An attribute map, as the SDK passes items.
+type Item = HashMap<String, AttributeValue>;
+
+const PK: &str = "pk";
+const SK: &str = "sk";
+const AT: &str = "at";
+const ACCOUNT_ID: &str = "account_id";
+const KEY_ID_1: &str = "key_id_1";
+const KEY_ID_2: &str = "key_id_2";
+
+const META_PK: &str = "META";
+const META_SK: &str = "format";
+const CAMPAIGNS_PK: &str = "CAMPAIGNS";
+const EVENT_SK_PREFIX: &str = "E#";
+
+/// The global secondary indexes: (name, partition key attribute). All sort on `at`.
+const INDEXES: [(&str, &str); 3] = [
+    ("by_account", ACCOUNT_ID),
+    ("by_key_1", KEY_ID_1),
+    ("by_key_2", KEY_ID_2),
+];
+
+/// How often a transaction that collided with another transaction on the campaign
+/// index item is tried before the append reports [`JournalError::Unavailable`].
+const TRANSACTION_ATTEMPTS: u32 = 5;
+
+/// How long `init` waits for a new table to become ACTIVE.
+const ACTIVE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How often `init` polls a table that is not ACTIVE yet.
+const ACTIVE_POLL: Duration = Duration::from_secs(2);
+
+/// AWS error codes that mean "retry later".
+const RETRYABLE_CODES: [&str; 9] = [
+    "ThrottlingException",
+    "Throttling",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "LimitExceededException",
+    "TransactionInProgressException",
+];
+
+/// A journal in one DynamoDB table.
+#[derive(Clone)]
+pub struct DynamoJournal {
+    client: Client,
+    table: String,
+    page_size: Option<i32>,
+}
+
+impl fmt::Debug for DynamoJournal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DynamoJournal")
+            .field("table", &self.table)
+            .field("page_size", &self.page_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DynamoJournal {
+    /// Opens the journal in `table`, with a client built from `sdk`.
+    ///
+    /// [`JournalError::NotInitialised`] if the table or its format record is missing,
+    /// [`JournalError::Incompatible`] if a newer keyturn wrote it.
+    pub async fn open(sdk: &aws_config::SdkConfig, table: &str) -> Result<Self, JournalError> {
+        Self::open_with_client(Client::new(sdk), table).await
+    }
+
+    /// Opens the journal in `table` with the given client.
+    pub async fn open_with_client(client: Client, table: &str) -> Result<Self, JournalError> {
+        let journal = Self::unchecked(client, table)?;
+        match journal.stored_format_version().await? {
+            None => Err(JournalError::NotInitialised {
+                location: journal.describe(),
+                detail: "the table has no format record".into(),
+            }),
+            Some(_) => Ok(journal),
+        }
+    }
+
+    /// Creates the table (on-demand capacity, deletion protection on, the three
+    /// indexes), waits until it is ACTIVE and records the format version. Idempotent:
+    /// an existing table laid out as a journal is accepted; another layout is refused
+    /// with the difference named.
+    pub async fn init(
+        sdk: &aws_config::SdkConfig,
+        table: &str,
+    ) -> Result<InitOutcome, JournalError> {
+        Self::init_with_client(Client::new(sdk), table).await
+    }
+
+    /// [`DynamoJournal::init`] with the given client.
+    pub async fn init_with_client(
+        client: Client,
+        table: &str,
+    ) -> Result<InitOutcome, JournalError> {
+        let journal = Self::unchecked(client, table)?;
+        let created = journal.create_table_if_missing().await?;
+        let description = journal.wait_until_active().await?;
+        check_table_layout(&journal.table, &description)?;
+        journal.write_format_record().await?;
+        Ok(InitOutcome { created })
+    }
+
+    /// Sets the most items one Query page returns (DynamoDB's default is 1 MB of
+    /// items). Tests use a small page to exercise pagination.
+    pub fn with_page_size(mut self, items: i32) -> Self {
+        self.page_size = Some(items.max(1));
+        self
+    }
+
+    /// The table's name.
+    pub fn table_name(&self) -> &str {
+        &self.table
+    }
+
+    fn unchecked(client: Client, table: &str) -> Result<Self, JournalError> {
+        validate_table_name(table)?;
+        Ok(DynamoJournal {
+            client,
+            table: table.to_owned(),
+            page_size: None,
+        })
+    }
+
+    // ----- Errors -----
+
+    /// Maps an SDK error, keeping the AWS error code in the message.
+    fn sdk_error<E>(&self, operation: &str, err: SdkError<E>) -> JournalError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let code = err.code().map(str::to_owned);
+        let status = err
+            .raw_response()
+            .map(|response| response.status().as_u16());
+        let detail = format!("{operation} failed: {}", describe_sdk_error(&err));
+        let backend = self.describe();
+        match &err {
+            SdkError::TimeoutError(_)
+            | SdkError::DispatchFailure(_)
+            | SdkError::ResponseError(_) => JournalError::Unavailable { backend, detail },
+            SdkError::ServiceError(_) => match code.as_deref() {
+                Some("ResourceNotFoundException") => JournalError::NotInitialised {
+                    location: backend,
+                    detail: format!("the table does not exist; {detail}"),
+                },
+                Some(code) if RETRYABLE_CODES.contains(&code) => {
+                    JournalError::Unavailable { backend, detail }
+                }
+                _ if status.is_some_and(|status| status >= 500) => {
+                    JournalError::Unavailable { backend, detail }
+                }
+                _ => JournalError::Unexpected { backend, detail },
+            },
+            _ => JournalError::Unexpected { backend, detail },
+        }
+    }
+
+    fn corrupt(&self, record: String, detail: impl Into<String>) -> JournalError {
+        JournalError::Corrupt {
+            record: format!("{record} in {}", self.describe()),
+            detail: detail.into(),
+        }
+    }
+
+    fn build_error(&self, what: &str, err: impl fmt::Display) -> JournalError {
+        JournalError::Unexpected {
+            backend: self.describe(),
+            detail: format!("cannot build the {what} request: {err}"),
+        }
+    }
+
+    // ----- Meta and table management -----
+
+    /// Reads the format record: `None` if it is missing.
+    async fn stored_format_version(&self) -> Result<Option<u32>, JournalError> {
+        let answer = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(META_PK))
+            .key(SK, s(META_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|err| {
+                if err.code() == Some("ValidationException") {
+                    JournalError::rejected(format!(
+                        "the DynamoDB table {} exists but is not a keyturn journal (it has \
+                         another key schema): choose another table name ({})",
+                        self.table,
+                        describe_sdk_error(&err)
+                    ))
+                } else {
+                    self.sdk_error("GetItem of the format record", err)
+                }
+            })?;
+        let Some(item) = answer.item else {
+            return Ok(None);
+        };
+        let record = format!("{META_PK}/{META_SK}");
+        let found: u32 = number(&item, "format_version")
+            .map_err(|detail| self.corrupt(record.clone(), detail))?;
+        if found == 0 {
+            return Err(self.corrupt(record, "format_version is 0"));
+        }
+        if found > FORMAT_VERSION {
+            return Err(JournalError::Incompatible {
+                location: self.describe(),
+                found,
+                supported: FORMAT_VERSION,
+            });
+        }
+        Ok(Some(found))
+    }
+
+    /// Writes the format record unless it exists; refuses a newer existing one.
+    async fn write_format_record(&self) -> Result<(), JournalError> {
+        let written = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(PK, s(META_PK))
+            .item(SK, s(META_SK))
+            .item(
+                "format_version",
+                AttributeValue::N(FORMAT_VERSION.to_string()),
+            )
+            .item("created_at", s(&now_micros().to_rfc3339()))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .send()
+            .await;
+        match written {
+            Ok(_) => {
+                tracing::info!(journal = %self.describe(), "recorded the journal format version");
+                Ok(())
+            }
+            Err(err) if err.code() == Some("ConditionalCheckFailedException") => {
+                self.stored_format_version().await.map(drop)
+            }
+            Err(err) => Err(self.sdk_error("PutItem of the format record", err)),
+        }
+    }
+
+    /// Creates the table; returns false if it already exists.
+    async fn create_table_if_missing(&self) -> Result<bool, JournalError> {
+        match self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+        {
+            Ok(_) => return Ok(false),
+            Err(err) if err.code() == Some("ResourceNotFoundException") => {}
+            Err(err) => return Err(self.sdk_error("DescribeTable", err)),
+        }
+        let key = |name: &str, key_type: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(key_type)
+                .build()
+                .map_err(|e| self.build_error("CreateTable", e))
+        };
+        let attribute = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(|e| self.build_error("CreateTable", e))
+        };
+        let mut request = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .deletion_protection_enabled(true)
+            .key_schema(key(PK, KeyType::Hash)?)
+            .key_schema(key(SK, KeyType::Range)?);
+        for name in [PK, SK, AT, ACCOUNT_ID, KEY_ID_1, KEY_ID_2] {
+            request = request.attribute_definitions(attribute(name)?);
+        }
+        for (index, partition) in INDEXES {
+            request = request.global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(index)
+                    .key_schema(key(partition, KeyType::Hash)?)
+                    .key_schema(key(AT, KeyType::Range)?)
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::All)
+                            .build(),
+                    )
+                    .build()
+                    .map_err(|e| self.build_error("CreateTable", e))?,
+            );
+        }
+        match request.send().await {
+            Ok(_) => {
+                tracing::info!(journal = %self.describe(), "created the DynamoDB table");
+                Ok(true)
+            }
+            // Another `init` created it in the meantime.
+            Err(err) if err.code() == Some("ResourceInUseException") => Ok(false),
+            Err(err) => Err(self.sdk_error("CreateTable", err)),
+        }
+    }
+
+    /// Polls the table until it and its indexes are ACTIVE.
+    async fn wait_until_active(&self) -> Result<TableDescription, JournalError> {
+        let started = Instant::now();
+        loop {
+            let description = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await
+                .map_err(|err| self.sdk_error("DescribeTable", err))?
+                .table
+                .ok_or_else(|| JournalError::Unexpected {
+                    backend: self.describe(),
+                    detail: "DescribeTable answered without a table description".into(),
+                })?;
+            let table_active = description.table_status() == Some(&TableStatus::Active);
+            let indexes_active = description
+                .global_secondary_indexes()
+                .iter()
+                .all(|index| index.index_status() == Some(&IndexStatus::Active));
+            if table_active && indexes_active {
+                return Ok(description);
+            }
+            if description.table_status() == Some(&TableStatus::Deleting) {
+                return Err(JournalError::rejected(format!(
+                    "the DynamoDB table {} is being deleted: wait for the deletion to finish \
+                     and run `keyturn journal init` again",
+                    self.table
+                )));
+            }
+            if started.elapsed() > ACTIVE_TIMEOUT {
+                return Err(JournalError::Unavailable {
+                    backend: self.describe(),
+                    detail: format!(
+                        "the table did not become ACTIVE within {} s; run `keyturn journal \
+                         init` again later",
+                        ACTIVE_TIMEOUT.as_secs()
+                    ),
+                });
+            }
+            tokio::time::sleep(ACTIVE_POLL).await;
+        }
+    }
+
+    // ----- Reading -----
+
+    /// Runs a Query to its last page.
+    async fn query_all(
+        &self,
+        what: &str,
+        query: impl Fn() -> QueryFluentBuilder,
+    ) -> Result<Vec<Item>, JournalError> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = query()
+                .set_limit(self.page_size)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|err| self.sdk_error(what, err))?;
+            items.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// A consistent Query over the event items of a campaign whose sort key starts
+    /// with `prefix`.
+    fn events_query(&self, campaign: &str, prefix: String) -> QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":pk", s(&campaign_pk(campaign)))
+            .expression_attribute_values(":prefix", s(&prefix))
+    }
+
+    /// The stream's version: the sequence of its last event, 0 if it has none.
+    async fn current_version(&self, stream: &StreamId) -> Result<u64, JournalError> {
+        let answer = self
+            .events_query(stream.campaign(), stream_prefix(stream))
+            .scan_index_forward(false)
+            .limit(1)
+            .projection_expression("#pk, #sk")
+            .send()
+            .await
+            .map_err(|err| self.sdk_error("Query of the stream's last event", err))?;
+        let Some(item) = answer.items.unwrap_or_default().into_iter().next() else {
+            return Ok(0);
+        };
+        // The sort key is authoritative: it is what the conditions guard.
+        text(&item, SK)
+            .ok()
+            .and_then(|sk| sk.strip_prefix(&stream_prefix(stream)))
+            .and_then(|digits| digits.parse().ok())
+            .ok_or_else(|| self.corrupt(item_label(&item), "its sort key holds no sequence"))
+    }
+
+    /// Reads one event item with a consistent GetItem.
+    async fn get_event(
+        &self,
+        stream: &StreamId,
+        sequence: u64,
+    ) -> Result<Option<Item>, JournalError> {
+        self.client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(&campaign_pk(stream.campaign())))
+            .key(SK, s(&event_sk(stream, sequence)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map(|answer| answer.item)
+            .map_err(|err| self.sdk_error("GetItem of an event", err))
+    }
+
+    /// Whether the campaign index already lists the campaign.
+    async fn campaign_listed(&self, campaign: &str) -> Result<bool, JournalError> {
+        self.client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(CAMPAIGNS_PK))
+            .key(SK, s(campaign))
+            .consistent_read(true)
+            .projection_expression("#pk")
+            .expression_attribute_names("#pk", PK)
+            .send()
+            .await
+            .map(|answer| answer.item.is_some())
+            .map_err(|err| self.sdk_error("GetItem of the campaign index", err))
+    }
+
+    fn envelopes(&self, items: &[Item]) -> Result<Vec<Envelope>, JournalError> {
+        items
+            .iter()
+            .map(|item| {
+                envelope_from_item(item).map_err(|detail| self.corrupt(item_label(item), detail))
+            })
+            .collect()
+    }
+
+    /// Queries one index for a partition key value (and optionally an `at` range).
+    async fn query_index(
+        &self,
+        index: &str,
+        partition: &str,
+        value: &str,
+        range: Option<&(String, String)>,
+    ) -> Result<Vec<Envelope>, JournalError> {
+        let items = self
+            .query_all(&format!("Query of index {index}"), || {
+                let query = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(index)
+                    .expression_attribute_names("#key", partition)
+                    .expression_attribute_values(":key", s(value));
+                match range {
+                    None => query.key_condition_expression("#key = :key"),
+                    Some((from, to)) => query
+                        .key_condition_expression("#key = :key AND #at BETWEEN :from AND :to")
+                        .expression_attribute_names("#at", AT)
+                        .expression_attribute_values(":from", s(from))
+                        .expression_attribute_values(":to", s(to)),
+                }
+            })
+            .await?;
+        self.envelopes(&items)
+    }
+
+    // ----- Writing -----
+
+    /// Writes a sealed batch; on a failed condition, tells our own earlier write from
+    /// another writer's.
+    async fn write_batch(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        sealed: &[Envelope],
+        with_campaign_item: bool,
+    ) -> Result<(), JournalError> {
+        let items = sealed
+            .iter()
+            .map(envelope_to_item)
+            .collect::<Result<Vec<_>, _>>()?;
+        let outcome = if items.len() == 1 && !with_campaign_item {
+            self.put_single(items.into_iter().next()).await
+        } else {
+            self.transact(stream, sealed, items, with_campaign_item)
+                .await
+        };
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(WriteFailure::ConditionFailed) => {
+                self.resolve_condition_failure(stream, expected_version, sealed)
+                    .await
+            }
+            Err(WriteFailure::Other(err)) => Err(err),
+        }
+    }
+
+    async fn put_single(&self, item: Option<Item>) -> Result<(), WriteFailure> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(item)
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|err| {
+                if err.code() == Some("ConditionalCheckFailedException") {
+                    WriteFailure::ConditionFailed
+                } else {
+                    WriteFailure::Other(self.sdk_error("PutItem of an event", err))
+                }
+            })
+    }
+
+    async fn transact(
+        &self,
+        stream: &StreamId,
+        sealed: &[Envelope],
+        items: Vec<Item>,
+        with_campaign_item: bool,
+    ) -> Result<(), WriteFailure> {
+        let mut writes = Vec::with_capacity(items.len() + 1);
+        for item in items {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", PK)
+                .build()
+                .map_err(|e| WriteFailure::Other(self.build_error("TransactWriteItems", e)))?;
+            writes.push(TransactWriteItem::builder().put(put).build());
+        }
+        if with_campaign_item {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .item(PK, s(CAMPAIGNS_PK))
+                .item(SK, s(stream.campaign()))
+                .item("campaign", s(stream.campaign()))
+                .build()
+                .map_err(|e| WriteFailure::Other(self.build_error("TransactWriteItems", e)))?;
+            writes.push(TransactWriteItem::builder().put(put).build());
+        }
+        // The token makes a retried request idempotent on DynamoDB; the last hash is
+        // unique to this batch (it covers the time and every event).
+        let token: String = sealed
+            .last()
+            .map(|last| last.hash.chars().take(32).collect())
+            .unwrap_or_default();
+        let mut attempt = 1;
+        loop {
+            // The SDK's own retries of one request reuse its token; a new attempt after
+            // a cancellation (which wrote nothing) is a new request with a new token.
+            let token = format!("{token}-{attempt}");
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(writes.clone()))
+                .client_request_token(token)
+                .send()
+                .await;
+            let err = match result {
+                Ok(_) => return Ok(()),
+                Err(err) => err,
+            };
+            let reasons: Vec<String> = match err.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(canceled)) => canceled
+                    .cancellation_reasons()
+                    .iter()
+                    .map(|reason| reason.code().unwrap_or("None").to_owned())
+                    .collect(),
+                _ => {
+                    return Err(WriteFailure::Other(
+                        self.sdk_error("TransactWriteItems", err),
+                    ));
+                }
+            };
+            let has = |code: &str| reasons.iter().any(|reason| reason == code);
+            if has("ConditionalCheckFailed") {
+                return Err(WriteFailure::ConditionFailed);
+            }
+            if has("TransactionConflict") && attempt < TRANSACTION_ATTEMPTS {
+                tracing::debug!(journal = %self.describe(), attempt, "transaction conflict, retrying");
+                tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+                attempt += 1;
+                continue;
+            }
+            let throttled = [
+                "TransactionConflict",
+                "ThrottlingError",
+                "ProvisionedThroughputExceeded",
+                "RequestLimitExceeded",
+            ]
+            .iter()
+            .any(|code| has(code));
+            let detail = format!(
+                "TransactWriteItems was cancelled (reasons: {}): {}",
+                reasons.join(", "),
+                describe_sdk_error(&err)
+            );
+            return Err(WriteFailure::Other(if throttled {
+                JournalError::Unavailable {
+                    backend: self.describe(),
+                    detail,
+                }
+            } else {
+                JournalError::Unexpected {
+                    backend: self.describe(),
+                    detail,
+                }
+            }));
+        }
+    }
+
+    /// After a failed condition: success if the first new sequence holds the very event
+    /// this call wrote (a retried request whose answer was lost), else a conflict with
+    /// the stream's actual version.
+    async fn resolve_condition_failure(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        sealed: &[Envelope],
+    ) -> Result<(), JournalError> {
+        if let Some(first) = sealed.first()
+            && let Some(item) = self.get_event(stream, first.sequence).await?
+            && text(&item, "hash").ok() == Some(first.hash.as_str())
+        {
+            tracing::debug!(journal = %self.describe(), "a retried write had already been applied");
+            return Ok(());
+        }
+        Err(JournalError::Conflict {
+            stream: stream.clone(),
+            expected: expected_version,
+            actual: self.current_version(stream).await?,
+        })
+    }
+}
+
+/// Why a conditional write failed.
+enum WriteFailure {
+    /// An item already exists where the batch writes.
+    ConditionFailed,
+    /// Anything else.
+    Other(JournalError),
+}
+
+#[async_trait]
+impl Journal for DynamoJournal {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+    ) -> Result<u64, JournalError> {
+        validate_batch(&events)?;
+        let prev_hash = if expected_version == 0 {
+            GENESIS_HASH.to_owned()
+        } else {
+            match self.get_event(stream, expected_version).await? {
+                Some(item) => text(&item, "hash")
+                    .map(str::to_owned)
+                    .map_err(|detail| self.corrupt(item_label(&item), detail))?,
+                None => {
+                    return Err(JournalError::Conflict {
+                        stream: stream.clone(),
+                        expected: expected_version,
+                        actual: self.current_version(stream).await?,
+                    });
+                }
+            }
+        };
+        let with_campaign_item =
+            expected_version == 0 && !self.campaign_listed(stream.campaign()).await?;
+        let count = events.len();
+        let sealed = seal_batch(stream, expected_version, &prev_hash, events, now_micros())?;
+        self.write_batch(stream, expected_version, &sealed, with_campaign_item)
+            .await?;
+        let version = sealed.last().map_or(expected_version, |last| last.sequence);
+        tracing::debug!(journal = %self.describe(), expected_version, count, version, "appended");
+        Ok(version)
+    }
+
+    async fn read_stream(&self, stream: &StreamId) -> Result<Vec<Envelope>, JournalError> {
+        let items = self
+            .query_all("Query of a stream", || {
+                self.events_query(stream.campaign(), stream_prefix(stream))
+            })
+            .await?;
+        self.envelopes(&items)
+    }
+
+    async fn read_campaign(&self, campaign: &str) -> Result<Vec<Envelope>, JournalError> {
+        validate_campaign(campaign)?;
+        let items = self
+            .query_all("Query of a campaign", || {
+                self.events_query(campaign, EVENT_SK_PREFIX.to_owned())
+            })
+            .await?;
+        let mut events = self.envelopes(&items)?;
+        // The sort key orders `E#a!#…` before `E#a#…` (`!` sorts before `#`), while
+        // streams order by name: sort to the documented order.
+        events.sort_by(|a, b| (a.stream.name(), a.sequence).cmp(&(b.stream.name(), b.sequence)));
+        Ok(events)
+    }
+
+    async fn list_campaigns(&self) -> Result<Vec<String>, JournalError> {
+        let items = self
+            .query_all("Query of the campaign index", || {
+                self.client
+                    .query()
+                    .table_name(&self.table)
+                    .consistent_read(true)
+                    .key_condition_expression("#pk = :pk")
+                    .expression_attribute_names("#pk", PK)
+                    .expression_attribute_values(":pk", s(CAMPAIGNS_PK))
+            })
+            .await?;
+        let mut campaigns = items
+            .iter()
+            .map(|item| {
+                text(item, SK)
+                    .map(str::to_owned)
+                    .map_err(|detail| self.corrupt(item_label(item), detail))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        campaigns.sort();
+        Ok(campaigns)
+    }
+
+    async fn events_for_access_key(
+        &self,
+        access_key_id: &str,
+    ) -> Result<Vec<Envelope>, JournalError> {
+        let mut by_event: BTreeMap<(String, String, u64), Envelope> = BTreeMap::new();
+        for (index, partition) in [INDEXES[1], INDEXES[2]] {
+            for event in self
+                .query_index(index, partition, access_key_id, None)
+                .await?
+            {
+                by_event.insert(
+                    (
+                        event.campaign.clone(),
+                        event.stream.name().to_owned(),
+                        event.sequence,
+                    ),
+                    event,
+                );
+            }
+        }
+        let mut events: Vec<Envelope> = by_event.into_values().collect();
+        events.sort_by(|a, b| a.time_order_key().cmp(&b.time_order_key()));
+        Ok(events)
+    }
+
+    async fn events_for_account(
+        &self,
+        account_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Envelope>, JournalError> {
+        let Some(range) = text_range(from, to) else {
+            return Ok(Vec::new());
+        };
+        let (index, partition) = INDEXES[0];
+        let mut events = self
+            .query_index(index, partition, account_id, Some(&range))
+            .await?;
+        events.sort_by(|a, b| a.time_order_key().cmp(&b.time_order_key()));
+        Ok(events)
+    }
+
+    fn describe(&self) -> String {
+        format!("dynamodb://{}", self.table)
+    }
+}
+
+/// Describes an SDK error in one line: for an answer of the service, its AWS error
+/// code, message, HTTP status and request id (what AWS support asks for); otherwise
+/// the chain of causes (a refused connection, a timeout).
+///
+/// This is what `aws_sdk_dynamodb::error::DisplayErrorContext` prints before it
+/// appends the error's `Debug` form, which holds the whole raw response: too much
+/// for a message meant for a person.
+fn describe_sdk_error<E>(err: &SdkError<E>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match err {
+        SdkError::ServiceError(context) => {
+            let mut text = format!(
+                "{}: {} (HTTP {}",
+                err.code().unwrap_or("UnknownError"),
+                err.message().unwrap_or("no message"),
+                context.raw().status().as_u16()
+            );
+            if let Some(request_id) = err.request_id() {
+                text.push_str(", request id ");
+                text.push_str(request_id);
+            }
+            text.push(')');
+            text
+        }
+        _ => {
+            let mut text = err.to_string();
+            let mut source = std::error::Error::source(err);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            text
+        }
+    }
+}
+
+// ----- Keys and attribute mapping -----
+
+fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_owned())
+}
+
+fn campaign_pk(campaign: &str) -> String {
+    format!("C#{campaign}")
+}
+
+fn stream_prefix(stream: &StreamId) -> String {
+    format!("{EVENT_SK_PREFIX}{}#", stream.name())
+}
+
+fn event_sk(stream: &StreamId, sequence: u64) -> String {
+    format!("{}{sequence:020}", stream_prefix(stream))
+}
+
+/// The sort key of the indexes: time first, then the event's identity for a stable
+/// order among events of the same microsecond.
+fn at_key(envelope: &Envelope) -> String {
+    format!(
+        "{}#{}#{}#{:020}",
+        envelope.recorded_at_text(),
+        envelope.campaign,
+        envelope.stream.name(),
+        envelope.sequence
+    )
+}
+
+/// A short name of an item for error messages (its keys, never its payload).
+fn item_label(item: &Item) -> String {
+    let key = |name| match item.get(name) {
+        Some(AttributeValue::S(value)) => value.clone(),
+        _ => "?".to_owned(),
+    };
+    format!("item {}/{}", key(PK), key(SK))
+}
+
+fn envelope_to_item(envelope: &Envelope) -> Result<Item, JournalError> {
+    let payload = serde_json::to_string(&envelope.payload).map_err(|e| {
+        JournalError::rejected(format!(
+            "the payload of {} cannot be serialised: {e}",
+            envelope.label()
+        ))
+    })?;
+    let mut item: Item = HashMap::with_capacity(20);
+    let mut put = |name: &str, value: AttributeValue| {
+        item.insert(name.to_owned(), value);
+    };
+    put(PK, s(&campaign_pk(&envelope.campaign)));
+    put(SK, s(&event_sk(&envelope.stream, envelope.sequence)));
+    put("campaign", s(&envelope.campaign));
+    put("stream", s(envelope.stream.name()));
+    put("seq", AttributeValue::N(envelope.sequence.to_string()));
+    put("event_type", s(&envelope.event_type));
+    put(
+        "schema_major",
+        AttributeValue::N(envelope.schema_version.major.to_string()),
+    );
+    put(
+        "schema_minor",
+        AttributeValue::N(envelope.schema_version.minor.to_string()),
+    );
+    put("payload", AttributeValue::S(payload));
+    put("recorded_at", s(&envelope.recorded_at_text()));
+    if let Some(account_id) = &envelope.account_id {
+        put(ACCOUNT_ID, s(account_id));
+    }
+    if let Some(user_name) = &envelope.user_name {
+        put("user_name", s(user_name));
+    }
+    if let Some(key) = envelope.access_key_ids.first() {
+        put(KEY_ID_1, s(key));
+    }
+    if let Some(key) = envelope.access_key_ids.get(1) {
+        put(KEY_ID_2, s(key));
+    }
+    put("caller_arn", s(&envelope.actor.caller_arn));
+    put("run_id", s(&envelope.actor.run_id));
+    put("prev_hash", s(&envelope.prev_hash));
+    put("hash", s(&envelope.hash));
+    put(AT, s(&at_key(envelope)));
+    Ok(item)
+}
+
+fn envelope_from_item(item: &Item) -> Result<Envelope, String> {
+    let campaign = text(item, "campaign")?.to_owned();
+    let stream = StreamId::new(campaign.clone(), text(item, "stream")?)
+        .map_err(|e| format!("its stream id is invalid: {e}"))?;
+    let payload = serde_json::from_str(text(item, "payload")?).map_err(|e| {
+        format!(
+            "its payload is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    })?;
+    let access_key_ids = [KEY_ID_1, KEY_ID_2]
+        .into_iter()
+        .map(|name| optional_text(item, name))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    Ok(Envelope {
+        stream,
+        sequence: number(item, "seq")?,
+        event_type: text(item, "event_type")?.to_owned(),
+        schema_version: SchemaVersion {
+            major: number(item, "schema_major")?,
+            minor: number(item, "schema_minor")?,
+        },
+        payload,
+        recorded_at: parse_timestamp(text(item, "recorded_at")?)?,
+        campaign,
+        account_id: optional_text(item, ACCOUNT_ID)?,
+        user_name: optional_text(item, "user_name")?,
+        access_key_ids,
+        actor: Actor {
+            caller_arn: text(item, "caller_arn")?.to_owned(),
+            run_id: text(item, "run_id")?.to_owned(),
+        },
+        prev_hash: text(item, "prev_hash")?.to_owned(),
+        hash: text(item, "hash")?.to_owned(),
+    })
+}
+
+/// A required string attribute.
+fn text<'a>(item: &'a Item, name: &str) -> Result<&'a str, String> {
+    match item.get(name) {
+        Some(AttributeValue::S(value)) => Ok(value),
+        Some(_) => Err(format!("its attribute {name} is not a string")),
+        None => Err(format!("it has no attribute {name}")),
+    }
+}
+
+/// An optional string attribute.
+fn optional_text(item: &Item, name: &str) -> Result<Option<String>, String> {
+    match item.get(name) {
+        None => Ok(None),
+        Some(AttributeValue::S(value)) => Ok(Some(value.clone())),
+        Some(_) => Err(format!("its attribute {name} is not a string")),
+    }
+}
+
+/// A required number attribute.
+fn number<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T, String> {
+    match item.get(name) {
+        Some(AttributeValue::N(value)) => value
+            .parse()
+            .map_err(|_| format!("its attribute {name} = {value} is out of range")),
+        Some(_) => Err(format!("its attribute {name} is not a number")),
+        None => Err(format!("it has no attribute {name}")),
+    }
+}
+
+/// Checks that an existing table is laid out as a journal; names every difference.
+fn check_table_layout(table: &str, description: &TableDescription) -> Result<(), JournalError> {
+    let mut differences = Vec::new();
+    let key_names = |keys: &[KeySchemaElement]| -> Vec<String> {
+        keys.iter()
+            .map(|key| format!("{} {}", key.attribute_name(), key.key_type().as_str()))
+            .collect()
+    };
+    let expected_table_keys = vec![format!("{PK} HASH"), format!("{SK} RANGE")];
+    let table_keys = key_names(description.key_schema());
+    if table_keys != expected_table_keys {
+        differences.push(format!(
+            "its key schema is [{}], expected [{}]",
+            table_keys.join(", "),
+            expected_table_keys.join(", ")
+        ));
+    }
+    for definition in description.attribute_definitions() {
+        let name = definition.attribute_name();
+        if [PK, SK, AT, ACCOUNT_ID, KEY_ID_1, KEY_ID_2].contains(&name)
+            && definition.attribute_type() != &ScalarAttributeType::S
+        {
+            differences.push(format!(
+                "attribute {name} has type {}, expected S",
+                definition.attribute_type().as_str()
+            ));
+        }
+    }
+    for (index, partition) in INDEXES {
+        let found: Option<&GlobalSecondaryIndexDescription> = description
+            .global_secondary_indexes()
+            .iter()
+            .find(|candidate| candidate.index_name() == Some(index));
+        let Some(found) = found else {
+            differences.push(format!("it has no global secondary index {index}"));
+            continue;
+        };
+        let expected = vec![format!("{partition} HASH"), format!("{AT} RANGE")];
+        let keys = key_names(found.key_schema());
+        if keys != expected {
+            differences.push(format!(
+                "index {index} has key schema [{}], expected [{}]",
+                keys.join(", "),
+                expected.join(", ")
+            ));
+        }
+        let projection = found
+            .projection()
+            .and_then(|projection| projection.projection_type());
+        if projection != Some(&ProjectionType::All) {
+            differences.push(format!(
+                "index {index} projects {}, expected ALL",
+                projection.map_or("nothing", |p| p.as_str())
+            ));
+        }
+    }
+    if differences.is_empty() {
+        Ok(())
+    } else {
+        Err(JournalError::rejected(format!(
+            "the DynamoDB table {table} exists but is not laid out as a keyturn journal: {}. \
+             Choose another table name",
+            differences.join("; ")
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_by_sequence_and_prefixes_do_not_overlap() {
+        let stream = StreamId::new("c", "a").unwrap();
+        let other = StreamId::new("c", "ab").unwrap();
+        assert_eq!(event_sk(&stream, 2), "E#a#00000000000000000002");
+        assert!(event_sk(&stream, 9) < event_sk(&stream, 10));
+        assert!(!event_sk(&other, 1).starts_with(&stream_prefix(&stream)));
+        assert_eq!(event_sk(&stream, u64::MAX).len(), "E#a#".len() + 20);
+    }
+
+    fn sealed(
+        stream: &StreamId,
+        expected: u64,
+        prev_hash: &str,
+        count: usize,
+        run_id: &str,
+    ) -> Vec<Envelope> {
+        let events = (0..count)
+            .map(|n| NewEvent {
+                event_type: "T".into(),
+                schema_version: SchemaVersion::new(1, 0),
+                payload: serde_json::json!({ "n": n }),
+                account_id: None,
+                user_name: None,
+                access_key_ids: Vec::new(),
+                actor: Actor {
+                    caller_arn: "arn".into(),
+                    run_id: run_id.into(),
+                },
+            })
+            .collect();
+        seal_batch(stream, expected, prev_hash, events, now_micros()).unwrap()
+    }
+
+    /// Guards the recovery from a write whose answer was lost: writing the same sealed
+    /// batch again finds the batch's own first event and succeeds, while a different
+    /// batch at the same place is a conflict.
+    #[tokio::test]
+    async fn a_write_found_already_applied_succeeds_and_another_writers_conflicts() {
+        let emulator =
+            keyturn_testbed::Emulator::start(keyturn_testbed::EmulatorOptions { serial: true });
+        let client = Client::new(&emulator.sdk_config().await);
+        DynamoJournal::init_with_client(client.clone(), "lost-answers")
+            .await
+            .unwrap();
+        let journal = DynamoJournal::open_with_client(client, "lost-answers")
+            .await
+            .unwrap();
+        let id = StreamId::new("c", "s").unwrap();
+
+        // A batch (a transaction, with the campaign item) written twice.
+        let first = sealed(&id, 0, GENESIS_HASH, 3, "run-a");
+        journal.write_batch(&id, 0, &first, true).await.unwrap();
+        journal.write_batch(&id, 0, &first, true).await.unwrap();
+        // A single event (a conditional put) written twice.
+        let second = sealed(&id, 3, &first[2].hash, 1, "run-a");
+        journal.write_batch(&id, 3, &second, false).await.unwrap();
+        journal.write_batch(&id, 3, &second, false).await.unwrap();
+
+        let rival = sealed(&id, 3, &first[2].hash, 1, "run-b");
+        assert_ne!(rival[0].hash, second[0].hash);
+        match journal.write_batch(&id, 3, &rival, false).await {
+            Err(JournalError::Conflict { actual: 4, .. }) => {}
+            other => panic!("expected a conflict at version 4, got {other:?}"),
+        }
+        let events = journal.read_stream(&id).await.unwrap();
+        assert_eq!(events.len(), 4);
+        crate::verify_stream(&events).unwrap();
+        assert_eq!(journal.list_campaigns().await.unwrap(), ["c"]);
+    }
+
+    #[test]
+    fn items_round_trip_and_omit_absent_index_keys() {
+        let envelope = crate::envelope::seal_batch(
+            &StreamId::new("c", "s").unwrap(),
+            0,
+            GENESIS_HASH,
+            vec![NewEvent {
+                event_type: "T".into(),
+                schema_version: SchemaVersion::new(1, 0),
+                payload: serde_json::json!({"z": 1, "a": [true]}),
+                account_id: None,
+                user_name: None,
+                access_key_ids: vec!["AKIA1".into()],
+                actor: Actor {
+                    caller_arn: "arn".into(),
+                    run_id: "r".into(),
+                },
+            }],
+            now_micros(),
+        )
+        .unwrap()
+        .remove(0);
+        let item = envelope_to_item(&envelope).unwrap();
+        assert!(!item.contains_key(ACCOUNT_ID));
+        assert!(!item.contains_key(KEY_ID_2));
+        assert_eq!(envelope_from_item(&item).unwrap(), envelope);
+    }
+}

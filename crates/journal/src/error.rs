@@ -1,0 +1,145 @@
+//! The one error type of the journal, shaped by how a caller reacts to it.
+//!
+//! | variant | what the caller does |
+//! |---|---|
+//! | [`JournalError::Conflict`] | reload the stream, decide again, append at the new version |
+//! | [`JournalError::Rejected`] | the input broke a rule: tell the user, do not retry |
+//! | [`JournalError::Unavailable`] | the backend is throttling, unreachable or failing: retry later |
+//! | [`JournalError::Incompatible`] | the journal was written by a newer keyturn: upgrade |
+//! | [`JournalError::NotInitialised`] | run `keyturn journal init` first |
+//! | [`JournalError::UnknownEventType`], [`JournalError::NewerSchema`] | this build cannot read the event: upgrade, never guess |
+//! | [`JournalError::Corrupt`] | a stored record cannot be read back: stop and investigate |
+//! | [`JournalError::Unexpected`] | anything else (a bug, a permission problem): log and stop |
+//!
+//! No message ever contains an event payload: payloads may be large and are not meant
+//! for logs. Backend failures keep the backend's own error code (for DynamoDB, the AWS
+//! error code such as `ThrottlingException`) in the `detail` text.
+
+use crate::envelope::{SchemaVersion, StreamId};
+
+/// Everything that can go wrong in the journal.
+///
+/// Backend failures carry their cause as `detail` text rather than as a boxed
+/// [`std::error::Error`] source: the text already holds the backend's error code and
+/// message (rendered with the AWS SDK's `DisplayErrorContext`), so printing the error
+/// once with `{}` tells the whole story, and printing its source chain does not repeat it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// The stream is not at the version the caller expected: another writer appended
+    /// first (or the caller's view is stale).
+    #[error(
+        "stream {stream} is at version {actual}, not at the expected version {expected}: \
+         another writer appended first; reload the stream and decide again"
+    )]
+    Conflict {
+        /// The stream that was appended to.
+        stream: StreamId,
+        /// The version the caller expected.
+        expected: u64,
+        /// The version the stream is actually at.
+        actual: u64,
+    },
+
+    /// The input broke one of the journal's rules; retrying the same call cannot succeed.
+    #[error("{0}")]
+    Rejected(String),
+
+    /// The backend is throttling, unreachable or failing; the same call may succeed later.
+    #[error("the journal at {backend} is unavailable, retry later: {detail}")]
+    Unavailable {
+        /// The backend's location, as [`crate::Journal::describe`] prints it.
+        backend: String,
+        /// What happened, with the backend's error code.
+        detail: String,
+    },
+
+    /// The journal was written by a newer build of keyturn.
+    #[error(
+        "the journal at {location} has format version {found}, but this build of keyturn \
+         supports format version {supported} at most: upgrade keyturn"
+    )]
+    Incompatible {
+        /// The journal's location.
+        location: String,
+        /// The format version recorded in the journal.
+        found: u32,
+        /// The newest format version this build understands.
+        supported: u32,
+    },
+
+    /// The journal's storage exists but was never initialised (or does not exist).
+    #[error("the journal at {location} is not initialised ({detail}): run `keyturn journal init`")]
+    NotInitialised {
+        /// The journal's location.
+        location: String,
+        /// What is missing.
+        detail: String,
+    },
+
+    /// An event's type is not one this build knows.
+    #[error(
+        "event {sequence} of stream {stream} has type `{event_type}`, which this build of \
+         keyturn does not know: upgrade keyturn"
+    )]
+    UnknownEventType {
+        /// The event's stream.
+        stream: StreamId,
+        /// The event's sequence number.
+        sequence: u64,
+        /// The unknown type.
+        event_type: String,
+    },
+
+    /// An event was written with a newer major schema version than this build reads.
+    #[error(
+        "event {sequence} of stream {stream} was written with schema version {found}, newer \
+         than the version {supported} this build of keyturn reads: upgrade keyturn"
+    )]
+    NewerSchema {
+        /// The event's stream.
+        stream: StreamId,
+        /// The event's sequence number.
+        sequence: u64,
+        /// The event's schema version.
+        found: SchemaVersion,
+        /// The schema version this build writes.
+        supported: SchemaVersion,
+    },
+
+    /// A stored record cannot be read back (a missing or malformed field, a payload that
+    /// does not decode).
+    #[error("the journal record {record} cannot be read: {detail}")]
+    Corrupt {
+        /// Which record: an event (`campaign/stream #sequence`) or a backend item.
+        record: String,
+        /// What is wrong with it; never the payload itself.
+        detail: String,
+    },
+
+    /// Anything else: a bug, a permission problem, a backend answer that makes no sense.
+    #[error("unexpected failure of the journal at {backend}: {detail}")]
+    Unexpected {
+        /// The backend's location.
+        backend: String,
+        /// What happened, with the backend's error code.
+        detail: String,
+    },
+}
+
+impl JournalError {
+    /// Builds a [`JournalError::Rejected`] from any message.
+    pub(crate) fn rejected(message: impl Into<String>) -> Self {
+        JournalError::Rejected(message.into())
+    }
+
+    /// Whether the caller should reload the stream and decide again.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, JournalError::Conflict { .. })
+    }
+
+    /// Whether the same call may succeed later without any change.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, JournalError::Unavailable { .. })
+    }
+}

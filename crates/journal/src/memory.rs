@@ -1,0 +1,154 @@
+//! The in-memory backend, for unit tests of the journal's callers.
+//!
+//! One mutex guards a map from stream to its events; every call holds it for its
+//! whole duration, so appends are trivially atomic. Queries walk the map: the memory
+//! backend has no indexes and needs none.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::Journal;
+use crate::envelope::{
+    Envelope, NewEvent, StreamId, now_micros, seal_batch, validate_batch, validate_campaign,
+};
+use crate::error::JournalError;
+use crate::hash::GENESIS_HASH;
+
+/// A journal that lives in the process's memory and is lost with it.
+#[derive(Debug, Default)]
+pub struct MemoryJournal {
+    streams: Mutex<BTreeMap<StreamId, Vec<Envelope>>>,
+}
+
+impl MemoryJournal {
+    /// An empty journal.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Gives a test raw, unchecked access to a stream's stored events, to simulate
+    /// tampering with the store (modify, remove or reorder events).
+    ///
+    /// Never call it outside tests: it bypasses every invariant of the journal.
+    pub fn tamper_for_tests<R>(
+        &self,
+        stream: &StreamId,
+        tamper: impl FnOnce(&mut Vec<Envelope>) -> R,
+    ) -> R {
+        let mut streams = self.lock_ignoring_poison();
+        tamper(streams.entry(stream.clone()).or_default())
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, BTreeMap<StreamId, Vec<Envelope>>>, JournalError> {
+        self.streams.lock().map_err(|_| JournalError::Unexpected {
+            backend: self.describe(),
+            detail: "a previous call panicked while holding the journal's lock".into(),
+        })
+    }
+
+    fn lock_ignoring_poison(&self) -> MutexGuard<'_, BTreeMap<StreamId, Vec<Envelope>>> {
+        self.streams
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl Journal for MemoryJournal {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: Vec<NewEvent>,
+    ) -> Result<u64, JournalError> {
+        validate_batch(&events)?;
+        let mut streams = self.lock()?;
+        let stored = streams.get(stream);
+        let (actual, prev_hash) = stored
+            .and_then(|events| events.last())
+            .map_or((0, GENESIS_HASH), |last| {
+                (last.sequence, last.hash.as_str())
+            });
+        if actual != expected_version {
+            return Err(JournalError::Conflict {
+                stream: stream.clone(),
+                expected: expected_version,
+                actual,
+            });
+        }
+        let sealed = seal_batch(stream, expected_version, prev_hash, events, now_micros())?;
+        let new_version = sealed.last().map_or(expected_version, |last| last.sequence);
+        streams.entry(stream.clone()).or_default().extend(sealed);
+        Ok(new_version)
+    }
+
+    async fn read_stream(&self, stream: &StreamId) -> Result<Vec<Envelope>, JournalError> {
+        Ok(self.lock()?.get(stream).cloned().unwrap_or_default())
+    }
+
+    async fn read_campaign(&self, campaign: &str) -> Result<Vec<Envelope>, JournalError> {
+        validate_campaign(campaign)?;
+        // The map is ordered by (campaign, name), so the campaign's streams are
+        // contiguous and already in stream order.
+        Ok(self
+            .lock()?
+            .iter()
+            .filter(|(stream, _)| stream.campaign() == campaign)
+            .flat_map(|(_, events)| events.iter().cloned())
+            .collect())
+    }
+
+    async fn list_campaigns(&self) -> Result<Vec<String>, JournalError> {
+        let mut campaigns: Vec<String> = self
+            .lock()?
+            .iter()
+            .filter(|(_, events)| !events.is_empty())
+            .map(|(stream, _)| stream.campaign().to_owned())
+            .collect();
+        campaigns.dedup();
+        Ok(campaigns)
+    }
+
+    async fn events_for_access_key(
+        &self,
+        access_key_id: &str,
+    ) -> Result<Vec<Envelope>, JournalError> {
+        let mut found: Vec<Envelope> = self
+            .lock()?
+            .values()
+            .flatten()
+            .filter(|event| event.access_key_ids.iter().any(|key| key == access_key_id))
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| a.time_order_key().cmp(&b.time_order_key()));
+        Ok(found)
+    }
+
+    async fn events_for_account(
+        &self,
+        account_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<Envelope>, JournalError> {
+        let mut found: Vec<Envelope> = self
+            .lock()?
+            .values()
+            .flatten()
+            .filter(|event| {
+                event.account_id.as_deref() == Some(account_id)
+                    && from <= event.recorded_at
+                    && event.recorded_at < to
+            })
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| a.time_order_key().cmp(&b.time_order_key()));
+        Ok(found)
+    }
+
+    fn describe(&self) -> String {
+        "memory".to_owned()
+    }
+}

@@ -1,0 +1,859 @@
+//! The journal's contract: the same scenarios, run against every backend.
+//!
+//! Each backend's test file implements [`Harness`] (fresh, empty journals plus raw
+//! access to their storage, to tamper with it as an attacker or a bug would) and
+//! expands [`contract_tests!`] with it, which turns every scenario below into a
+//! `#[tokio::test]` of that backend.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound, Utc};
+use keyturn_journal::{
+    Actor, ChainBreak, Envelope, EventSchema, GENESIS_HASH, Journal, JournalError,
+    MAX_EVENTS_PER_APPEND, NewEvent, SchemaVersion, StreamId, decode, verify_chain, verify_stream,
+};
+use serde_json::{Value, json};
+
+/// A fresh, empty journal and raw access to its storage.
+pub struct Fixture {
+    /// The journal under test.
+    pub journal: Arc<dyn Journal>,
+    /// Raw access to the same storage, bypassing the journal.
+    pub raw: Box<dyn RawAccess>,
+}
+
+/// What a backend's test file provides.
+#[async_trait]
+pub trait Harness: Send + Sync {
+    /// A fresh, empty journal whose reads use small pages where the backend pages.
+    async fn fixture(&self) -> Fixture;
+}
+
+/// Direct access to a journal's storage, the way a tamperer (or a bug) would change it.
+#[async_trait]
+pub trait RawAccess: Send + Sync {
+    /// Replaces the stored payload of an event with the given JSON text.
+    async fn set_payload(&self, stream: &StreamId, sequence: u64, payload_json: &str);
+    /// Deletes an event.
+    async fn delete(&self, stream: &StreamId, sequence: u64);
+    /// Makes the storage refuse to write the given sequence of a stream, in the middle
+    /// of a batch. False if the backend cannot do it.
+    async fn refuse_writes_at(&self, stream: &StreamId, sequence: u64) -> bool;
+    /// Undoes [`RawAccess::refuse_writes_at`].
+    async fn accept_writes(&self, stream: &StreamId, sequence: u64);
+    /// Another handle on the same storage: a separate connection or client where the
+    /// backend has them, with its default page size.
+    async fn another_handle(&self) -> Arc<dyn Journal>;
+}
+
+/// Expands every scenario into a test of the backend whose harness `$harness` builds.
+#[macro_export]
+macro_rules! contract_tests {
+    ($harness:expr) => {
+        $crate::contract_tests!(@tests $harness;
+            round_trip_keeps_every_field,
+            a_stale_expected_version_is_a_conflict_with_the_actual_version,
+            a_batch_is_all_or_nothing,
+            racing_writers_never_lose_or_duplicate_an_event,
+            read_campaign_reads_every_stream_in_order_across_pages,
+            list_campaigns_lists_campaigns_with_events,
+            events_for_access_key_finds_both_key_slots_in_time_order,
+            events_for_account_honours_the_half_open_time_range,
+            a_modified_payload_breaks_the_chain_at_that_event,
+            a_deleted_middle_event_breaks_the_chain,
+            decode_refuses_what_this_build_does_not_understand,
+            invalid_input_is_rejected,
+        );
+    };
+    (@tests $harness:expr; $($scenario:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $scenario() {
+                contract::$scenario(&$harness).await;
+            }
+        )*
+    };
+}
+
+// ----- Helpers -----
+
+fn stream(campaign: &str, name: &str) -> StreamId {
+    StreamId::new(campaign, name).expect("valid stream id")
+}
+
+fn actor() -> Actor {
+    Actor {
+        caller_arn: "arn:aws:sts::123456789012:assumed-role/keyturn/test".into(),
+        run_id: "run-1".into(),
+    }
+}
+
+fn event(event_type: &str, payload: Value) -> NewEvent {
+    NewEvent {
+        event_type: event_type.into(),
+        schema_version: SchemaVersion::new(1, 0),
+        payload,
+        account_id: None,
+        user_name: None,
+        access_key_ids: Vec::new(),
+        actor: actor(),
+    }
+}
+
+fn numbered(count: usize) -> Vec<NewEvent> {
+    (0..count)
+        .map(|n| event("Numbered", json!({ "n": n })))
+        .collect()
+}
+
+/// Appends `count` events to a stream in batches of at most `batch`.
+async fn fill(journal: &dyn Journal, stream: &StreamId, count: usize, batch: usize) {
+    let mut version = journal.read_stream(stream).await.unwrap().len() as u64;
+    let mut left = count;
+    while left > 0 {
+        let size = left.min(batch);
+        version = journal
+            .append(stream, version, numbered(size))
+            .await
+            .unwrap();
+        left -= size;
+    }
+}
+
+fn expect_conflict(result: Result<u64, JournalError>, expected: u64, actual: u64) {
+    match result {
+        Err(JournalError::Conflict {
+            expected: e,
+            actual: a,
+            ..
+        }) => assert_eq!((e, a), (expected, actual)),
+        other => panic!("expected a conflict at {expected} (actual {actual}), got {other:?}"),
+    }
+}
+
+fn identities(events: &[Envelope]) -> Vec<(String, String, u64)> {
+    events
+        .iter()
+        .map(|e| (e.campaign.clone(), e.stream.name().to_owned(), e.sequence))
+        .collect()
+}
+
+// ----- Scenarios -----
+
+pub async fn round_trip_keeps_every_field(harness: &dyn Harness) {
+    let fixture = harness.fixture().await;
+    let journal = fixture.journal.as_ref();
+    let id = stream("q3-2025", "012345678901/alice/AKIAOLD");
+    assert!(journal.read_stream(&id).await.unwrap().is_empty());
+
+    let payload = json!({
+        "zeta": [1, -2, 3.5, 18446744073709551615u64, null, true],
+        "alpha": { "nested": "ünïcödé \"quoted\" \\ \n", "empty": {} },
+    });
+    let full = NewEvent {
+        event_type: "KeyCreated".into(),
+        schema_version: SchemaVersion::new(3, 7),
+        payload: payload.clone(),
+        account_id: Some("012345678901".into()),
+        user_name: Some("alice".into()),
+        access_key_ids: vec!["AKIAOLD".into(), "AKIANEW".into()],
+        actor: Actor {
+            caller_arn: "arn:aws:sts::999999999999:assumed-role/ops/jane".into(),
+            run_id: "run-42".into(),
+        },
+    };
+    let before = Utc::now().trunc_subsecs(6);
+    assert_eq!(journal.append(&id, 0, vec![full.clone()]).await.unwrap(), 1);
+    let bare = event("KeyChecked", json!({}));
+    assert_eq!(
+        journal
+            .append(&id, 1, vec![bare.clone(), bare.clone()])
+            .await
+            .unwrap(),
+        3
+    );
+    let after = Utc::now();
+
+    let events = journal.read_stream(&id).await.unwrap();
+    assert_eq!(events.len(), 3);
+    let first = &events[0];
+    assert_eq!(first.stream, id);
+    assert_eq!(first.sequence, 1);
+    assert_eq!(first.event_type, full.event_type);
+    assert_eq!(first.schema_version, full.schema_version);
+    assert_eq!(first.payload, payload);
+    assert_eq!(first.campaign, "q3-2025");
+    assert_eq!(first.account_id, full.account_id);
+    assert_eq!(first.user_name, full.user_name);
+    assert_eq!(first.access_key_ids, full.access_key_ids);
+    assert_eq!(first.actor, full.actor);
+    assert_eq!(first.prev_hash, GENESIS_HASH);
+    assert_eq!(first.hash.len(), 64);
+    assert!(before <= first.recorded_at && first.recorded_at <= after);
+    assert_eq!(first.recorded_at, first.recorded_at.trunc_subsecs(6));
+    for (index, later) in events[1..].iter().enumerate() {
+        assert_eq!(later.sequence, index as u64 + 2);
+        assert_eq!(later.event_type, "KeyChecked");
+        assert_eq!(later.account_id, None);
+        assert_eq!(later.user_name, None);
+        assert!(later.access_key_ids.is_empty());
+        assert_eq!(later.prev_hash, events[index].hash);
+    }
+    verify_stream(&events).unwrap();
+
+    // A second handle on the same storage reads the same envelopes.
+    let other = fixture.raw.another_handle().await;
+    assert_eq!(other.read_stream(&id).await.unwrap(), events);
+}
+
+pub async fn a_stale_expected_version_is_a_conflict_with_the_actual_version(harness: &dyn Harness) {
+    let fixture = harness.fixture().await;
+    let journal = fixture.journal.as_ref();
+    let id = stream("c", "s");
+    expect_conflict(journal.append(&id, 3, numbered(1)).await, 3, 0);
+    assert_eq!(journal.append(&id, 0, numbered(2)).await.unwrap(), 2);
+    expect_conflict(journal.append(&id, 0, numbered(1)).await, 0, 2);
+    expect_conflict(journal.append(&id, 1, numbered(3)).await, 1, 2);
+    expect_conflict(journal.append(&id, 5, numbered(1)).await, 5, 2);
+    assert_eq!(journal.read_stream(&id).await.unwrap().len(), 2);
+    assert_eq!(journal.append(&id, 2, numbered(1)).await.unwrap(), 3);
+
+    let err = journal.append(&id, 1, numbered(1)).await.unwrap_err();
+    assert!(err.is_conflict());
+    let message = err.to_string();
+    assert!(
+        message.contains("c/s") && message.contains("reload"),
+        "{message}"
+    );
+    verify_stream(&journal.read_stream(&id).await.unwrap()).unwrap();
+}
+
+pub async fn a_batch_is_all_or_nothing(harness: &dyn Harness) {
+    let fixture = harness.fixture().await;
+    let journal = fixture.journal.as_ref();
+    let id = stream("c", "batch");
+    assert_eq!(journal.append(&id, 0, numbered(1)).await.unwrap(), 1);
+    let unchanged = journal.read_stream(&id).await.unwrap();
+
+    // An invalid event anywhere refuses the whole batch.
+    let mut batch = numbered(3);
+    batch[2].access_key_ids = vec!["A1".into(), "A2".into(), "A3".into()];
+    let err = journal.append(&id, 1, batch).await.unwrap_err();
+    assert!(matches!(err, JournalError::Rejected(_)), "{err}");
+    assert!(err.to_string().contains("event 3"), "{err}");
+    assert_eq!(journal.read_stream(&id).await.unwrap(), unchanged);
+
+    // A stale batch writes nothing.
+    expect_conflict(journal.append(&id, 0, numbered(4)).await, 0, 1);
+    assert_eq!(journal.read_stream(&id).await.unwrap(), unchanged);
+
+    // A storage failure in the middle of a batch writes nothing either.
+    if fixture.raw.refuse_writes_at(&id, 3).await {
+        let result = journal.append(&id, 1, numbered(4)).await;
+        assert!(
+            result.is_err(),
+            "the refused write went through: {result:?}"
+        );
+        fixture.raw.accept_writes(&id, 3).await;
+        assert_eq!(journal.read_stream(&id).await.unwrap(), unchanged);
+    }
+
+    // The largest batch goes through whole.
+    assert_eq!(
+        journal
+            .append(&id, 1, numbered(MAX_EVENTS_PER_APPEND))
+            .await
+            .unwrap(),
+        1 + MAX_EVENTS_PER_APPEND as u64
+    );
+    let events = journal.read_stream(&id).await.unwrap();
+    assert_eq!(events.len(), 1 + MAX_EVENTS_PER_APPEND);
+    verify_stream(&events).unwrap();
+}
+
+pub async fn racing_writers_never_lose_or_duplicate_an_event(harness: &dyn Harness) {
+    const TASKS: usize = 16;
+    const ROUNDS: usize = 3;
+    const HANDLES: usize = 4;
+    let fixture = harness.fixture().await;
+    let mut handles = vec![fixture.raw.another_handle().await];
+    while handles.len() < HANDLES {
+        handles.push(fixture.raw.another_handle().await);
+    }
+    let id = stream("race", "one-stream");
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..TASKS {
+        let journal = Arc::clone(&handles[task % HANDLES]);
+        let id = id.clone();
+        tasks.spawn(async move {
+            let mut won = Vec::new();
+            let mut conflicts = 0u32;
+            for round in 0..ROUNDS {
+                let size = 1 + (task + round) % 2;
+                loop {
+                    let version = journal
+                        .read_stream(&id)
+                        .await
+                        .unwrap()
+                        .last()
+                        .map_or(0, |last| last.sequence);
+                    // Let the other writers run between the read and the append.
+                    tokio::task::yield_now().await;
+                    let batch = (0..size)
+                        .map(|part| {
+                            event(
+                                "Raced",
+                                json!({ "task": task, "round": round, "part": part }),
+                            )
+                        })
+                        .collect();
+                    match journal.append(&id, version, batch).await {
+                        Ok(new_version) => {
+                            assert_eq!(new_version, version + size as u64);
+                            won.push((version + 1)..=new_version);
+                            break;
+                        }
+                        Err(JournalError::Conflict { actual, .. }) => {
+                            assert_ne!(actual, version, "a conflict at the expected version");
+                            conflicts += 1;
+                        }
+                        Err(other) => panic!("task {task}: {other}"),
+                    }
+                }
+            }
+            (won, conflicts)
+        });
+    }
+    let mut claimed: Vec<u64> = Vec::new();
+    let mut conflicts = 0;
+    while let Some(outcome) = tasks.join_next().await {
+        let (won, task_conflicts) = outcome.expect("a racing task panicked");
+        conflicts += task_conflicts;
+        claimed.extend(won.into_iter().flatten());
+    }
+    claimed.sort_unstable();
+    let events = fixture.journal.read_stream(&id).await.unwrap();
+    let total = events.len() as u64;
+    // Exactly one writer won each sequence number.
+    assert_eq!(claimed, (1..=total).collect::<Vec<_>>());
+    // No event was lost or written twice.
+    let mut seen = BTreeSet::new();
+    for event in &events {
+        let key = (
+            event.payload["task"].as_u64().unwrap(),
+            event.payload["round"].as_u64().unwrap(),
+            event.payload["part"].as_u64().unwrap(),
+        );
+        assert!(seen.insert(key), "event {key:?} stored twice");
+    }
+    let expected: usize = (0..TASKS)
+        .flat_map(|task| (0..ROUNDS).map(move |round| 1 + (task + round) % 2))
+        .sum();
+    assert_eq!(seen.len(), expected);
+    // Each task's batches stayed together and in order.
+    for (index, event) in events.iter().enumerate() {
+        let part = event.payload["part"].as_u64().unwrap();
+        if part > 0 {
+            let previous = &events[index - 1].payload;
+            assert_eq!(previous["task"], event.payload["task"]);
+            assert_eq!(previous["round"], event.payload["round"]);
+            assert_eq!(previous["part"].as_u64().unwrap(), part - 1);
+        }
+    }
+    verify_stream(&events).unwrap();
+    eprintln!("{TASKS} racing writers, {total} events, {conflicts} conflicts");
+}
+
+pub async fn read_campaign_reads_every_stream_in_order_across_pages(harness: &dyn Harness) {
+    let fixture = harness.fixture().await;
+    let journal = fixture.journal.as_ref();
+    // `!` sorts before `#`, the separator of DynamoDB's sort key: "a!" must still come
+    // after "a".
+    let names = ["b", "a!", "a", "a b", "c"];
+    for (index, name) in names.iter().enumerate() {
+        fill(journal, &stream("audit", name), 5 + index * 2, 4).await;
+    }
+    fill(journal, &stream("audit2", "a"), 3, 3).await;
+    fill(journal, &stream("other", "a"), 2, 2).await;
+
+    let campaign = journal.read_campaign("audit").await.unwrap();
+    let mut sorted_names = names.to_vec();
+    sorted_names.sort_unstable();
+    let mut expected = Vec::new();
+    for name in sorted_names {
+        expected.extend(journal.read_stream(&stream("audit", name)).await.unwrap());
+    }
+    assert_eq!(campaign.len(), 5 + 7 + 9 + 11 + 13);
+    assert_eq!(identities(&campaign), identities(&expected));
+    assert_eq!(campaign, expected);
+    verify_chain(&campaign).unwrap();
+    assert!(campaign.iter().all(|e| e.campaign == "audit"));
+
+    assert_eq!(journal.read_campaign("audit2").await.unwrap().len(), 3);
+    assert!(
+        journal
+            .read_campaign("nothing-here")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn list_campaigns_lists_campaigns_with_events(harness: &dyn Harness) {
+    let fixture = harness.fixture().await;
+    let journal = fixture.journal.as_ref();
+    assert!(journal.list_campaigns().await.unwrap().is_empty());
+    // A failed first append does not list its campaign.
+    let mut bad = numbered(1);
+    bad[0].event_type = String::new();
+    assert!(journal.append(&stream("ghost", "s"), 0, bad).await.is_err());
+
+    let campaigns = ["c5", "c2", "c1", "c4", "c3", "c6"];
+    for campaign in campaigns {
+        fill(journal, &stream(campaign, "s1"), 1, 1).await;
+        fill(journal, &stream(campaign, "s2"), 2, 2).await;
+    }
+    let mut expected: Vec<String> = campaigns.iter().map(|c| c.to_string()).collect();
+    expected.sort();
+    assert_eq!(journal.list_campaigns().await.unwrap(), expected);
+}
+
+pub async fn events_for_access_key_finds_both_key_slots_in_time_order(harness: &dyn Harness) {
+    let fixture = harness.fixture().await;
+    let journal = fixture.journal.as_ref();
+    let with_keys = |keys: &[&str], n: u32| {
+        let mut event = event("KeyEvent", json!({ "n": n }));
+        event.access_key_ids = keys.iter().map(|k| k.to_string()).collect();
+        event.account_id = Some("111111111111".into());
+        event
+    };
+    let s1 = stream("k", "alice");
+    let s2 = stream("k2", "bob");
+    journal
+        .append(&s1, 0, vec![with_keys(&["AKIAONE"], 1)])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    journal
+        .append(&s2, 0, vec![with_keys(&["AKIATWO"], 2)])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    journal
+        .append(&s1, 1, vec![with_keys(&["AKIATWO", "AKIAONE"], 3)])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    journal
+        .append(
+            &s2,
+            1,
+            vec![with_keys(&[], 4), with_keys(&["AKIAZERO", "AKIATWO"], 5)],
+        )
+        .await
+        .unwrap();
+
+    let numbers = |events: &[Envelope]| -> Vec<u64> {
+        events
+            .iter()
+            .map(|e| e.payload["n"].as_u64().unwrap())
+            .collect()
+    };
+    let one = journal.events_for_access_key("AKIAONE").await.unwrap();
+    assert_eq!(numbers(&one), [1, 3]);
+    let two = journal.events_for_access_key("AKIATWO").await.unwrap();
+    assert_eq!(numbers(&two), [2, 3, 5]);
+    assert!(two.windows(2).all(|w| w[0].recorded_at <= w[1].recorded_at));
+    assert_eq!(
+        numbers(&journal.events_for_access_key("AKIAZERO").await.unwrap()),
+        [5]
+    );
+    assert!(
+        journal
+            .events_for_access_key("AKIANONE")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // What the index returns is the stored envelope itself.
+    let stored = journal.read_stream(&s1).await.unwrap();
+    assert_eq!(one, stored);
+}
+
+pub async fn events_for_account_honours_the_half_open_time_range(harness: &dyn Harness) {
+    let fixture = harness.fixture().await;
+    let journal = fixture.journal.as_ref();
+    let about = |account: &str, n: u32| {
+        let mut event = event("AccountEvent", json!({ "n": n }));
+        event.account_id = Some(account.into());
+        event
+    };
+    let pause = || tokio::time::sleep(Duration::from_millis(10));
+    let start = Utc::now();
+    pause().await;
+    // Early: two events in one batch (same time), and one of another account.
+    journal
+        .append(
+            &stream("acc", "x"),
+            0,
+            vec![about("222222222222", 1), about("222222222222", 2)],
+        )
+        .await
+        .unwrap();
+    journal
+        .append(&stream("acc", "y"), 0, vec![about("333333333333", 100)])
+        .await
+        .unwrap();
+    pause().await;
+    let middle_from = Utc::now();
+    pause().await;
+    journal
+        .append(&stream("acc2", "x"), 0, vec![about("222222222222", 3)])
+        .await
+        .unwrap();
+    journal
+        .append(&stream("acc", "y"), 1, vec![about("333333333333", 101)])
+        .await
+        .unwrap();
+    pause().await;
+    let middle_to = Utc::now();
+    pause().await;
+    for n in 4..10 {
+        journal
+            .append(
+                &stream("acc", "x"),
+                u64::from(n) - 2,
+                vec![about("222222222222", n)],
+            )
+            .await
+            .unwrap();
+    }
+    pause().await;
+    let end = Utc::now();
+
+    let numbers = |events: Vec<Envelope>| -> Vec<u64> {
+        events
+            .iter()
+            .map(|e| e.payload["n"].as_u64().unwrap())
+            .collect()
+    };
+    let account = "222222222222";
+    let all = journal
+        .events_for_account(account, start, end)
+        .await
+        .unwrap();
+    assert!(
+        all.windows(2)
+            .all(|w| w[0].time_order_key() <= w[1].time_order_key())
+    );
+    assert_eq!(numbers(all.clone()), (1..10).collect::<Vec<_>>());
+    assert_eq!(
+        numbers(
+            journal
+                .events_for_account(account, middle_from, middle_to)
+                .await
+                .unwrap()
+        ),
+        [3]
+    );
+    assert_eq!(
+        numbers(
+            journal
+                .events_for_account(account, DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC)
+                .await
+                .unwrap()
+        ),
+        (1..10).collect::<Vec<_>>()
+    );
+    assert!(
+        journal
+            .events_for_account(account, middle_to, middle_from)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        journal
+            .events_for_account("444444444444", start, end)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The range is half-open at microsecond precision: [t, t + 1 µs) holds exactly
+    // the events recorded at t, and [start, t) none of them.
+    let third = &all[2];
+    let at = third.recorded_at;
+    let exact = journal
+        .events_for_account(account, at, at + chrono::Duration::microseconds(1))
+        .await
+        .unwrap();
+    assert_eq!(exact, vec![third.clone()]);
+    let before = journal
+        .events_for_account(account, start, at)
+        .await
+        .unwrap();
+    assert_eq!(numbers(before), [1, 2]);
+    // A bound with nanoseconds inside the microsecond after t excludes t.
+    let after = journal
+        .events_for_account(account, at + chrono::Duration::nanoseconds(1), end)
+        .await
+        .unwrap();
+    assert_eq!(numbers(after), (4..10).collect::<Vec<_>>());
+}
+
+pub async fn a_modified_payload_breaks_the_chain_at_that_event(harness: &dyn Harness) {
+    let fixture = harness.fixture().await;
+    let journal = fixture.journal.as_ref();
+    let id = stream("tamper", "victim");
+    fill(journal, &id, 5, 2).await;
+    fill(journal, &stream("tamper", "bystander"), 2, 2).await;
+    verify_chain(&journal.read_campaign("tamper").await.unwrap()).unwrap();
+
+    fixture
+        .raw
+        .set_payload(&id, 3, r#"{"n":0,"approved":true}"#)
+        .await;
+    let events = journal.read_stream(&id).await.unwrap();
+    assert_eq!(events[2].payload, json!({"n": 0, "approved": true}));
+    let err = verify_stream(&events).unwrap_err();
+    assert_eq!((err.stream.clone(), err.sequence), (id.clone(), 3));
+    assert!(
+        matches!(err.reason, ChainBreak::HashMismatch { .. }),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("approved"), "{err}");
+
+    let err = verify_chain(&journal.read_campaign("tamper").await.unwrap()).unwrap_err();
+    assert_eq!((err.stream, err.sequence), (id, 3));
+}
+
+pub async fn a_deleted_middle_event_breaks_the_chain(harness: &dyn Harness) {
+    let fixture = harness.fixture().await;
+    let journal = fixture.journal.as_ref();
+    let id = stream("tamper", "victim");
+    fill(journal, &id, 5, 5).await;
+    fixture.raw.delete(&id, 3).await;
+    let events = journal.read_stream(&id).await.unwrap();
+    assert_eq!(events.len(), 4);
+    let err = verify_stream(&events).unwrap_err();
+    assert_eq!(err.sequence, 4);
+    assert_eq!(err.reason, ChainBreak::SequenceGap { expected: 3 });
+}
+
+/// An event type as the planner's would be: version 2.1, with an upcast from 1.x.
+#[derive(Debug, PartialEq)]
+enum TestEvent {
+    KeyCreated { key: String, reason: String },
+    KeyDeleted { key: String },
+}
+
+impl EventSchema for TestEvent {
+    const CURRENT: SchemaVersion = SchemaVersion::new(2, 1);
+
+    fn known_types() -> &'static [&'static str] {
+        &["KeyCreated", "KeyDeleted"]
+    }
+
+    fn decode(event_type: &str, version: SchemaVersion, payload: &Value) -> Result<Self, String> {
+        let field = |name: &str| {
+            payload
+                .get(name)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| format!("field `{name}` is missing or not a string"))
+        };
+        match event_type {
+            // Version 1 had no reason.
+            "KeyCreated" if version.major < 2 => Ok(TestEvent::KeyCreated {
+                key: field("key")?,
+                reason: "age".into(),
+            }),
+            "KeyCreated" => Ok(TestEvent::KeyCreated {
+                key: field("key")?,
+                reason: field("reason")?,
+            }),
+            "KeyDeleted" => Ok(TestEvent::KeyDeleted { key: field("key")? }),
+            other => Err(format!("unknown type {other}")),
+        }
+    }
+
+    fn encode(&self) -> (String, Value) {
+        match self {
+            TestEvent::KeyCreated { key, reason } => {
+                ("KeyCreated".into(), json!({ "key": key, "reason": reason }))
+            }
+            TestEvent::KeyDeleted { key } => ("KeyDeleted".into(), json!({ "key": key })),
+        }
+    }
+}
+
+pub async fn decode_refuses_what_this_build_does_not_understand(harness: &dyn Harness) {
+    let fixture = harness.fixture().await;
+    let journal = fixture.journal.as_ref();
+    let id = stream("schema", "s");
+    let current = TestEvent::KeyCreated {
+        key: "AKIA1".into(),
+        reason: "unused".into(),
+    };
+    let versioned = |event_type: &str, major, minor, payload: Value| NewEvent {
+        schema_version: SchemaVersion::new(major, minor),
+        ..event(event_type, payload)
+    };
+    let batch = vec![
+        NewEvent::encode(&current, actor()).with_access_keys(["AKIA1"]),
+        versioned("KeyCreated", 1, 3, json!({ "key": "AKIA2" })),
+        versioned("KeyDeleted", 2, 0, json!({ "key": "AKIA3" })),
+        versioned("KeyDeleted", 2, 9, json!({ "key": "AKIA4", "later": 1 })),
+        versioned("KeyRenamed", 2, 0, json!({ "key": "AKIA5" })),
+        versioned("KeyDeleted", 3, 0, json!({ "key": "AKIA6" })),
+        versioned("KeyDeleted", 2, 1, json!({ "key": ["secret-looking"] })),
+    ];
+    journal.append(&id, 0, batch).await.unwrap();
+    let events = journal.read_stream(&id).await.unwrap();
+    assert_eq!(events[0].schema_version, TestEvent::CURRENT);
+
+    assert_eq!(decode::<TestEvent>(&events[0]).unwrap(), current);
+    // An older major is upcast, an older minor read as is.
+    assert_eq!(
+        decode::<TestEvent>(&events[1]).unwrap(),
+        TestEvent::KeyCreated {
+            key: "AKIA2".into(),
+            reason: "age".into()
+        }
+    );
+    assert_eq!(
+        decode::<TestEvent>(&events[2]).unwrap(),
+        TestEvent::KeyDeleted {
+            key: "AKIA3".into()
+        }
+    );
+    // A newer minor of the same major only adds fields: it is readable.
+    assert_eq!(
+        decode::<TestEvent>(&events[3]).unwrap(),
+        TestEvent::KeyDeleted {
+            key: "AKIA4".into()
+        }
+    );
+    match decode::<TestEvent>(&events[4]) {
+        Err(JournalError::UnknownEventType {
+            stream,
+            sequence,
+            event_type,
+        }) => assert_eq!(
+            (stream, sequence, event_type.as_str()),
+            (id.clone(), 5, "KeyRenamed")
+        ),
+        other => panic!("expected UnknownEventType, got {other:?}"),
+    }
+    match decode::<TestEvent>(&events[5]) {
+        Err(err @ JournalError::NewerSchema { .. }) => {
+            let JournalError::NewerSchema {
+                found, supported, ..
+            } = &err
+            else {
+                unreachable!()
+            };
+            assert_eq!(
+                (*found, *supported),
+                (SchemaVersion::new(3, 0), TestEvent::CURRENT)
+            );
+            assert!(err.to_string().contains("upgrade keyturn"), "{err}");
+        }
+        other => panic!("expected NewerSchema, got {other:?}"),
+    }
+    match decode::<TestEvent>(&events[6]) {
+        Err(err @ JournalError::Corrupt { .. }) => {
+            assert!(!err.to_string().contains("secret-looking"), "{err}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+/// A change that makes an event invalid.
+type Mutation = Box<dyn Fn(&mut NewEvent)>;
+
+pub async fn invalid_input_is_rejected(harness: &dyn Harness) {
+    let fixture = harness.fixture().await;
+    let journal = fixture.journal.as_ref();
+    let id = stream("c", "s");
+    let rejected = |result: Result<u64, JournalError>, what: &str| match result {
+        Err(JournalError::Rejected(message)) => message,
+        other => panic!("{what}: expected Rejected, got {other:?}"),
+    };
+    rejected(journal.append(&id, 0, Vec::new()).await, "empty batch");
+    rejected(
+        journal
+            .append(&id, 0, numbered(MAX_EVENTS_PER_APPEND + 1))
+            .await,
+        "oversized batch",
+    );
+    let cases: Vec<(&str, Mutation)> = vec![
+        (
+            "three keys",
+            Box::new(|e| e.access_key_ids = vec!["A".into(), "B".into(), "C".into()]),
+        ),
+        (
+            "a key twice",
+            Box::new(|e| e.access_key_ids = vec!["A".into(), "A".into()]),
+        ),
+        (
+            "empty key",
+            Box::new(|e| e.access_key_ids = vec![String::new()]),
+        ),
+        (
+            "empty account",
+            Box::new(|e| e.account_id = Some(String::new())),
+        ),
+        (
+            "control character",
+            Box::new(|e| e.user_name = Some("a\nb".into())),
+        ),
+        ("empty type", Box::new(|e| e.event_type = String::new())),
+        (
+            "space in type",
+            Box::new(|e| e.event_type = "Key Created".into()),
+        ),
+        ("empty run id", Box::new(|e| e.actor.run_id = String::new())),
+        (
+            "huge payload",
+            Box::new(|e| e.payload = json!({ "blob": "x".repeat(70_000) })),
+        ),
+    ];
+    for (what, mutate) in cases {
+        let mut bad = event("T", json!({}));
+        mutate(&mut bad);
+        let message = rejected(journal.append(&id, 0, vec![bad]).await, what);
+        assert!(!message.contains("xxxxxxxx"), "{what}: {message}");
+    }
+    let err = journal.read_campaign("bad#campaign").await.unwrap_err();
+    assert!(matches!(err, JournalError::Rejected(_)), "{err}");
+    // Nothing was written by any refused call.
+    assert!(journal.read_stream(&id).await.unwrap().is_empty());
+    assert!(journal.list_campaigns().await.unwrap().is_empty());
+
+    // Bad input is refused before the version is checked, in every backend alike.
+    journal.append(&id, 0, numbered(1)).await.unwrap();
+    rejected(
+        journal.append(&id, 0, Vec::new()).await,
+        "empty batch at a stale version",
+    );
+}
+
+/// Events grouped by stream, for backend tests that need them.
+pub fn by_stream(events: &[Envelope]) -> BTreeMap<StreamId, Vec<Envelope>> {
+    let mut streams: BTreeMap<StreamId, Vec<Envelope>> = BTreeMap::new();
+    for event in events {
+        streams
+            .entry(event.stream.clone())
+            .or_default()
+            .push(event.clone());
+    }
+    streams
+}
