@@ -8,7 +8,10 @@ const ALLOWED_INTERNAL: &[(&str, &[&str])] = &[
     ("keyturn-planner", &[]),
     ("keyturn-journal", &[]),
     ("keyturn-worker", &["keyturn-planner", "keyturn-journal"]),
-    ("keyturn-cli", &["keyturn-planner", "keyturn-journal", "keyturn-worker"]),
+    (
+        "keyturn-cli",
+        &["keyturn-planner", "keyturn-journal", "keyturn-worker"],
+    ),
 ];
 
 /// External crates that only one product crate may link, and which one.
@@ -25,13 +28,24 @@ const OWNED_BY: &[(&str, &str)] = &[
 /// What the planner must never link: it is pure (no IO, no async runtime, no AWS).
 fn forbidden_in_planner(dependency: &str) -> bool {
     dependency.starts_with("aws-")
-        || ["tokio", "futures", "async-trait", "rusqlite", "reqwest", "hyper"].contains(&dependency)
+        || [
+            "tokio",
+            "futures",
+            "async-trait",
+            "rusqlite",
+            "reqwest",
+            "hyper",
+        ]
+        .contains(&dependency)
 }
 
 /// Each workspace crate's name and manifest, from the root manifest's member list.
 fn manifests() -> BTreeMap<String, toml::Table> {
     let root = crate::workspace_root();
-    let workspace: toml::Table = std::fs::read_to_string(root.join("Cargo.toml")).unwrap().parse().unwrap();
+    let workspace: toml::Table = std::fs::read_to_string(root.join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
     let members = workspace["workspace"]["members"].as_array().unwrap();
     members
         .iter()
@@ -44,15 +58,24 @@ fn manifests() -> BTreeMap<String, toml::Table> {
         .collect()
 }
 
-fn dependencies<'a>(manifest: &'a toml::Table, section: &str) -> Vec<(&'a String, &'a toml::Value)> {
-    manifest.get(section).and_then(|d| d.as_table()).map(|t| t.iter().collect()).unwrap_or_default()
+fn dependencies<'a>(
+    manifest: &'a toml::Table,
+    section: &str,
+) -> Vec<(&'a String, &'a toml::Value)> {
+    manifest
+        .get(section)
+        .and_then(|d| d.as_table())
+        .map(|t| t.iter().collect())
+        .unwrap_or_default()
 }
 
 /// The dependency-edge violations of a set of manifests (empty when the architecture holds).
 fn violations(manifests: &BTreeMap<String, toml::Table>) -> Vec<String> {
     let mut problems = Vec::new();
     for (krate, manifest) in manifests {
-        let Some((_, allowed)) = ALLOWED_INTERNAL.iter().find(|(name, _)| name == krate) else { continue };
+        let Some((_, allowed)) = ALLOWED_INTERNAL.iter().find(|(name, _)| name == krate) else {
+            continue;
+        };
         for (dependency, _) in dependencies(manifest, "dependencies") {
             let dependency = dependency.as_str();
             if manifests.contains_key(dependency) && !allowed.contains(&dependency) {
@@ -61,10 +84,14 @@ fn violations(manifests: &BTreeMap<String, toml::Table>) -> Vec<String> {
             if let Some((_, owner)) = OWNED_BY.iter().find(|(name, _)| *name == dependency)
                 && owner != krate
             {
-                problems.push(format!("only {owner} may link {dependency}, but {krate} does"));
+                problems.push(format!(
+                    "only {owner} may link {dependency}, but {krate} does"
+                ));
             }
             if krate == "keyturn-planner" && forbidden_in_planner(dependency) {
-                problems.push(format!("the planner is pure and must not link {dependency}"));
+                problems.push(format!(
+                    "the planner is pure and must not link {dependency}"
+                ));
             }
         }
     }
@@ -74,14 +101,22 @@ fn violations(manifests: &BTreeMap<String, toml::Table>) -> Vec<String> {
 #[test]
 fn crates_keep_the_allowed_dependency_edges() {
     let problems = violations(&manifests());
-    assert!(problems.is_empty(), "architecture violations (see docs/architecture.md):\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "architecture violations (see docs/architecture.md):\n{}",
+        problems.join("\n")
+    );
 }
 
 #[test]
 fn the_edge_check_catches_a_forbidden_edge() {
     let mut manifests = manifests();
     let planner = manifests.get_mut("keyturn-planner").unwrap();
-    let deps = planner.entry("dependencies").or_insert(toml::Value::Table(toml::Table::new())).as_table_mut().unwrap();
+    let deps = planner
+        .entry("dependencies")
+        .or_insert(toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .unwrap();
     deps.insert("tokio".into(), toml::Value::String("1".into()));
     deps.insert("keyturn-worker".into(), toml::Value::String("0".into()));
     deps.insert("aws-sdk-iam".into(), toml::Value::String("1".into()));
@@ -104,8 +139,15 @@ fn aws_crates_are_declared_once_in_the_workspace() {
         for section in ["dependencies", "dev-dependencies"] {
             for (dependency, spec) in dependencies(&manifest, section) {
                 if dependency.starts_with("aws-") {
-                    let inherited = spec.as_table().and_then(|t| t.get("workspace")).and_then(|w| w.as_bool()) == Some(true);
-                    assert!(inherited, "{krate} declares {dependency} itself; use `{dependency}.workspace = true`");
+                    let inherited = spec
+                        .as_table()
+                        .and_then(|t| t.get("workspace"))
+                        .and_then(|w| w.as_bool())
+                        == Some(true);
+                    assert!(
+                        inherited,
+                        "{krate} declares {dependency} itself; use `{dependency}.workspace = true`"
+                    );
                 }
             }
         }
