@@ -324,3 +324,59 @@ async fn bad_input_is_refused_before_anything_is_contacted() {
     }
     assert_eq!(emulator.counters().await.total(), 0, "no AWS call was made");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accounts_whose_role_cannot_be_assumed_are_reported_with_the_sts_error_code() {
+    let emulator = Emulator::start(EmulatorOptions::default());
+    let spec = OrgSpec {
+        management_users: vec![UserSpec::new(
+            "org-admin",
+            vec![KeySpec::active(95, Some(0))],
+        )],
+        accounts: (0..3)
+            .map(|i| AccountSpec {
+                name: format!("member-{i}"),
+                ou_path: vec![],
+                users: vec![UserSpec::new("app", vec![KeySpec::active(100, Some(1))])],
+            })
+            .collect(),
+    };
+    let org = seed(&emulator, &spec, Utc::now()).await;
+    emulator
+        .set_faults(&[FaultRule::error(503).service("sts").action("AssumeRole")])
+        .await;
+    let dir = TempDir::new("inventory-assume-role");
+
+    let run = keyturn(&emulator, dir.path(), &["inventory", "-o", "json"]);
+    assert_eq!(run.code, 3, "stderr: {}", run.stderr);
+    let failure_lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("account "))
+        .collect();
+    assert_eq!(
+        failure_lines.len(),
+        3,
+        "one line per member account: {}",
+        run.stderr
+    );
+    for account in &org.accounts {
+        let line = failure_lines
+            .iter()
+            .find(|l| l.contains(&account.id))
+            .expect("a line for every member account");
+        assert!(
+            line.contains("ServiceUnavailable"),
+            "the AssumeRole error code is reported: {line}"
+        );
+    }
+    let truth = ground_truth(
+        &emulator,
+        &org,
+        &[org.management.id.as_str()],
+        &[],
+        Utc::now(),
+    )
+    .await;
+    assert_same_rows(&sorted(&run.json()), &truth);
+}
