@@ -8,6 +8,7 @@
 pub mod ids;
 pub mod inventory;
 pub mod policy;
+pub mod rotation;
 
 pub use ids::{
     AccessKeyId, AccountId, CampaignName, ExternalId, InvalidId, OrganizationalUnitId, RoleName,

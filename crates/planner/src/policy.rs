@@ -274,7 +274,7 @@ mod human_duration {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&humantime::format_duration(*value).to_string())
+        serializer.serialize_str(&super::format_duration(*value))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
@@ -291,6 +291,21 @@ mod human_duration {
         }
         Ok(duration)
     }
+}
+
+/// A duration as people write it in a policy: the largest whole unit ("90d", "12h",
+/// "90s"), or humantime's long form for anything finer.
+pub fn format_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_nanos() != 0 || secs == 0 {
+        return humantime::format_duration(d).to_string();
+    }
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if secs % size == 0 {
+            return format!("{}{unit}", secs / size);
+        }
+    }
+    format!("{secs}s")
 }
 
 /// A policy file that cannot be used, located as precisely as the parser allows.
@@ -514,6 +529,15 @@ region = "eu-west-1"
         .unwrap();
         let snapshot = toml::to_string(&policy).unwrap();
         assert_eq!(Policy::from_toml("snapshot", &snapshot).unwrap(), policy);
+    }
+
+    #[test]
+    fn durations_print_in_the_largest_whole_unit() {
+        assert_eq!(format_duration(Duration::from_secs(90 * 86_400)), "90d");
+        assert_eq!(format_duration(Duration::from_secs(36 * 3_600)), "36h");
+        assert_eq!(format_duration(Duration::from_secs(120)), "2m");
+        assert_eq!(format_duration(Duration::from_secs(61)), "61s");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1s 500ms");
     }
 
     #[test]

@@ -1,0 +1,14 @@
+//! The rotation model: events, the per-key state they fold into, and the decisions.
+
+pub mod decide;
+pub mod events;
+pub mod state;
+
+pub use decide::{
+    Action, Decision, FreshUse, KeyPlan, ObservedKey, PlanAction, classify, decide, enroll,
+};
+pub use events::{CampaignEvent, Path, RotationEvent, Step, UseEvidence};
+pub use state::{KeyState, Phase, UserState};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,583 @@
+//! The decisions: what a key's plan is (`classify`), which keys a campaign takes on
+//! (`enroll`), and what to do next for a user (`decide`). All pure: the observations
+//! and the time are arguments.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::events::{Path, RotationEvent, UseEvidence};
+use super::state::{KeyState, Phase, UserState};
+use crate::ids::AccessKeyId;
+use crate::inventory::{KeyStatus, whole_days};
+use crate::policy::{Rotation, UserExclusion, format_duration};
+
+/// How many failures in a row make a key `failed`.
+pub const MAX_FAILURES: u32 = 5;
+/// The wait after the first failure; it doubles with each further failure.
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+/// How far before an intent a key's creation time may lie and still be ours (clock skew).
+pub const CLOCK_SKEW: Duration = Duration::from_secs(120);
+
+/// A key as IAM shows it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedKey {
+    /// The key.
+    pub key: AccessKeyId,
+    /// Active or Inactive.
+    pub status: KeyStatus,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// Its last use as last known (`None`: never used).
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// A fresh GetAccessKeyLastUsed answer, asked right before a gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FreshUse {
+    /// The key asked about.
+    pub key: AccessKeyId,
+    /// When it was asked.
+    pub checked_at: DateTime<Utc>,
+    /// The answer (`None`: never used).
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// The plan's action for a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanAction {
+    /// Old and in use: replace it.
+    Rotate,
+    /// Active and unused: deactivate, observe, delete.
+    RetireUnused,
+    /// Inactive: delete after the observation period.
+    DeleteInactive,
+    /// Nothing to do.
+    None,
+    /// Out of scope.
+    Skip,
+    /// A human must decide.
+    Blocked,
+}
+
+impl PlanAction {
+    /// The plan's word for the action.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rotate => "rotate",
+            Self::RetireUnused => "retire-unused",
+            Self::DeleteInactive => "delete-inactive",
+            Self::None => "none",
+            Self::Skip => "skip",
+            Self::Blocked => "blocked",
+        }
+    }
+
+    fn path(self) -> Option<Path> {
+        match self {
+            Self::Rotate => Some(Path::Rotate),
+            Self::RetireUnused => Some(Path::RetireUnused),
+            Self::DeleteInactive => Some(Path::DeleteInactive),
+            _ => None,
+        }
+    }
+}
+
+/// One key's plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPlan {
+    /// The key.
+    pub key: AccessKeyId,
+    /// What the campaign would do.
+    pub action: PlanAction,
+    /// Why, in words ("Active, 120 days old, last used 1 day ago").
+    pub reason: String,
+}
+
+fn chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+fn describe(key: &ObservedKey, now: DateTime<Utc>) -> String {
+    let used = match key.last_used_at {
+        Some(at) => match whole_days(at, now) {
+            0 => "last used today".to_owned(),
+            1 => "last used 1 day ago".to_owned(),
+            n => format!("last used {n} days ago"),
+        },
+        None => "never used".to_owned(),
+    };
+    format!(
+        "{}, {} days old, {used}",
+        key.status.as_str(),
+        whole_days(key.created_at, now)
+    )
+}
+
+/// The quiet span of a key: since its last use, or its creation when never used.
+fn unused_since(key: &ObservedKey) -> DateTime<Utc> {
+    key.last_used_at
+        .map_or(key.created_at, |used| used.max(key.created_at))
+}
+
+/// The plan for one user's keys (at most two).
+///
+/// Rules: an Inactive key is deleted once `observation_period` has passed since its last
+/// use or creation; an Active key unused for at least `unused_after` is retired; an
+/// Active key older than `max_key_age` (strictly) is rotated. A rotation needs the
+/// second slot: when the other key is Active and in use, both are blocked, never
+/// resolved by deleting a key in use.
+pub fn classify(
+    keys: &[ObservedKey],
+    exclusion: Option<&UserExclusion>,
+    caller_key: Option<&AccessKeyId>,
+    rules: &Rotation,
+    now: DateTime<Utc>,
+) -> Vec<KeyPlan> {
+    let mut plans: Vec<KeyPlan> = keys
+        .iter()
+        .map(|key| {
+            let words = describe(key, now);
+            let (action, reason) = if let Some(exclusion) = exclusion {
+                (PlanAction::Skip, format!("{words}; {exclusion}"))
+            } else if caller_key == Some(&key.key) {
+                (
+                    PlanAction::Skip,
+                    format!("{words}; the key this run is signed with"),
+                )
+            } else if key.status == KeyStatus::Inactive {
+                (PlanAction::DeleteInactive, words)
+            } else if now - unused_since(key) >= chrono(rules.unused_after) {
+                (
+                    PlanAction::RetireUnused,
+                    format!(
+                        "{words}; unused for at least {}",
+                        format_duration(rules.unused_after)
+                    ),
+                )
+            } else if now - key.created_at > chrono(rules.max_key_age) {
+                (
+                    PlanAction::Rotate,
+                    format!("{words}; older than {}", format_duration(rules.max_key_age)),
+                )
+            } else {
+                (PlanAction::None, words)
+            };
+            KeyPlan {
+                key: key.key.clone(),
+                action,
+                reason,
+            }
+        })
+        .collect();
+
+    if plans.len() == 2 {
+        let in_use = |p: &KeyPlan| matches!(p.action, PlanAction::Rotate | PlanAction::None);
+        let both_active = keys.iter().all(|k| k.status == KeyStatus::Active);
+        let needs_slot = plans.iter().any(|p| p.action == PlanAction::Rotate);
+        if both_active && needs_slot && plans.iter().all(in_use) {
+            for plan in &mut plans {
+                plan.action = PlanAction::Blocked;
+                plan.reason = format!(
+                    "{}; the user has two Active keys in use: a human must choose",
+                    plan.reason
+                );
+            }
+        }
+    }
+    plans
+}
+
+/// The events that take on the keys a campaign does not track yet.
+pub fn enroll(state: &UserState, keys: &[ObservedKey], plans: &[KeyPlan]) -> Vec<RotationEvent> {
+    plans
+        .iter()
+        .filter(|plan| state.tracking(&plan.key).is_none())
+        .filter_map(|plan| {
+            let observed = keys.iter().find(|k| k.key == plan.key)?;
+            match plan.action {
+                PlanAction::Skip => Some(RotationEvent::KeySkipped {
+                    key: plan.key.clone(),
+                    reason: plan.reason.clone(),
+                }),
+                PlanAction::Blocked => Some(RotationEvent::KeyBlocked {
+                    key: plan.key.clone(),
+                    reason: plan.reason.clone(),
+                    evidence: None,
+                }),
+                PlanAction::None => None,
+                action => Some(RotationEvent::KeyEnrolled {
+                    key: plan.key.clone(),
+                    path: action.path()?,
+                    reason: plan.reason.clone(),
+                    created_at: observed.created_at,
+                    last_used_at: observed.last_used_at,
+                }),
+            }
+        })
+        .collect()
+}
+
+/// A mutation (or a reconciliation) to perform on a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Create the replacement, deliver its secret, read it back and verify it — in one go.
+    CreateReplacement {
+        /// The attempt number (it derives the delivery's idempotency token).
+        attempt: u32,
+    },
+    /// After a crash between creation and delivery: find out whether the secret version
+    /// of `attempt` was stored; if not, the replacement is an orphan.
+    RecoverDelivery {
+        /// The replacement whose secret may be lost.
+        new_key: AccessKeyId,
+        /// The attempt that created it.
+        attempt: u32,
+    },
+    /// Verify the delivered replacement (reading its secret back from the store).
+    Verify {
+        /// The replacement.
+        new_key: AccessKeyId,
+    },
+    /// Delete a replacement whose secret was never stored.
+    DeleteOrphan {
+        /// The orphan.
+        orphan: AccessKeyId,
+    },
+    /// Make the key Inactive, on this evidence.
+    Deactivate {
+        /// The fresh last-use evidence.
+        evidence: UseEvidence,
+    },
+    /// Delete the key.
+    Delete,
+    /// Only record an event (blocked, failed, released, vanished, re-planned…).
+    Record(RotationEvent),
+}
+
+/// What to do next for a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Perform an action on a key.
+    Act {
+        /// The tracked (old) key.
+        key: AccessKeyId,
+        /// The action.
+        action: Action,
+    },
+    /// Ask GetAccessKeyLastUsed for this key, then decide again with the answer.
+    CheckLastUse {
+        /// The key.
+        key: AccessKeyId,
+    },
+    /// Nothing to do before `until` (or until something else changes, when `None`).
+    Wait {
+        /// The key waiting.
+        key: AccessKeyId,
+        /// When to look again.
+        until: Option<DateTime<Utc>>,
+        /// Why, in words.
+        reason: String,
+    },
+    /// Every key of the user is settled.
+    Idle,
+}
+
+/// What one key needs, before priorities between keys are applied.
+fn decide_key(
+    state: &UserState,
+    ks: &KeyState,
+    observed: &[ObservedKey],
+    fresh: Option<&FreshUse>,
+    rules: &Rotation,
+    now: DateTime<Utc>,
+) -> Decision {
+    let key = ks.key.clone();
+    let act = |action| Decision::Act {
+        key: key.clone(),
+        action,
+    };
+    let record = |event| Decision::Act {
+        key: key.clone(),
+        action: Action::Record(event),
+    };
+    let wait = |until: Option<DateTime<Utc>>, reason: &str| Decision::Wait {
+        key: key.clone(),
+        until,
+        reason: reason.to_owned(),
+    };
+
+    if ks.failures >= MAX_FAILURES {
+        let code = ks.last_failure_code.clone().unwrap_or_default();
+        return record(RotationEvent::KeyFailed {
+            key: key.clone(),
+            reason: format!("{} failures in a row, the last with {code}", ks.failures),
+        });
+    }
+    if let Some(failed_at) = ks.last_failure_at {
+        let backoff = FIRST_BACKOFF * 2u32.saturating_pow(ks.failures.saturating_sub(1));
+        let retry_at = failed_at + chrono(backoff);
+        if now < retry_at {
+            let code = ks.last_failure_code.as_deref().unwrap_or("an error");
+            return wait(
+                Some(retry_at),
+                &format!("retrying after {code} ({} of {MAX_FAILURES})", ks.failures),
+            );
+        }
+    }
+
+    // A replacement whose secret may be lost is reconciled first, whatever became of the old key.
+    if ks.phase == Phase::Created {
+        let new_key = ks.new_key.clone().expect("a created replacement has an id");
+        return act(Action::RecoverDelivery {
+            new_key,
+            attempt: ks.create_attempts,
+        });
+    }
+    if let Some(intent) = &ks.open_intent
+        && intent.step == super::events::Step::DeleteOrphan
+        && let Some(orphan) = &intent.target
+    {
+        return if observed.iter().any(|k| &k.key == orphan) {
+            act(Action::DeleteOrphan {
+                orphan: orphan.clone(),
+            })
+        } else {
+            record(RotationEvent::OrphanDeleted {
+                key: key.clone(),
+                orphan: orphan.clone(),
+            })
+        };
+    }
+
+    let Some(current) = observed.iter().find(|k| k.key == ks.key) else {
+        let deleting = ks
+            .open_intent
+            .as_ref()
+            .is_some_and(|i| i.step == super::events::Step::Delete);
+        return if deleting {
+            record(RotationEvent::KeyDeleted {
+                key: key.clone(),
+                already_gone: true,
+            })
+        } else {
+            record(RotationEvent::KeyVanished { key: key.clone() })
+        };
+    };
+    let fresh = fresh.filter(|f| f.key == ks.key);
+
+    match (ks.phase, ks.path) {
+        (Phase::Pending, Some(Path::DeleteInactive)) => {
+            if current.status == KeyStatus::Active {
+                return record(RotationEvent::KeyReleased {
+                    key: key.clone(),
+                    reason: "made Active again outside keyturn".to_owned(),
+                });
+            }
+            let Some(fresh) = fresh else {
+                return Decision::CheckLastUse { key: key.clone() };
+            };
+            let quiet = ObservedKey {
+                last_used_at: fresh.last_used_at,
+                ..current.clone()
+            };
+            let due = unused_since(&quiet) + chrono(rules.observation_period);
+            if now >= due {
+                act(Action::Delete)
+            } else {
+                wait(Some(due), "Inactive; waiting for the observation period")
+            }
+        }
+        (Phase::Pending, Some(Path::RetireUnused)) => {
+            if current.status == KeyStatus::Inactive {
+                return record(RotationEvent::KeyReleased {
+                    key: key.clone(),
+                    reason: "made Inactive outside keyturn".to_owned(),
+                });
+            }
+            let Some(fresh) = fresh else {
+                return Decision::CheckLastUse { key: key.clone() };
+            };
+            let quiet = ObservedKey {
+                last_used_at: fresh.last_used_at,
+                ..current.clone()
+            };
+            if now - unused_since(&quiet) >= chrono(rules.unused_after) {
+                act(Action::Deactivate {
+                    evidence: UseEvidence {
+                        checked_at: fresh.checked_at,
+                        last_used_at: fresh.last_used_at,
+                    },
+                })
+            } else if now - current.created_at > chrono(rules.max_key_age) {
+                record(RotationEvent::KeyEnrolled {
+                    key: key.clone(),
+                    path: Path::Rotate,
+                    reason: "used again since it was planned for retirement: rotating it instead"
+                        .to_owned(),
+                    created_at: current.created_at,
+                    last_used_at: fresh.last_used_at,
+                })
+            } else {
+                record(RotationEvent::KeyReleased {
+                    key: key.clone(),
+                    reason: "used again since it was planned for retirement".to_owned(),
+                })
+            }
+        }
+        (Phase::Pending, Some(Path::Rotate)) => {
+            if current.status == KeyStatus::Inactive {
+                return record(RotationEvent::KeyReleased {
+                    key: key.clone(),
+                    reason: "made Inactive outside keyturn".to_owned(),
+                });
+            }
+            let known = |k: &AccessKeyId| state.tracking(k).is_some();
+            if let Some(intent) = &ks.open_intent
+                && intent.step == super::events::Step::CreateReplacement
+            {
+                let since = intent.at - chrono(CLOCK_SKEW);
+                if let Some(orphan) = observed
+                    .iter()
+                    .find(|k| !known(&k.key) && k.created_at >= since)
+                {
+                    return act(Action::DeleteOrphan {
+                        orphan: orphan.key.clone(),
+                    });
+                }
+            }
+            if let Some(other) = observed.iter().find(|k| k.key != ks.key) {
+                return match state.tracking(&other.key) {
+                    Some(o) if !o.phase.is_terminal() => wait(
+                        None,
+                        &format!(
+                            "waiting for {} to be deleted, to free the second key slot",
+                            other.key
+                        ),
+                    ),
+                    _ => record(RotationEvent::KeyBlocked {
+                        key: key.clone(),
+                        reason: format!(
+                            "the user already has a second key ({}) that this campaign does not remove",
+                            other.key
+                        ),
+                        evidence: None,
+                    }),
+                };
+            }
+            act(Action::CreateReplacement {
+                attempt: ks.create_attempts + 1,
+            })
+        }
+        (Phase::Delivered, _) => act(Action::Verify {
+            new_key: ks
+                .new_key
+                .clone()
+                .expect("a delivered replacement has an id"),
+        }),
+        (Phase::AwaitingAdoption, _) => {
+            let started = ks.adoption_started_at.unwrap_or(ks.enrolled_at);
+            let earliest = started + chrono(rules.quiet_period);
+            if now < earliest {
+                return wait(Some(earliest), "waiting for the old key to go quiet");
+            }
+            let Some(fresh) = fresh else {
+                return Decision::CheckLastUse { key: key.clone() };
+            };
+            let evidence = UseEvidence {
+                checked_at: fresh.checked_at,
+                last_used_at: fresh.last_used_at,
+            };
+            let quiet_since = fresh.last_used_at.map_or(started, |used| used.max(started));
+            let due = quiet_since + chrono(rules.quiet_period);
+            let timeout = started + chrono(rules.adoption_timeout);
+            if now >= due {
+                act(Action::Deactivate { evidence })
+            } else if now >= timeout {
+                let used = fresh
+                    .last_used_at
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default();
+                record(RotationEvent::KeyBlocked {
+                    key: key.clone(),
+                    reason: format!(
+                        "the old key was still used at {used}, {} after its replacement was delivered: a human must find the application",
+                        format_duration(rules.adoption_timeout)
+                    ),
+                    evidence: Some(evidence),
+                })
+            } else {
+                wait(
+                    Some(due.min(timeout)),
+                    "the old key is still in use; waiting for the application to switch",
+                )
+            }
+        }
+        (Phase::Observing, _) => {
+            if current.status == KeyStatus::Active {
+                return record(RotationEvent::KeyBlocked {
+                    key: key.clone(),
+                    reason:
+                        "reactivated outside keyturn during observation: not deleting an Active key"
+                            .to_owned(),
+                    evidence: None,
+                });
+            }
+            let due = ks.deactivated_at.unwrap_or(now) + chrono(rules.observation_period);
+            if now >= due {
+                act(Action::Delete)
+            } else {
+                wait(Some(due), "Inactive; observing before deletion")
+            }
+        }
+        _ => Decision::Idle,
+    }
+}
+
+/// The next thing to do for a user: reconciliations and the steps that free a key slot
+/// come first, then the rotation; otherwise the earliest wait.
+pub fn decide(
+    state: &UserState,
+    observed: &[ObservedKey],
+    fresh: Option<&FreshUse>,
+    rules: &Rotation,
+    now: DateTime<Utc>,
+) -> Decision {
+    let priority = |ks: &KeyState| match ks.path {
+        Some(Path::DeleteInactive) => 0,
+        Some(Path::RetireUnused) => 1,
+        _ => 2,
+    };
+    let mut open: Vec<&KeyState> = state
+        .keys
+        .values()
+        .filter(|k| !k.phase.is_terminal())
+        .collect();
+    open.sort_by_key(|k| (k.phase != Phase::Created, priority(k), k.key.clone()));
+    let mut earliest: Option<Decision> = None;
+    let mut indefinite: Option<Decision> = None;
+    for ks in open {
+        match decide_key(state, ks, observed, fresh, rules, now) {
+            Decision::Idle => {}
+            wait @ Decision::Wait {
+                until: Some(until), ..
+            } => {
+                let sooner = match &earliest {
+                    Some(Decision::Wait {
+                        until: Some(current),
+                        ..
+                    }) => until < *current,
+                    _ => true,
+                };
+                if sooner {
+                    earliest = Some(wait);
+                }
+            }
+            wait @ Decision::Wait { until: None, .. } => {
+                indefinite.get_or_insert(wait);
+            }
+            other => return other,
+        }
+    }
+    earliest.or(indefinite).unwrap_or(Decision::Idle)
+}

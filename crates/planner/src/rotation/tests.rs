@@ -1,0 +1,874 @@
+//! Given these events and this observation, then this decision: the rotation model's
+//! pure tests, one small fixture per path and edge.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+
+use super::*;
+use crate::ids::AccessKeyId;
+use crate::inventory::KeyStatus;
+use crate::policy::{Rotation, UserExclusion};
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap()
+}
+
+fn days(n: i64) -> Duration {
+    Duration::days(n)
+}
+
+fn k(n: u8) -> AccessKeyId {
+    AccessKeyId::new(format!("AKIATESTKEY{n:09}")).unwrap()
+}
+
+fn rules() -> Rotation {
+    Rotation::default() // 90d age, 45d unused, 3d quiet, 30d adoption, 7d observation
+}
+
+fn active(
+    key: AccessKeyId,
+    age: i64,
+    used_days_ago: Option<i64>,
+    now: DateTime<Utc>,
+) -> ObservedKey {
+    ObservedKey {
+        key,
+        status: KeyStatus::Active,
+        created_at: now - days(age),
+        last_used_at: used_days_ago.map(|d| now - days(d)),
+    }
+}
+
+fn inactive(
+    key: AccessKeyId,
+    age: i64,
+    used_days_ago: Option<i64>,
+    now: DateTime<Utc>,
+) -> ObservedKey {
+    ObservedKey {
+        status: KeyStatus::Inactive,
+        ..active(key, age, used_days_ago, now)
+    }
+}
+
+fn fresh(key: &AccessKeyId, used: Option<DateTime<Utc>>, now: DateTime<Utc>) -> FreshUse {
+    FreshUse {
+        key: key.clone(),
+        checked_at: now,
+        last_used_at: used,
+    }
+}
+
+fn actions(plans: &[KeyPlan]) -> Vec<PlanAction> {
+    plans.iter().map(|p| p.action).collect()
+}
+
+/// Events recorded at the given times.
+struct Given(Vec<(RotationEvent, DateTime<Utc>)>);
+
+impl Given {
+    fn new() -> Self {
+        Self(Vec::new())
+    }
+    fn at(mut self, at: DateTime<Utc>, event: RotationEvent) -> Self {
+        self.0.push((event, at));
+        self
+    }
+    fn state(&self) -> UserState {
+        UserState::from_events(self.0.iter().map(|(e, at)| (e, *at)))
+    }
+    fn decide(
+        &self,
+        observed: &[ObservedKey],
+        fresh: Option<&FreshUse>,
+        now: DateTime<Utc>,
+    ) -> Decision {
+        decide(&self.state(), observed, fresh, &rules(), now)
+    }
+}
+
+fn enrolled(key: AccessKeyId, path: Path, created: DateTime<Utc>) -> RotationEvent {
+    RotationEvent::KeyEnrolled {
+        key,
+        path,
+        reason: "test".into(),
+        created_at: created,
+        last_used_at: None,
+    }
+}
+
+/// A rotation of k(1) that reached AwaitingAdoption at `verified`.
+fn rotation_verified(verified: DateTime<Utc>) -> Given {
+    let created = verified - days(120);
+    Given::new()
+        .at(
+            verified - Duration::minutes(5),
+            enrolled(k(1), Path::Rotate, created),
+        )
+        .at(
+            verified - Duration::minutes(4),
+            RotationEvent::StepIntended {
+                key: k(1),
+                step: Step::CreateReplacement,
+                attempt: 1,
+                target: None,
+            },
+        )
+        .at(
+            verified - Duration::minutes(4),
+            RotationEvent::ReplacementCreated {
+                key: k(1),
+                new_key: k(2),
+                created_at: verified,
+            },
+        )
+        .at(
+            verified - Duration::minutes(3),
+            RotationEvent::StepIntended {
+                key: k(1),
+                step: Step::DeliverSecret,
+                attempt: 1,
+                target: Some(k(2)),
+            },
+        )
+        .at(
+            verified - Duration::minutes(3),
+            RotationEvent::SecretDelivered {
+                key: k(1),
+                new_key: k(2),
+                secret_arn: "arn".into(),
+                version_id: "v1".into(),
+                recovered: false,
+            },
+        )
+        .at(
+            verified,
+            RotationEvent::ReplacementVerified {
+                key: k(1),
+                new_key: k(2),
+                caller_arn: "arn:user".into(),
+            },
+        )
+}
+
+// ---- classify: the plan --------------------------------------------------------------
+
+#[test]
+fn an_old_key_in_use_is_rotated_and_says_why() {
+    let now = t0();
+    let plans = classify(
+        &[active(k(1), 120, Some(1), now)],
+        None,
+        None,
+        &rules(),
+        now,
+    );
+    assert_eq!(actions(&plans), [PlanAction::Rotate]);
+    assert!(
+        plans[0]
+            .reason
+            .starts_with("Active, 120 days old, last used 1 day ago"),
+        "{}",
+        plans[0].reason
+    );
+}
+
+#[test]
+fn thresholds_are_exact() {
+    let now = t0();
+    let at_age = |age: Duration| ObservedKey {
+        created_at: now - age,
+        ..active(k(1), 0, Some(0), now)
+    };
+    let plan = |key: ObservedKey| classify(&[key], None, None, &rules(), now)[0].action;
+    assert_eq!(
+        plan(at_age(days(90))),
+        PlanAction::None,
+        "exactly 90 days old is not older than 90 days"
+    );
+    assert_eq!(
+        plan(at_age(days(90) + Duration::seconds(1))),
+        PlanAction::Rotate
+    );
+    let unused = |d: Duration| ObservedKey {
+        last_used_at: Some(now - d),
+        ..active(k(1), 60, None, now)
+    };
+    assert_eq!(
+        plan(unused(days(45))),
+        PlanAction::RetireUnused,
+        "unused for exactly 45 days is unused for 45 days"
+    );
+    assert_eq!(
+        plan(unused(days(45) - Duration::seconds(1))),
+        PlanAction::None
+    );
+}
+
+#[test]
+fn never_used_keys_count_their_quiet_from_creation() {
+    let now = t0();
+    let plans = classify(
+        &[active(k(1), 200, None, now), active(k(2), 10, None, now)],
+        None,
+        None,
+        &rules(),
+        now,
+    );
+    assert_eq!(
+        actions(&plans),
+        [PlanAction::RetireUnused, PlanAction::None]
+    );
+}
+
+#[test]
+fn a_key_created_in_the_future_is_left_alone() {
+    let now = t0();
+    let plans = classify(&[active(k(1), -3, None, now)], None, None, &rules(), now);
+    assert_eq!(
+        actions(&plans),
+        [PlanAction::None],
+        "a clock behind IAM's never makes a key look old"
+    );
+}
+
+#[test]
+fn two_active_keys_in_use_are_blocked_when_one_needs_rotation() {
+    let now = t0();
+    let both = [
+        active(k(1), 120, Some(1), now),
+        active(k(2), 100, Some(1), now),
+    ];
+    let plans = classify(&both, None, None, &rules(), now);
+    assert_eq!(actions(&plans), [PlanAction::Blocked, PlanAction::Blocked]);
+    assert!(plans[0].reason.contains("two Active keys in use"));
+    let young = [
+        active(k(1), 20, Some(1), now),
+        active(k(2), 10, Some(1), now),
+    ];
+    assert_eq!(
+        actions(&classify(&young, None, None, &rules(), now)),
+        [PlanAction::None, PlanAction::None]
+    );
+}
+
+#[test]
+fn a_second_key_that_is_inactive_or_unused_frees_the_slot() {
+    let now = t0();
+    let with_inactive = [
+        active(k(1), 120, Some(1), now),
+        inactive(k(2), 30, Some(20), now),
+    ];
+    assert_eq!(
+        actions(&classify(&with_inactive, None, None, &rules(), now)),
+        [PlanAction::Rotate, PlanAction::DeleteInactive]
+    );
+    let with_unused = [active(k(1), 120, Some(1), now), active(k(2), 60, None, now)];
+    assert_eq!(
+        actions(&classify(&with_unused, None, None, &rules(), now)),
+        [PlanAction::Rotate, PlanAction::RetireUnused]
+    );
+}
+
+#[test]
+fn excluded_users_and_the_callers_own_key_are_skipped() {
+    let now = t0();
+    let key = [active(k(1), 120, Some(1), now)];
+    let exclusion = UserExclusion::ExcludedByPattern("breakglass-*".into());
+    let plans = classify(&key, Some(&exclusion), None, &rules(), now);
+    assert_eq!(actions(&plans), [PlanAction::Skip]);
+    assert!(plans[0].reason.contains("excluded by pattern"));
+    let plans = classify(&key, None, Some(&k(1)), &rules(), now);
+    assert_eq!(actions(&plans), [PlanAction::Skip]);
+    assert!(plans[0].reason.contains("the key this run is signed with"));
+}
+
+// ---- enroll ---------------------------------------------------------------------------
+
+#[test]
+fn enrollment_takes_on_only_untracked_keys_that_need_something() {
+    let now = t0();
+    let keys = [
+        active(k(1), 120, Some(1), now),
+        inactive(k(3), 10, Some(1), now),
+    ];
+    let plans = classify(&keys, None, None, &rules(), now);
+    let events = enroll(&UserState::default(), &keys, &plans);
+    assert!(
+        matches!(
+            &events[..],
+            [
+                RotationEvent::KeyEnrolled {
+                    path: Path::Rotate,
+                    ..
+                },
+                RotationEvent::KeyEnrolled {
+                    path: Path::DeleteInactive,
+                    ..
+                }
+            ]
+        ),
+        "{events:?}"
+    );
+    let young = [active(k(4), 10, Some(1), now)];
+    assert!(
+        enroll(
+            &UserState::default(),
+            &young,
+            &classify(&young, None, None, &rules(), now)
+        )
+        .is_empty(),
+        "a young key in use needs nothing"
+    );
+
+    let state = rotation_verified(now).state();
+    let after = [
+        active(k(1), 120, Some(1), now),
+        active(k(2), 200, None, now),
+    ];
+    let plans = classify(&after, None, None, &rules(), now);
+    assert!(
+        enroll(&state, &after, &plans).is_empty(),
+        "the old key and its replacement are already tracked"
+    );
+}
+
+// ---- decide: the rotate path ------------------------------------------------------------
+
+#[test]
+fn a_pending_rotation_creates_its_replacement() {
+    let now = t0();
+    let given = Given::new().at(now, enrolled(k(1), Path::Rotate, now - days(120)));
+    let decision = given.decide(&[active(k(1), 120, Some(1), now)], None, now);
+    assert_eq!(
+        decision,
+        Decision::Act {
+            key: k(1),
+            action: Action::CreateReplacement { attempt: 1 }
+        }
+    );
+}
+
+#[test]
+fn a_create_intent_without_outcome_deletes_the_orphan_it_left() {
+    let now = t0();
+    let given = Given::new()
+        .at(now, enrolled(k(1), Path::Rotate, now - days(120)))
+        .at(
+            now,
+            RotationEvent::StepIntended {
+                key: k(1),
+                step: Step::CreateReplacement,
+                attempt: 1,
+                target: None,
+            },
+        );
+    let orphan = active(k(9), 0, None, now + Duration::seconds(1));
+    let decision = given.decide(
+        &[active(k(1), 120, Some(1), now), orphan],
+        None,
+        now + Duration::minutes(1),
+    );
+    assert_eq!(
+        decision,
+        Decision::Act {
+            key: k(1),
+            action: Action::DeleteOrphan { orphan: k(9) }
+        }
+    );
+
+    let nothing_created = given.decide(
+        &[active(k(1), 120, Some(1), now)],
+        None,
+        now + Duration::minutes(1),
+    );
+    assert_eq!(
+        nothing_created,
+        Decision::Act {
+            key: k(1),
+            action: Action::CreateReplacement { attempt: 2 }
+        }
+    );
+}
+
+#[test]
+fn a_key_that_predates_the_intent_is_never_taken_for_an_orphan() {
+    let now = t0();
+    let given = Given::new()
+        .at(now, enrolled(k(1), Path::Rotate, now - days(120)))
+        .at(
+            now,
+            RotationEvent::StepIntended {
+                key: k(1),
+                step: Step::CreateReplacement,
+                attempt: 1,
+                target: None,
+            },
+        );
+    let someone_elses = active(k(9), 1, Some(0), now);
+    let decision = given.decide(
+        &[active(k(1), 120, Some(1), now), someone_elses],
+        None,
+        now + Duration::minutes(1),
+    );
+    assert!(
+        matches!(
+            &decision,
+            Decision::Act {
+                action: Action::Record(RotationEvent::KeyBlocked { .. }),
+                ..
+            }
+        ),
+        "an unknown key appearing mid-campaign blocks the rotation, it is not deleted: {decision:?}"
+    );
+}
+
+#[test]
+fn a_replacement_without_stored_secret_is_reconciled_first() {
+    let now = t0();
+    let given = Given::new()
+        .at(now, enrolled(k(1), Path::Rotate, now - days(120)))
+        .at(
+            now,
+            RotationEvent::StepIntended {
+                key: k(1),
+                step: Step::CreateReplacement,
+                attempt: 1,
+                target: None,
+            },
+        )
+        .at(
+            now,
+            RotationEvent::ReplacementCreated {
+                key: k(1),
+                new_key: k(2),
+                created_at: now,
+            },
+        );
+    let decision = given.decide(
+        &[active(k(1), 120, Some(1), now), active(k(2), 0, None, now)],
+        None,
+        now,
+    );
+    assert_eq!(
+        decision,
+        Decision::Act {
+            key: k(1),
+            action: Action::RecoverDelivery {
+                new_key: k(2),
+                attempt: 1
+            }
+        }
+    );
+
+    let lost = given
+        .at(
+            now,
+            RotationEvent::StepIntended {
+                key: k(1),
+                step: Step::DeleteOrphan,
+                attempt: 1,
+                target: Some(k(2)),
+            },
+        )
+        .at(
+            now,
+            RotationEvent::OrphanDeleted {
+                key: k(1),
+                orphan: k(2),
+            },
+        );
+    let again = lost.decide(&[active(k(1), 120, Some(1), now)], None, now);
+    assert_eq!(
+        again,
+        Decision::Act {
+            key: k(1),
+            action: Action::CreateReplacement { attempt: 2 }
+        }
+    );
+}
+
+#[test]
+fn the_adoption_gate_waits_for_quiet_then_deactivates_on_fresh_evidence() {
+    let verified = t0();
+    let given = rotation_verified(verified);
+    let keys = |now| [active(k(1), 120, Some(0), now), active(k(2), 0, None, now)];
+
+    let early = verified + days(1);
+    assert_eq!(
+        given.decide(&keys(early), None, early),
+        Decision::Wait {
+            key: k(1),
+            until: Some(verified + days(3)),
+            reason: "waiting for the old key to go quiet".into()
+        }
+    );
+    let due = verified + days(3);
+    assert_eq!(
+        given.decide(&keys(due), None, due),
+        Decision::CheckLastUse { key: k(1) }
+    );
+
+    let before_delivery = fresh(&k(1), Some(verified - days(1)), due);
+    let decision = given.decide(&keys(due), Some(&before_delivery), due);
+    assert_eq!(
+        decision,
+        Decision::Act {
+            key: k(1),
+            action: Action::Deactivate {
+                evidence: UseEvidence {
+                    checked_at: due,
+                    last_used_at: Some(verified - days(1))
+                }
+            }
+        }
+    );
+
+    let used_yesterday = fresh(&k(1), Some(due - days(1)), due);
+    assert_eq!(
+        given.decide(&keys(due), Some(&used_yesterday), due),
+        Decision::Wait {
+            key: k(1),
+            until: Some(due + days(2)),
+            reason: "the old key is still in use; waiting for the application to switch".into()
+        }
+    );
+}
+
+#[test]
+fn a_key_still_used_at_the_adoption_timeout_is_blocked_never_forced() {
+    let verified = t0();
+    let now = verified + days(30);
+    let decision = rotation_verified(verified).decide(
+        &[active(k(1), 150, Some(0), now)],
+        Some(&fresh(&k(1), Some(now - Duration::hours(1)), now)),
+        now,
+    );
+    match decision {
+        Decision::Act {
+            action:
+                Action::Record(RotationEvent::KeyBlocked {
+                    reason,
+                    evidence: Some(evidence),
+                    ..
+                }),
+            ..
+        } => {
+            assert!(reason.contains("still used"), "{reason}");
+            assert_eq!(evidence.last_used_at, Some(now - Duration::hours(1)));
+        }
+        other => panic!("expected a block, got {other:?}"),
+    }
+}
+
+#[test]
+fn deletion_waits_for_the_observation_period_and_never_hits_an_active_key() {
+    let verified = t0();
+    let deactivated = verified + days(3);
+    let given = rotation_verified(verified).at(
+        deactivated,
+        RotationEvent::KeyDeactivated {
+            key: k(1),
+            evidence: UseEvidence {
+                checked_at: deactivated,
+                last_used_at: None,
+            },
+        },
+    );
+    let now = deactivated + days(6);
+    assert!(
+        matches!(given.decide(&[inactive(k(1), 130, None, now)], None, now), Decision::Wait { until: Some(u), .. } if u == deactivated + days(7))
+    );
+    let now = deactivated + days(7);
+    assert_eq!(
+        given.decide(&[inactive(k(1), 130, None, now)], None, now),
+        Decision::Act {
+            key: k(1),
+            action: Action::Delete
+        }
+    );
+    let reactivated_by_hand = given.decide(&[active(k(1), 130, None, now)], None, now);
+    assert!(matches!(
+        reactivated_by_hand,
+        Decision::Act {
+            action: Action::Record(RotationEvent::KeyBlocked { .. }),
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_clock_moving_backwards_never_advances_a_gate() {
+    let verified = t0();
+    let deactivated = verified + days(3);
+    let given = rotation_verified(verified).at(
+        deactivated,
+        RotationEvent::KeyDeactivated {
+            key: k(1),
+            evidence: UseEvidence {
+                checked_at: deactivated,
+                last_used_at: None,
+            },
+        },
+    );
+    let earlier = deactivated - days(2);
+    assert!(matches!(
+        given.decide(&[inactive(k(1), 130, None, earlier)], None, earlier),
+        Decision::Wait { .. }
+    ));
+    assert!(matches!(
+        rotation_verified(verified).decide(
+            &[active(k(1), 120, None, verified)],
+            None,
+            verified - days(1)
+        ),
+        Decision::Wait { .. }
+    ));
+}
+
+#[test]
+fn rollback_puts_the_key_back_to_awaiting_adoption_with_a_new_clock() {
+    let verified = t0();
+    let deactivated = verified + days(3);
+    let reactivated = deactivated + days(1);
+    let given = rotation_verified(verified)
+        .at(
+            deactivated,
+            RotationEvent::KeyDeactivated {
+                key: k(1),
+                evidence: UseEvidence {
+                    checked_at: deactivated,
+                    last_used_at: None,
+                },
+            },
+        )
+        .at(
+            reactivated,
+            RotationEvent::RollbackRequested {
+                key: k(1),
+                reason: "billing broke".into(),
+                requested_by: "ops".into(),
+            },
+        )
+        .at(reactivated, RotationEvent::KeyReactivated { key: k(1) });
+    let state = given.state();
+    assert_eq!(state.keys[&k(1)].phase, Phase::AwaitingAdoption);
+    assert_eq!(state.keys[&k(1)].adoption_started_at, Some(reactivated));
+    let now = reactivated + days(1);
+    assert!(
+        matches!(given.decide(&[active(k(1), 125, Some(0), now)], None, now), Decision::Wait { until: Some(u), .. } if u == reactivated + days(3))
+    );
+}
+
+// ---- decide: the other paths --------------------------------------------------------------
+
+#[test]
+fn an_unused_key_is_retired_only_if_still_unused_on_fresh_evidence() {
+    let now = t0();
+    let given = Given::new().at(now, enrolled(k(1), Path::RetireUnused, now - days(200)));
+    let key = [active(k(1), 200, None, now)];
+    assert_eq!(
+        given.decide(&key, None, now),
+        Decision::CheckLastUse { key: k(1) }
+    );
+    let still_unused = fresh(&k(1), None, now);
+    assert!(matches!(
+        given.decide(&key, Some(&still_unused), now),
+        Decision::Act {
+            action: Action::Deactivate { .. },
+            ..
+        }
+    ));
+
+    let used_now = fresh(&k(1), Some(now), now);
+    let decision = given.decide(&key, Some(&used_now), now);
+    assert!(
+        matches!(
+            &decision,
+            Decision::Act {
+                action: Action::Record(RotationEvent::KeyEnrolled {
+                    path: Path::Rotate,
+                    ..
+                }),
+                ..
+            }
+        ),
+        "an old key used again is rotated instead: {decision:?}"
+    );
+    let young = Given::new().at(now, enrolled(k(1), Path::RetireUnused, now - days(50)));
+    let decision = young.decide(&[active(k(1), 50, None, now)], Some(&used_now), now);
+    assert!(matches!(
+        decision,
+        Decision::Act {
+            action: Action::Record(RotationEvent::KeyReleased { .. }),
+            ..
+        }
+    ));
+}
+
+#[test]
+fn an_inactive_key_is_deleted_after_the_observation_period_since_last_use() {
+    let now = t0();
+    let given = Given::new().at(now, enrolled(k(1), Path::DeleteInactive, now - days(30)));
+    let key = [inactive(k(1), 30, Some(5), now)];
+    let used = fresh(&k(1), Some(now - days(5)), now);
+    assert!(
+        matches!(given.decide(&key, Some(&used), now), Decision::Wait { until: Some(u), .. } if u == now + days(2))
+    );
+    let long_ago = fresh(&k(1), Some(now - days(8)), now);
+    assert_eq!(
+        given.decide(&key, Some(&long_ago), now),
+        Decision::Act {
+            key: k(1),
+            action: Action::Delete
+        }
+    );
+}
+
+#[test]
+fn the_slot_is_freed_before_the_rotation_starts() {
+    let now = t0();
+    let given = Given::new()
+        .at(now, enrolled(k(1), Path::Rotate, now - days(120)))
+        .at(now, enrolled(k(2), Path::DeleteInactive, now - days(30)));
+    let keys = [
+        active(k(1), 120, Some(1), now),
+        inactive(k(2), 30, Some(20), now),
+    ];
+    assert_eq!(
+        given.decide(&keys, None, now),
+        Decision::CheckLastUse { key: k(2) },
+        "the Inactive key goes first"
+    );
+    let deleted = given.at(
+        now,
+        RotationEvent::KeyDeleted {
+            key: k(2),
+            already_gone: false,
+        },
+    );
+    assert_eq!(
+        deleted.decide(&keys[..1], None, now),
+        Decision::Act {
+            key: k(1),
+            action: Action::CreateReplacement { attempt: 1 }
+        }
+    );
+}
+
+#[test]
+fn keys_or_users_deleted_out_of_band_are_recorded_as_vanished() {
+    let now = t0();
+    let given = Given::new()
+        .at(now, enrolled(k(1), Path::Rotate, now - days(120)))
+        .at(now, enrolled(k(2), Path::DeleteInactive, now - days(30)));
+    let user_gone = given.decide(&[], None, now);
+    assert!(matches!(
+        user_gone,
+        Decision::Act {
+            action: Action::Record(RotationEvent::KeyVanished { .. }),
+            ..
+        }
+    ));
+    let deleting = Given::new()
+        .at(now, enrolled(k(2), Path::DeleteInactive, now - days(30)))
+        .at(
+            now,
+            RotationEvent::StepIntended {
+                key: k(2),
+                step: Step::Delete,
+                attempt: 1,
+                target: None,
+            },
+        );
+    assert_eq!(
+        deleting.decide(&[], None, now),
+        Decision::Act {
+            key: k(2),
+            action: Action::Record(RotationEvent::KeyDeleted {
+                key: k(2),
+                already_gone: true
+            })
+        },
+        "a delete whose outcome was lost is recognised by observing IAM"
+    );
+}
+
+#[test]
+fn failures_back_off_and_then_fail_the_key() {
+    let now = t0();
+    let failed = |n: u32| {
+        (0..n).fold(
+            Given::new().at(now, enrolled(k(1), Path::Rotate, now - days(120))),
+            |g, i| {
+                g.at(
+                    now,
+                    RotationEvent::StepFailed {
+                        key: k(1),
+                        step: Step::CreateReplacement,
+                        attempt: i + 1,
+                        code: "Throttling".into(),
+                        message: "x".into(),
+                    },
+                )
+            },
+        )
+    };
+    let key = [active(k(1), 120, Some(1), now)];
+    assert!(
+        matches!(failed(1).decide(&key, None, now), Decision::Wait { until: Some(u), .. } if u == now + Duration::seconds(2))
+    );
+    assert!(
+        matches!(failed(3).decide(&key, None, now), Decision::Wait { until: Some(u), .. } if u == now + Duration::seconds(8))
+    );
+    assert!(matches!(
+        failed(3).decide(&key, None, now + Duration::seconds(8)),
+        Decision::Act {
+            action: Action::CreateReplacement { .. },
+            ..
+        }
+    ));
+    match failed(5).decide(&key, None, now) {
+        Decision::Act {
+            action: Action::Record(RotationEvent::KeyFailed { reason, .. }),
+            ..
+        } => assert!(reason.contains("Throttling"), "{reason}"),
+        other => panic!("expected the key to fail, got {other:?}"),
+    }
+}
+
+// ---- events --------------------------------------------------------------------------
+
+#[test]
+fn events_round_trip_and_unknown_or_newer_ones_are_refused() {
+    let event = RotationEvent::SecretDelivered {
+        key: k(1),
+        new_key: k(2),
+        secret_arn: "arn".into(),
+        version_id: "v".into(),
+        recovered: true,
+    };
+    let (kind, payload) = event.to_payload();
+    assert_eq!(kind, "secret-delivered");
+    assert!(payload.get("type").is_none(), "the type is stored apart");
+    assert_eq!(
+        RotationEvent::from_payload(&kind, 1, &payload).unwrap(),
+        event
+    );
+    assert!(
+        RotationEvent::from_payload("key-teleported", 1, &payload)
+            .unwrap_err()
+            .contains("unknown event type")
+    );
+    assert!(
+        RotationEvent::from_payload(&kind, 2, &payload)
+            .unwrap_err()
+            .contains("newer")
+    );
+    assert_eq!(event.key_ids(), [&k(1), &k(2)]);
+    for kind in RotationEvent::TYPES {
+        assert!(
+            RotationEvent::from_payload(kind, 1, &serde_json::json!({})).is_err(),
+            "{kind} needs its fields"
+        );
+    }
+}
