@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use keyturn_planner::{ExternalId, RoleName};
+use keyturn_planner::{AccessKeyId, CampaignName, ExternalId, RoleName};
 
 /// Rotates IAM user access keys across every account of an AWS Organization.
 #[derive(Debug, Parser)]
@@ -38,9 +38,107 @@ pub enum Command {
         after_help = "Examples:\n  keyturn inventory\n  keyturn inventory --policy policy.toml -o json | jq '.[] | select(.age_days > 90)'\n  keyturn inventory --role-name KeyturnRole --external-id my-ext-id -o csv > keys.csv"
     )]
     Inventory(InventoryArgs),
+    /// Show what a campaign with this policy would do to each key (a dry run: nothing changes).
+    #[command(
+        after_help = "Examples:\n  keyturn plan --policy policy.toml\n  keyturn plan --policy policy.toml -o json | jq '.[] | select(.action == \"rotate\")'"
+    )]
+    Plan(PlanArgs),
+    /// Start or list rotation campaigns.
+    #[command(subcommand)]
+    Campaign(CampaignCommand),
+    /// Advance every key of a campaign as far as its gates allow.
+    #[command(
+        after_help = "Examples:\n  keyturn run q3-rotation\n  keyturn run q3-rotation --watch --concurrency 32\n  KEYTURN_JOURNAL=dynamodb://keyturn keyturn run q3-rotation"
+    )]
+    Run(RunArgs),
+    /// Show where every key of a campaign stands.
+    #[command(
+        after_help = "Examples:\n  keyturn status q3-rotation\n  keyturn status q3-rotation -o json | jq '.keys[] | select(.state == \"blocked\")'"
+    )]
+    Status(StatusArgs),
+    /// Reactivate an old key that was deactivated and not yet deleted.
+    #[command(
+        after_help = "Example:\n  keyturn rollback q3-rotation --key AKIAIOSFODNN7EXAMPLE --reason \"billing batch still uses it\""
+    )]
+    Rollback(RollbackArgs),
     /// Manage the journal.
     #[command(subcommand)]
     Journal(JournalCommand),
+}
+
+/// Arguments of `keyturn plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The policy file.
+    #[arg(long, value_name = "FILE")]
+    pub policy: PathBuf,
+    /// Output format; a table on a terminal, JSON otherwise.
+    #[arg(short, long, value_enum)]
+    pub output: Option<Format>,
+    /// How many accounts are read at once.
+    #[arg(long, default_value_t = keyturn_worker::inventory::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+}
+
+/// `keyturn campaign …`.
+#[derive(Debug, Subcommand)]
+pub enum CampaignCommand {
+    /// Record a new campaign with a snapshot of its policy (again with the identical policy: no change).
+    Start {
+        /// The campaign's name (letters, digits, '.', '_' and '-').
+        name: CampaignName,
+        /// The policy file.
+        #[arg(long, value_name = "FILE")]
+        policy: PathBuf,
+    },
+    /// List the campaigns of the journal.
+    List {
+        /// Output format; a table on a terminal, JSON otherwise.
+        #[arg(short, long, value_enum)]
+        output: Option<Format>,
+    },
+}
+
+/// Arguments of `keyturn run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The campaign.
+    pub name: CampaignName,
+    /// How many accounts are worked at once.
+    #[arg(long, default_value_t = keyturn_worker::inventory::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+    /// Keep going until only blocked keys are left, sleeping until the next gate is due (Ctrl-C stops cleanly).
+    #[arg(long)]
+    pub watch: bool,
+    /// How long an account claim lasts before another worker may take it over.
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub claim_ttl: std::time::Duration,
+    /// How long to retry verifying a new key through IAM's propagation delay.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub verify_wait: std::time::Duration,
+}
+
+/// Arguments of `keyturn status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The campaign.
+    pub name: CampaignName,
+    /// Output format; a table on a terminal, JSON otherwise.
+    #[arg(short, long, value_parser = ["table", "json"])]
+    pub output: Option<String>,
+}
+
+/// Arguments of `keyturn rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The campaign.
+    pub name: CampaignName,
+    /// The old key to reactivate.
+    #[arg(long, value_name = "ACCESS_KEY_ID")]
+    pub key: AccessKeyId,
+    /// Why (recorded in the journal).
+    #[arg(long)]
+    pub reason: String,
 }
 
 /// Arguments of `keyturn inventory`.

@@ -352,6 +352,11 @@ impl Policy {
         Ok(policy)
     }
 
+    /// The canonical TOML of the policy: what a campaign records and compares.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a policy always serialises")
+    }
+
     /// Rules that span several fields.
     fn check(&self, file: &str, text: &str) -> Result<(), PolicyError> {
         let r = &self.rotation;

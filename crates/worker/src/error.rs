@@ -114,4 +114,7 @@ pub enum WorkerError {
     /// AWS answered with something keyturn cannot interpret.
     #[error("unexpected answer from AWS: {0}")]
     Unexpected(String),
+    /// The journal could not be used.
+    #[error(transparent)]
+    Journal(#[from] keyturn_journal::JournalError),
 }

@@ -5,12 +5,15 @@
 //! performs the steps the planner asks for, and reports failures per account with the
 //! AWS error code.
 
+pub mod campaign;
 pub mod credential_report;
 pub mod error;
 pub mod iam;
 pub mod inventory;
 pub mod org;
+pub mod secret;
 pub mod session;
+pub mod steps;
 
 pub use aws_config::SdkConfig;
 pub use error::{AwsFailure, WorkerError};

@@ -149,7 +149,7 @@ fn print(inventory: &Inventory, format: Format, now: DateTime<Utc>) -> Result<()
 }
 
 /// One line per failed account on stderr: its id, name and the AWS error code.
-fn report_failures(inventory: &Inventory) {
+pub fn report_failures(inventory: &Inventory) {
     for failed in &inventory.failures {
         let message = failed.failure.message.replace('\n', " ");
         eprintln!(

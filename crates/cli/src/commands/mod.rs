@@ -1,15 +1,78 @@
-//! One module per command; `run` dispatches.
+//! One module per command; `run` dispatches. The helpers here set up what several
+//! commands share: the AWS sessions, the journal and the actor recorded in events.
 
+mod campaign;
 mod inventory;
-mod journal;
+pub mod journal;
+mod plan;
+mod rollback;
+mod run;
+mod status;
 
-use crate::args::{Cli, Command, JournalCommand};
-use crate::exit::Outcome;
+use std::sync::Arc;
+
+use keyturn_journal::{Actor, Journal, JournalLocation};
+use keyturn_worker::{Sessions, session};
+
+use crate::args::{CampaignCommand, Cli, Command, JournalCommand};
+use crate::exit::{Failure, Outcome};
 
 /// Runs the command the user asked for.
 pub async fn run(cli: Cli) -> Outcome {
     match cli.command {
         Command::Inventory(args) => inventory::run(args).await,
+        Command::Plan(args) => plan::run(args).await,
+        Command::Campaign(CampaignCommand::Start { name, policy }) => {
+            campaign::start(&cli.journal, &name, &policy).await
+        }
+        Command::Campaign(CampaignCommand::List { output }) => {
+            campaign::list(&cli.journal, output).await
+        }
+        Command::Run(args) => run::run(&cli.journal, args).await,
+        Command::Status(args) => status::run(&cli.journal, args).await,
+        Command::Rollback(args) => rollback::run(&cli.journal, args).await,
         Command::Journal(JournalCommand::Init) => journal::init(&cli.journal).await,
     }
+}
+
+/// A short random id for this process's run, recorded as the actor of its events.
+pub fn new_run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+/// The caller's sessions; `purpose` names them in CloudTrail.
+pub async fn sessions(purpose: &str, run_id: &str) -> Result<Sessions, Failure> {
+    let config = session::load_sdk_config().await;
+    Ok(Sessions::new(config, &session::session_name(purpose, run_id)).await?)
+}
+
+/// Opens the journal at `location` (already validated) with the caller's AWS configuration.
+pub async fn open_journal(
+    location: &JournalLocation,
+    sessions: &Sessions,
+) -> Result<Arc<dyn Journal>, Failure> {
+    keyturn_journal::open(location, Some(sessions.base()))
+        .await
+        .map_err(journal::journal_failure)
+}
+
+/// Who records events: the caller's ARN and this run's id.
+pub fn actor(sessions: &Sessions, run_id: &str) -> Actor {
+    Actor {
+        caller_arn: sessions.caller().arn.clone(),
+        run_id: run_id.to_owned(),
+    }
+}
+
+/// Opens the journal for a read-only command: AWS is contacted only for a DynamoDB journal.
+pub async fn open_journal_for_reading(
+    location: &JournalLocation,
+) -> Result<Arc<dyn Journal>, Failure> {
+    let sdk = match location {
+        JournalLocation::DynamoDb { .. } => Some(session::load_sdk_config().await),
+        _ => None,
+    };
+    keyturn_journal::open(location, sdk.as_ref())
+        .await
+        .map_err(journal::journal_failure)
 }

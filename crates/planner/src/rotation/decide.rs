@@ -514,6 +514,13 @@ fn decide_key(
             }
         }
         (Phase::Observing, _) => {
+            let reactivating = ks
+                .open_intent
+                .as_ref()
+                .is_some_and(|i| i.step == super::events::Step::Reactivate);
+            if current.status == KeyStatus::Active && reactivating {
+                return record(RotationEvent::KeyReactivated { key: key.clone() });
+            }
             if current.status == KeyStatus::Active {
                 return record(RotationEvent::KeyBlocked {
                     key: key.clone(),

@@ -53,6 +53,22 @@ impl Phase {
     }
 }
 
+impl Phase {
+    /// The state word `keyturn status` reports.
+    pub fn status_word(self) -> &'static str {
+        match self {
+            Self::Pending | Self::Created | Self::Delivered => "pending",
+            Self::AwaitingAdoption => "awaiting-adoption",
+            Self::Observing => "observing",
+            Self::Completed | Self::Vanished => "completed",
+            Self::Retired => "retired",
+            Self::Skipped | Self::Released => "skipped",
+            Self::Blocked => "blocked",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// An intent whose outcome has not been recorded yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenIntent {
@@ -122,6 +138,29 @@ impl KeyState {
             last_failure_at: None,
             last_failure_code: None,
             enrolled_at: at,
+        }
+    }
+}
+
+impl KeyState {
+    /// When the key's next gate falls due, from the recorded facts alone (the run
+    /// decides on fresh evidence; this is the earliest it could move).
+    pub fn next_check_at(&self, rules: &crate::policy::Rotation) -> Option<DateTime<Utc>> {
+        let after = |from: Option<DateTime<Utc>>, d: std::time::Duration| {
+            from.map(|t| t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX))
+        };
+        if self.phase.is_terminal() {
+            return None;
+        }
+        if let Some(failed) = self.last_failure_at {
+            let backoff =
+                super::decide::FIRST_BACKOFF * 2u32.saturating_pow(self.failures.saturating_sub(1));
+            return after(Some(failed), backoff);
+        }
+        match self.phase {
+            Phase::AwaitingAdoption => after(self.adoption_started_at, rules.quiet_period),
+            Phase::Observing => after(self.deactivated_at, rules.observation_period),
+            _ => Some(self.enrolled_at),
         }
     }
 }

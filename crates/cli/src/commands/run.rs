@@ -1,0 +1,112 @@
+//! `keyturn run NAME [--watch]`: advance a campaign, print what was done, what waits
+//! until when, and what is blocked.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{SecondsFormat, Utc};
+use keyturn_worker::campaign::run::{RunOptions, RunSummary, run as run_campaign};
+use keyturn_worker::campaign::{load_state, status};
+
+use crate::args::RunArgs;
+use crate::exit::{Exit, Failure, Outcome};
+
+/// The longest `--watch` sleeps before looking again, even when nothing is due sooner.
+const MAX_SLEEP: Duration = Duration::from_secs(300);
+
+/// Runs the campaign once, or until only blocked keys are left with `--watch`.
+pub async fn run(journal: &str, args: RunArgs) -> Outcome {
+    let location = super::journal::parse(journal)?;
+    let run_id = super::new_run_id();
+    let sessions = super::sessions("run", &run_id).await?;
+    let journal = super::open_journal(&location, &sessions).await?;
+    let actor = super::actor(&sessions, &run_id);
+    let options = RunOptions {
+        concurrency: usize::from(args.concurrency),
+        claim_ttl: chrono::Duration::from_std(args.claim_ttl)
+            .map_err(|e| Failure::new(Exit::InvalidInput, e))?,
+        verify_wait: args.verify_wait,
+    };
+    loop {
+        let summary = run_campaign(
+            Arc::clone(&journal),
+            &sessions,
+            &args.name,
+            actor.clone(),
+            &options,
+        )
+        .await?;
+        print_summary(&summary);
+        let state = load_state(journal.as_ref(), &args.name).await?;
+        let rows = status::rows(&state);
+        let counts = status::counts(&rows);
+        println!(
+            "{}",
+            counts
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(s, n)| format!("{n} {s}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let open = rows
+            .iter()
+            .any(|r| matches!(r.state, "pending" | "awaiting-adoption" | "observing"));
+        if !args.watch || (!open && summary.busy_accounts.is_empty()) {
+            return Ok(if summary.failed_accounts.is_empty() {
+                Exit::Success
+            } else {
+                Exit::Partial
+            });
+        }
+        let next = summary
+            .next_due()
+            .map(|at| (at - Utc::now()).to_std().unwrap_or_default());
+        let sleep = next
+            .unwrap_or(Duration::from_secs(5))
+            .clamp(Duration::from_millis(200), MAX_SLEEP);
+        eprintln!(
+            "watching: next check in {}",
+            humantime::format_duration(Duration::from_secs(sleep.as_secs().max(1)))
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("stopped by Ctrl-C between steps; run again to resume");
+                return Ok(Exit::Success);
+            }
+        }
+    }
+}
+
+fn print_summary(summary: &RunSummary) {
+    for done in &summary.done {
+        println!(
+            "done     {} {} {}: {}",
+            done.account, done.user, done.key, done.what
+        );
+    }
+    for waiting in &summary.waiting {
+        let until = waiting.until.map_or_else(
+            || "later".to_owned(),
+            |t| t.to_rfc3339_opts(SecondsFormat::Secs, true),
+        );
+        println!(
+            "waiting  {} {} {} until {until}: {}",
+            waiting.account, waiting.user, waiting.key, waiting.reason
+        );
+    }
+    for (account, run, until) in &summary.busy_accounts {
+        println!(
+            "busy     {account}: worked by run {run} until {}",
+            until.to_rfc3339_opts(SecondsFormat::Secs, true)
+        );
+    }
+    for failed in &summary.failed_accounts {
+        let message = failed.failure.message.replace('\n', " ");
+        eprintln!(
+            "account {} ({}) failed: {} in {}: {message}",
+            failed.account.id, failed.account.name, failed.failure.code, failed.failure.operation
+        );
+    }
+}

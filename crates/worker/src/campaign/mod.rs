@@ -1,0 +1,183 @@
+//! Campaigns: starting one with a policy snapshot, loading its journal in one paginated
+//! read, running it, reporting its status, and rolling a key back.
+
+pub mod claims;
+pub mod codec;
+pub mod run;
+pub mod status;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use keyturn_journal::{Actor, Envelope, Journal, decode};
+use keyturn_planner::rotation::{CampaignEvent, UserState};
+use keyturn_planner::{AccountId, CampaignName, Policy, UserName};
+
+use self::codec::{
+    CAMPAIGN_STREAM, StoredCampaign, StoredRotation, Timed, campaign_event, campaign_stream,
+    parse_user_stream,
+};
+use crate::error::WorkerError;
+
+/// A campaign as recorded at its start.
+#[derive(Debug, Clone)]
+pub struct Campaign {
+    /// Its name.
+    pub name: CampaignName,
+    /// The policy it runs under, for its whole life.
+    pub policy: Policy,
+    /// The policy as recorded (canonical TOML).
+    pub policy_text: String,
+    /// When it was started.
+    pub started_at: DateTime<Utc>,
+    /// Who started it (caller ARN).
+    pub started_by: String,
+}
+
+/// What `start` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Started {
+    /// The campaign is new.
+    Created,
+    /// It already existed with the identical policy; nothing changed.
+    AlreadyExists,
+}
+
+/// Records a new campaign with a snapshot of its policy. Starting an existing campaign
+/// is accepted only with the identical policy.
+pub async fn start(
+    journal: &dyn Journal,
+    name: &CampaignName,
+    policy: &Policy,
+    actor: &Actor,
+) -> Result<Started, WorkerError> {
+    let text = policy.to_toml();
+    let stream = campaign_stream(name)?;
+    let event = CampaignEvent::CampaignStarted {
+        policy: text.clone(),
+        started_by: actor.caller_arn.clone(),
+    };
+    match journal
+        .append(&stream, 0, vec![campaign_event(&event, actor)])
+        .await
+    {
+        Ok(_) => Ok(Started::Created),
+        Err(e) if e.is_conflict() => {
+            let existing = load(journal, name).await?;
+            if existing.policy_text == text {
+                Ok(Started::AlreadyExists)
+            } else {
+                Err(WorkerError::Rejected(format!(
+                    "campaign {name} already exists with a different policy; start a campaign under a new name to change the policy"
+                )))
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads a campaign's start.
+pub async fn load(journal: &dyn Journal, name: &CampaignName) -> Result<Campaign, WorkerError> {
+    let events = journal.read_stream(&campaign_stream(name)?).await?;
+    let first = events.first().ok_or_else(|| unknown(name))?;
+    campaign_from(name, first)
+}
+
+fn unknown(name: &CampaignName) -> WorkerError {
+    WorkerError::Rejected(format!(
+        "there is no campaign named {name}; `keyturn campaign list` shows the campaigns of this journal"
+    ))
+}
+
+fn campaign_from(name: &CampaignName, envelope: &Envelope) -> Result<Campaign, WorkerError> {
+    let StoredCampaign(CampaignEvent::CampaignStarted { policy, started_by }) =
+        decode::<StoredCampaign>(envelope)?;
+    let parsed = Policy::from_toml(&format!("the policy recorded for campaign {name}"), &policy)
+        .map_err(|e| WorkerError::Unexpected(e.to_string()))?;
+    Ok(Campaign {
+        name: name.clone(),
+        policy: parsed,
+        policy_text: policy,
+        started_at: envelope.recorded_at,
+        started_by,
+    })
+}
+
+/// Every campaign of the journal, by name.
+pub async fn list(journal: &dyn Journal) -> Result<Vec<Campaign>, WorkerError> {
+    let mut campaigns = Vec::new();
+    for name in journal.list_campaigns().await? {
+        let Ok(name) = CampaignName::new(name) else {
+            continue;
+        };
+        campaigns.push(load(journal, &name).await?);
+    }
+    Ok(campaigns)
+}
+
+/// One user's stream, folded.
+#[derive(Debug, Clone, Default)]
+pub struct UserEntry {
+    /// The stream's version (its last sequence number).
+    pub version: u64,
+    /// The folded state.
+    pub state: UserState,
+    /// The events, decoded, with their recording times.
+    pub events: Vec<Timed>,
+}
+
+impl UserEntry {
+    /// Folds envelopes of one user stream.
+    pub fn from_envelopes(envelopes: &[Envelope]) -> Result<Self, WorkerError> {
+        let mut entry = UserEntry::default();
+        for envelope in envelopes {
+            let StoredRotation(event) = decode::<StoredRotation>(envelope)?;
+            entry.state.evolve(&event, envelope.recorded_at);
+            entry.events.push((event, envelope.recorded_at));
+            entry.version = envelope.sequence;
+        }
+        Ok(entry)
+    }
+}
+
+/// A campaign and every user stream it has, read in one paginated query.
+#[derive(Debug, Clone)]
+pub struct CampaignState {
+    /// The campaign.
+    pub campaign: Campaign,
+    /// Users by (account, user).
+    pub users: BTreeMap<(AccountId, UserName), UserEntry>,
+}
+
+/// Loads everything a campaign has recorded.
+pub async fn load_state(
+    journal: &dyn Journal,
+    name: &CampaignName,
+) -> Result<CampaignState, WorkerError> {
+    let envelopes = journal.read_campaign(name.as_str()).await?;
+    let mut campaign = None;
+    let mut streams: BTreeMap<(AccountId, UserName), Vec<Envelope>> = BTreeMap::new();
+    for envelope in envelopes {
+        let stream = envelope.stream.name().to_owned();
+        if stream == CAMPAIGN_STREAM {
+            if envelope.sequence == 1 {
+                campaign = Some(campaign_from(name, &envelope)?);
+            }
+        } else if let Some(user) = parse_user_stream(&stream) {
+            streams.entry(user).or_default().push(envelope);
+        }
+    }
+    let campaign = campaign.ok_or_else(|| unknown(name))?;
+    let users = streams
+        .into_iter()
+        .map(|(user, envelopes)| Ok((user, UserEntry::from_envelopes(&envelopes)?)))
+        .collect::<Result<_, WorkerError>>()?;
+    Ok(CampaignState { campaign, users })
+}
+
+/// The secret name for a user, from the policy's template.
+pub fn secret_name(template: &str, account: &AccountId, user: &UserName) -> String {
+    template
+        .replace("{account_id}", account.as_str())
+        .replace("{user_name}", user.as_str())
+}

@@ -1,0 +1,985 @@
+//! `keyturn run`: the drive loop. For every user of every account in scope:
+//! load → fold → decide → act → append, until each key waits for a gate or is settled.
+//!
+//! Every mutation is bracketed by an intent event before the AWS call and an outcome
+//! event after it. Appends are conditional on the user stream's version; a conflict
+//! means someone else wrote, so the user is reloaded and decided again. Accounts are
+//! claimed (see `claims`) so that two workers never act on the same account.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_sdk_iam::Client as IamClient;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use keyturn_journal::{Actor, Journal, JournalError, StreamId};
+use keyturn_planner::inventory::KeyRecord;
+use keyturn_planner::rotation::{
+    Action, Decision, FreshUse, ObservedKey, RotationEvent, Step, classify, decide, enroll,
+};
+use keyturn_planner::{AccessKeyId, AccountId, CampaignName, Policy, UserName};
+
+use super::claims::{self, Acquired, Claim};
+use super::codec::{rotation_event, user_stream};
+use super::{Campaign, CampaignState, UserEntry, load_state, secret_name};
+use crate::error::{AwsFailure, WorkerError};
+use crate::iam::{self, UserKeys};
+use crate::inventory::{self, AccountFailure};
+use crate::org::OrgAccount;
+use crate::secret::NewAccessKey;
+use crate::session::Sessions;
+use crate::steps::{self, Deletion, DeliveryMeta, SecretTarget};
+
+/// How a run behaves.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// How many accounts are worked at once.
+    pub concurrency: usize,
+    /// How long an account claim lasts unless renewed.
+    pub claim_ttl: chrono::Duration,
+    /// How long to retry verifying a new key through IAM's propagation delay.
+    pub verify_wait: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            claim_ttl: chrono::Duration::seconds(120),
+            verify_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Something the run did to a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Done {
+    /// The account.
+    pub account: AccountId,
+    /// The user.
+    pub user: UserName,
+    /// The key.
+    pub key: AccessKeyId,
+    /// What happened, in words ("replacement AKIA… created, delivered and verified").
+    pub what: String,
+}
+
+/// A key left waiting for a gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    /// The account.
+    pub account: AccountId,
+    /// The user.
+    pub user: UserName,
+    /// The key.
+    pub key: AccessKeyId,
+    /// When it can move (None: when another key frees the slot).
+    pub until: Option<DateTime<Utc>>,
+    /// Why.
+    pub reason: String,
+}
+
+/// What a run did and left.
+#[derive(Debug, Default)]
+pub struct RunSummary {
+    /// Actions taken, in order per user.
+    pub done: Vec<Done>,
+    /// Keys waiting for a gate.
+    pub waiting: Vec<Waiting>,
+    /// Accounts that could not be read or worked.
+    pub failed_accounts: Vec<AccountFailure>,
+    /// Accounts another worker holds, and until when.
+    pub busy_accounts: Vec<(AccountId, String, DateTime<Utc>)>,
+}
+
+impl RunSummary {
+    /// The earliest time a waiting key can move.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.waiting.iter().filter_map(|w| w.until).min()
+    }
+}
+
+/// Everything one run needs, shared by its account tasks.
+struct Ctx<'a> {
+    journal: Arc<dyn Journal>,
+    sessions: &'a Sessions,
+    campaign: &'a Campaign,
+    actor: Actor,
+    caller_key: Option<AccessKeyId>,
+    options: &'a RunOptions,
+}
+
+/// Advances every key of the campaign as far as its gates allow.
+pub async fn run(
+    journal: Arc<dyn Journal>,
+    sessions: &Sessions,
+    name: &CampaignName,
+    actor: Actor,
+    options: &RunOptions,
+) -> Result<RunSummary, WorkerError> {
+    let state = load_state(journal.as_ref(), name).await?;
+    let policy: &Policy = &state.campaign.policy;
+    let inventory = inventory::collect(sessions, &policy.scope, options.concurrency).await?;
+    let caller_key = steps::caller_access_key_id(sessions.base())
+        .await
+        .and_then(|k| AccessKeyId::new(k).ok());
+    let ctx = Ctx {
+        journal,
+        sessions,
+        campaign: &state.campaign,
+        actor,
+        caller_key,
+        options,
+    };
+
+    let mut summary = RunSummary {
+        failed_accounts: inventory.failures.clone(),
+        ..RunSummary::default()
+    };
+    let outcomes: Vec<AccountOutcome> = futures::stream::iter(&inventory.accounts)
+        .map(|account| run_account(&ctx, &state, &account.account, &account.users))
+        .buffer_unordered(options.concurrency.max(1))
+        .collect()
+        .await;
+    for outcome in outcomes {
+        summary.done.extend(outcome.done);
+        summary.waiting.extend(outcome.waiting);
+        if let Some(busy) = outcome.busy {
+            summary.busy_accounts.push(busy);
+        }
+        if let Some(failure) = outcome.failure {
+            summary.failed_accounts.push(failure);
+        }
+    }
+    summary
+        .failed_accounts
+        .sort_by(|a, b| a.account.id.cmp(&b.account.id));
+    Ok(summary)
+}
+
+#[derive(Default)]
+struct AccountOutcome {
+    done: Vec<Done>,
+    waiting: Vec<Waiting>,
+    busy: Option<(AccountId, String, DateTime<Utc>)>,
+    failure: Option<AccountFailure>,
+}
+
+async fn run_account(
+    ctx: &Ctx<'_>,
+    state: &CampaignState,
+    account: &OrgAccount,
+    users: &[UserKeys],
+) -> AccountOutcome {
+    let mut outcome = AccountOutcome::default();
+    let fail = |failure: AwsFailure| AccountFailure {
+        account: account.clone(),
+        failure,
+    };
+    let claim = match claims::acquire(
+        ctx.journal.as_ref(),
+        &ctx.campaign.name,
+        &account.id,
+        &ctx.actor,
+        ctx.options.claim_ttl,
+    )
+    .await
+    {
+        Ok(Acquired::Held(claim)) => claim,
+        Ok(Acquired::Busy { run_id, until }) => {
+            outcome.busy = Some((account.id.clone(), run_id, until));
+            return outcome;
+        }
+        Err(e) => {
+            outcome.failure = Some(fail(journal_failure(e)));
+            return outcome;
+        }
+    };
+    let policy = &ctx.campaign.policy;
+    let config = ctx
+        .sessions
+        .for_account(
+            &account.id,
+            &policy.scope.role_name,
+            policy.scope.external_id.as_ref(),
+        )
+        .await;
+    let mut worker = AccountWorker {
+        ctx,
+        account,
+        config,
+        iam: None,
+        claim,
+        outcome: &mut outcome,
+    };
+
+    // Users IAM lists now, and users the journal knows that IAM no longer lists (deleted).
+    let mut work: BTreeMap<UserName, (Option<&UserKeys>, UserEntry)> = BTreeMap::new();
+    for user in users {
+        let entry = state
+            .users
+            .get(&(account.id.clone(), user.user.name.clone()))
+            .cloned()
+            .unwrap_or_default();
+        work.insert(user.user.name.clone(), (Some(user), entry));
+    }
+    for ((acct, user), entry) in &state.users {
+        if acct == &account.id && !work.contains_key(user) {
+            work.insert(user.clone(), (None, entry.clone()));
+        }
+    }
+    for (user, (listed, entry)) in work {
+        match worker.drive_user(&user, listed, entry).await {
+            Ok(true) => {}
+            Ok(false) => break, // the claim was lost: another worker owns the account now
+            Err(failure) => {
+                worker.outcome.failure = Some(fail(failure));
+                break;
+            }
+        }
+    }
+    let claim = worker.claim;
+    claim.release(ctx.journal.as_ref(), &ctx.actor).await;
+    outcome
+}
+
+fn journal_failure(e: JournalError) -> AwsFailure {
+    AwsFailure {
+        operation: "journal",
+        code: "JournalError".to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// The work on one account, under its claim.
+struct AccountWorker<'c, 'o> {
+    ctx: &'c Ctx<'c>,
+    account: &'c OrgAccount,
+    config: SdkConfig,
+    iam: Option<IamClient>,
+    claim: Claim,
+    outcome: &'o mut AccountOutcome,
+}
+
+/// A user's stream, its folded state and what IAM shows now.
+struct UserWork {
+    user: UserName,
+    stream: StreamId,
+    entry: UserEntry,
+    observed: Vec<ObservedKey>,
+}
+
+/// How many decisions one user may take in one run (a guard against a loop).
+const MAX_STEPS_PER_USER: usize = 64;
+
+impl AccountWorker<'_, '_> {
+    fn iam(&mut self) -> IamClient {
+        self.iam
+            .get_or_insert_with(|| IamClient::new(&self.config))
+            .clone()
+    }
+
+    fn note(&mut self, work: &UserWork, key: &AccessKeyId, what: String) {
+        tracing::info!(account = %self.account.id, user = %work.user, key = %key, "{what}");
+        self.outcome.done.push(Done {
+            account: self.account.id.clone(),
+            user: work.user.clone(),
+            key: key.clone(),
+            what,
+        });
+    }
+
+    /// Enrolls the user's new keys, then acts until every key waits or is settled.
+    /// `Ok(false)` when the account's claim was lost.
+    async fn drive_user(
+        &mut self,
+        user: &UserName,
+        listed: Option<&UserKeys>,
+        entry: UserEntry,
+    ) -> Result<bool, AwsFailure> {
+        let ctx = self.ctx;
+        let rules = &ctx.campaign.policy.rotation;
+        let stream =
+            user_stream(&ctx.campaign.name, &self.account.id, user).map_err(journal_failure)?;
+        let observed = listed
+            .map(|u| u.keys.iter().map(observe).collect())
+            .unwrap_or_default();
+        let mut work = UserWork {
+            user: user.clone(),
+            stream,
+            entry,
+            observed,
+        };
+
+        if let Some(listed) = listed {
+            let plans = classify(
+                &work.observed,
+                listed.exclusion.as_ref(),
+                ctx.caller_key.as_ref(),
+                rules,
+                Utc::now(),
+            );
+            let events = enroll(&work.entry.state, &work.observed, &plans);
+            if !events.is_empty() && !self.append(&mut work, events).await? {
+                return Ok(true);
+            }
+        }
+        if work
+            .entry
+            .state
+            .keys
+            .values()
+            .all(|k| k.phase.is_terminal())
+        {
+            return Ok(true);
+        }
+        if listed.is_none() {
+            work.observed = self.list_keys(user).await?;
+        }
+
+        let mut fresh: Option<FreshUse> = None;
+        for _ in 0..MAX_STEPS_PER_USER {
+            let decision = decide(
+                &work.entry.state,
+                &work.observed,
+                fresh.as_ref(),
+                rules,
+                Utc::now(),
+            );
+            match decision {
+                Decision::Idle => return Ok(true),
+                Decision::Wait { key, until, reason } => {
+                    self.outcome.waiting.push(Waiting {
+                        account: self.account.id.clone(),
+                        user: user.clone(),
+                        key,
+                        until,
+                        reason,
+                    });
+                    return Ok(true);
+                }
+                Decision::CheckLastUse { key } => {
+                    let iam = self.iam();
+                    let last_used = iam::last_used(&iam, &key).await?;
+                    fresh = Some(FreshUse {
+                        key,
+                        checked_at: Utc::now(),
+                        last_used_at: last_used.map(|l| l.at),
+                    });
+                }
+                Decision::Act { key, action } => {
+                    fresh = None;
+                    if !self
+                        .claim
+                        .keep(ctx.journal.as_ref(), &ctx.actor, ctx.options.claim_ttl)
+                        .await
+                        .map_err(journal_failure)?
+                    {
+                        return Ok(false);
+                    }
+                    if !self.act(&mut work, &key, action).await? {
+                        // Someone else wrote to the stream: reload and decide again.
+                        let envelopes = ctx
+                            .journal
+                            .read_stream(&work.stream)
+                            .await
+                            .map_err(journal_failure)?;
+                        work.entry = UserEntry::from_envelopes(&envelopes)
+                            .map_err(|e| journal_failure_w(&e))?;
+                    }
+                }
+            }
+        }
+        tracing::warn!(account = %self.account.id, user = %user, "stopped after {MAX_STEPS_PER_USER} steps in one run");
+        Ok(true)
+    }
+
+    /// Appends events to the user's stream at its version and folds them in. `Ok(false)`
+    /// on a version conflict.
+    async fn append(
+        &mut self,
+        work: &mut UserWork,
+        events: Vec<RotationEvent>,
+    ) -> Result<bool, AwsFailure> {
+        let ctx = self.ctx;
+        let new: Vec<_> = events
+            .iter()
+            .map(|e| rotation_event(e, &self.account.id, &work.user, &ctx.actor))
+            .collect();
+        match ctx
+            .journal
+            .append(&work.stream, work.entry.version, new)
+            .await
+        {
+            Ok(version) => {
+                let now = Utc::now();
+                for event in events {
+                    work.entry.state.evolve(&event, now);
+                    work.entry.events.push((event, now));
+                }
+                work.entry.version = version;
+                Ok(true)
+            }
+            Err(e) if e.is_conflict() => Ok(false),
+            Err(e) => Err(journal_failure(e)),
+        }
+    }
+
+    /// Appends one event, treating a conflict as "reload and decide again".
+    async fn record(
+        &mut self,
+        work: &mut UserWork,
+        event: RotationEvent,
+    ) -> Result<bool, AwsFailure> {
+        self.append(work, vec![event]).await
+    }
+
+    async fn list_keys(&mut self, user: &UserName) -> Result<Vec<ObservedKey>, AwsFailure> {
+        let iam = self.iam();
+        match steps::list_access_keys(&iam, user).await {
+            Ok(keys) => Ok(keys
+                .into_iter()
+                .map(|k| ObservedKey {
+                    key: k.access_key_id,
+                    status: k.status,
+                    created_at: k.created_at,
+                    last_used_at: None,
+                })
+                .collect()),
+            Err(f) if f.code == "NoSuchEntity" => Ok(Vec::new()),
+            Err(f) => Err(f),
+        }
+    }
+
+    /// Re-reads the user's keys after a mutation, keeping the last-use data already known.
+    async fn refresh(&mut self, work: &mut UserWork) -> Result<(), AwsFailure> {
+        let mut keys = self.list_keys(&work.user).await?;
+        for key in &mut keys {
+            key.last_used_at = work
+                .observed
+                .iter()
+                .find(|o| o.key == key.key)
+                .and_then(|o| o.last_used_at);
+        }
+        work.observed = keys;
+        Ok(())
+    }
+
+    fn target(&self, user: &UserName) -> SecretTarget {
+        let delivery = &self.ctx.campaign.policy.delivery;
+        SecretTarget {
+            name: secret_name(&delivery.name_template, &self.account.id, user),
+            region: delivery.region.clone(),
+        }
+    }
+
+    /// Records a failed step; the key is retried with backoff on a later decision.
+    async fn failed(
+        &mut self,
+        work: &mut UserWork,
+        key: &AccessKeyId,
+        step: Step,
+        attempt: u32,
+        failure: &AwsFailure,
+    ) -> Result<bool, AwsFailure> {
+        self.note(
+            work,
+            key,
+            format!("{} failed with {}", step.as_str(), failure.code),
+        );
+        let event = RotationEvent::StepFailed {
+            key: key.clone(),
+            step,
+            attempt,
+            code: failure.code.clone(),
+            message: failure.message.replace('\n', " "),
+        };
+        self.record(work, event).await
+    }
+
+    async fn intend(
+        &mut self,
+        work: &mut UserWork,
+        key: &AccessKeyId,
+        step: Step,
+        attempt: u32,
+        target: Option<&AccessKeyId>,
+    ) -> Result<bool, AwsFailure> {
+        let event = RotationEvent::StepIntended {
+            key: key.clone(),
+            step,
+            attempt,
+            target: target.cloned(),
+        };
+        self.record(work, event).await
+    }
+
+    /// Performs one decided action. `Ok(false)` when the stream moved under us.
+    async fn act(
+        &mut self,
+        work: &mut UserWork,
+        key: &AccessKeyId,
+        action: Action,
+    ) -> Result<bool, AwsFailure> {
+        let attempt = work.entry.state.keys.get(key).map_or(1, |k| k.failures + 1);
+        match action {
+            Action::Record(event) => {
+                let what = match &event {
+                    RotationEvent::KeyBlocked { reason, .. } => format!("blocked: {reason}"),
+                    RotationEvent::KeyFailed { reason, .. } => format!("failed: {reason}"),
+                    RotationEvent::KeyReleased { reason, .. } => format!("released: {reason}"),
+                    RotationEvent::KeyVanished { .. } => "no longer exists in IAM".to_owned(),
+                    RotationEvent::KeyDeleted { .. } => "deleted (observed)".to_owned(),
+                    RotationEvent::OrphanDeleted { orphan, .. } => {
+                        format!("orphan {orphan} is gone")
+                    }
+                    RotationEvent::KeyEnrolled { reason, .. } => format!("re-planned: {reason}"),
+                    other => other.event_type().to_owned(),
+                };
+                let ok = self.record(work, event).await?;
+                if ok {
+                    self.note(work, key, what);
+                }
+                Ok(ok)
+            }
+            Action::CreateReplacement { attempt } => self.replace(work, key, attempt).await,
+            Action::RecoverDelivery { new_key, attempt } => {
+                let sm = steps::secrets_manager_client(
+                    &self.config,
+                    self.target(&work.user).region.as_deref(),
+                );
+                let token =
+                    steps::client_request_token(self.ctx.campaign.name.as_str(), key, attempt);
+                let found = steps::find_delivery(&sm, &self.target(&work.user), &token).await?;
+                match found {
+                    Some((delivery, stored)) if stored == new_key => {
+                        let event = RotationEvent::SecretDelivered {
+                            key: key.clone(),
+                            new_key: new_key.clone(),
+                            secret_arn: delivery.secret_arn,
+                            version_id: delivery.version_id,
+                            recovered: true,
+                        };
+                        let ok = self.record(work, event).await?;
+                        self.note(work, key, format!("recovered the delivery of {new_key}"));
+                        Ok(ok)
+                    }
+                    _ => self.delete_orphan(work, key, &new_key).await,
+                }
+            }
+            Action::Verify { new_key } => {
+                let Some((_, version)) = work
+                    .entry
+                    .state
+                    .keys
+                    .get(key)
+                    .and_then(|k| k.delivery.clone())
+                else {
+                    return Err(AwsFailure {
+                        operation: "verify",
+                        code: "NoDelivery".into(),
+                        message: format!("{key} has no recorded delivery"),
+                    });
+                };
+                let target = self.target(&work.user);
+                let sm = steps::secrets_manager_client(&self.config, target.region.as_deref());
+                let secret = match steps::read_delivered_key(&sm, &target, &version).await {
+                    Ok(secret) if secret.access_key_id == new_key => secret,
+                    Ok(_) => {
+                        let failure = AwsFailure {
+                            operation: "GetSecretValue",
+                            code: "DeliveryMismatch".into(),
+                            message: "the stored secret names another key".into(),
+                        };
+                        return self
+                            .failed(work, key, Step::VerifyReplacement, attempt, &failure)
+                            .await;
+                    }
+                    Err(failure) => {
+                        return self
+                            .failed(work, key, Step::VerifyReplacement, attempt, &failure)
+                            .await;
+                    }
+                };
+                self.verify(work, key, &secret, attempt).await
+            }
+            Action::DeleteOrphan { orphan } => self.delete_orphan(work, key, &orphan).await,
+            Action::Deactivate { evidence } => {
+                if !self
+                    .intend(work, key, Step::Deactivate, attempt, None)
+                    .await?
+                {
+                    return Ok(false);
+                }
+                let iam = self.iam();
+                match steps::set_access_key_status(
+                    &iam,
+                    &work.user,
+                    key,
+                    keyturn_planner::inventory::KeyStatus::Inactive,
+                )
+                .await
+                {
+                    Ok(()) => {
+                        let ok = self
+                            .record(
+                                work,
+                                RotationEvent::KeyDeactivated {
+                                    key: key.clone(),
+                                    evidence,
+                                },
+                            )
+                            .await?;
+                        self.note(
+                            work,
+                            key,
+                            "deactivated (no use seen for the quiet period)".into(),
+                        );
+                        self.refresh(work).await?;
+                        Ok(ok)
+                    }
+                    Err(failure) => {
+                        self.failed(work, key, Step::Deactivate, attempt, &failure)
+                            .await
+                    }
+                }
+            }
+            Action::Delete => {
+                if !self.intend(work, key, Step::Delete, attempt, None).await? {
+                    return Ok(false);
+                }
+                let iam = self.iam();
+                match steps::delete_access_key(&iam, &work.user, key).await {
+                    Ok(deletion) => {
+                        let already_gone = deletion == Deletion::AlreadyGone;
+                        let ok = self
+                            .record(
+                                work,
+                                RotationEvent::KeyDeleted {
+                                    key: key.clone(),
+                                    already_gone,
+                                },
+                            )
+                            .await?;
+                        self.note(work, key, "deleted".into());
+                        self.refresh(work).await?;
+                        Ok(ok)
+                    }
+                    Err(failure) => {
+                        self.failed(work, key, Step::Delete, attempt, &failure)
+                            .await
+                    }
+                }
+            }
+        }
+    }
+
+    /// Create → deliver (read back) → verify, with an intent before each mutation and
+    /// the secret only ever in this process's memory and in the delivery target.
+    async fn replace(
+        &mut self,
+        work: &mut UserWork,
+        key: &AccessKeyId,
+        attempt: u32,
+    ) -> Result<bool, AwsFailure> {
+        if !self
+            .intend(work, key, Step::CreateReplacement, attempt, None)
+            .await?
+        {
+            return Ok(false);
+        }
+        let iam = self.iam();
+        let new = match steps::create_access_key(&iam, &work.user).await {
+            Ok(new) => new,
+            Err(failure) => {
+                return self
+                    .failed(work, key, Step::CreateReplacement, attempt, &failure)
+                    .await;
+            }
+        };
+        let created = RotationEvent::ReplacementCreated {
+            key: key.clone(),
+            new_key: new.access_key_id.clone(),
+            created_at: new.created_at,
+        };
+        if !self.record(work, created).await? {
+            return Ok(false);
+        }
+        self.note(
+            work,
+            key,
+            format!("replacement {} created", new.access_key_id),
+        );
+        self.refresh(work).await?;
+
+        if !self
+            .intend(
+                work,
+                key,
+                Step::DeliverSecret,
+                attempt,
+                Some(&new.access_key_id),
+            )
+            .await?
+        {
+            return Ok(false);
+        }
+        let target = self.target(&work.user);
+        let sm = steps::secrets_manager_client(&self.config, target.region.as_deref());
+        let meta = DeliveryMeta {
+            account: self.account.id.clone(),
+            user: work.user.clone(),
+            campaign: self.ctx.campaign.name.clone(),
+            rotated_at: Utc::now(),
+        };
+        let token = steps::client_request_token(self.ctx.campaign.name.as_str(), key, attempt);
+        let delivery = match steps::deliver_secret(&sm, &target, &new, &meta, &token).await {
+            Ok(delivery) => delivery,
+            Err(failure) => {
+                return self
+                    .failed(work, key, Step::DeliverSecret, attempt, &failure)
+                    .await;
+            }
+        };
+        let delivered = RotationEvent::SecretDelivered {
+            key: key.clone(),
+            new_key: new.access_key_id.clone(),
+            secret_arn: delivery.secret_arn.clone(),
+            version_id: delivery.version_id.clone(),
+            recovered: false,
+        };
+        if !self.record(work, delivered).await? {
+            return Ok(false);
+        }
+        self.note(
+            work,
+            key,
+            format!(
+                "secret of {} delivered to {}",
+                new.access_key_id, target.name
+            ),
+        );
+        self.verify(work, key, &new, 1).await
+    }
+
+    async fn verify(
+        &mut self,
+        work: &mut UserWork,
+        key: &AccessKeyId,
+        new: &NewAccessKey,
+        attempt: u32,
+    ) -> Result<bool, AwsFailure> {
+        match steps::verify_access_key(&self.config, new, &work.user, self.ctx.options.verify_wait)
+            .await
+        {
+            Ok(caller_arn) => {
+                let event = RotationEvent::ReplacementVerified {
+                    key: key.clone(),
+                    new_key: new.access_key_id.clone(),
+                    caller_arn,
+                };
+                let ok = self.record(work, event).await?;
+                self.note(
+                    work,
+                    key,
+                    format!(
+                        "replacement {} verified; waiting for adoption",
+                        new.access_key_id
+                    ),
+                );
+                Ok(ok)
+            }
+            Err(failure) => {
+                self.failed(work, key, Step::VerifyReplacement, attempt, &failure)
+                    .await
+            }
+        }
+    }
+
+    async fn delete_orphan(
+        &mut self,
+        work: &mut UserWork,
+        key: &AccessKeyId,
+        orphan: &AccessKeyId,
+    ) -> Result<bool, AwsFailure> {
+        let attempt = work.entry.state.keys.get(key).map_or(1, |k| k.failures + 1);
+        if !self
+            .intend(work, key, Step::DeleteOrphan, attempt, Some(orphan))
+            .await?
+        {
+            return Ok(false);
+        }
+        let iam = self.iam();
+        match steps::delete_access_key(&iam, &work.user, orphan).await {
+            Ok(_) => {
+                let ok = self
+                    .record(
+                        work,
+                        RotationEvent::OrphanDeleted {
+                            key: key.clone(),
+                            orphan: orphan.clone(),
+                        },
+                    )
+                    .await?;
+                self.note(
+                    work,
+                    key,
+                    format!("deleted {orphan}, a replacement whose secret was never stored"),
+                );
+                self.refresh(work).await?;
+                Ok(ok)
+            }
+            Err(failure) => {
+                self.failed(work, key, Step::DeleteOrphan, attempt, &failure)
+                    .await
+            }
+        }
+    }
+}
+
+fn observe(key: &KeyRecord) -> ObservedKey {
+    ObservedKey {
+        key: key.access_key_id.clone(),
+        status: key.status,
+        created_at: key.created_at,
+        last_used_at: key.last_used.as_ref().map(|l| l.at),
+    }
+}
+
+fn journal_failure_w(e: &WorkerError) -> AwsFailure {
+    AwsFailure {
+        operation: "journal",
+        code: "JournalError".to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// Reactivates a key that was deactivated and not yet deleted, recording why; the key
+/// goes back to waiting for adoption.
+pub async fn rollback(
+    journal: Arc<dyn Journal>,
+    sessions: &Sessions,
+    name: &CampaignName,
+    key: &AccessKeyId,
+    reason: &str,
+    actor: Actor,
+    options: &RunOptions,
+) -> Result<(AccountId, UserName), WorkerError> {
+    let state = load_state(journal.as_ref(), name).await?;
+    let found = state.users.iter().find_map(|((account, user), entry)| {
+        entry
+            .state
+            .keys
+            .get(key)
+            .map(|ks| (account.clone(), user.clone(), entry.clone(), ks.phase))
+    });
+    let Some((account, user, entry, phase)) = found else {
+        return Err(WorkerError::Rejected(format!(
+            "key {key} is not part of campaign {name}"
+        )));
+    };
+    if phase != keyturn_planner::rotation::Phase::Observing {
+        return Err(WorkerError::Rejected(format!(
+            "key {key} is {}: only a key that was deactivated and not yet deleted can be rolled back",
+            phase.status_word()
+        )));
+    }
+    let claim = match claims::acquire(journal.as_ref(), name, &account, &actor, options.claim_ttl)
+        .await?
+    {
+        Acquired::Held(claim) => claim,
+        Acquired::Busy { run_id, until } => {
+            return Err(WorkerError::Rejected(format!(
+                "account {account} is being worked by run {run_id} until {until}; try again then"
+            )));
+        }
+    };
+    let result = reactivate(
+        journal.as_ref(),
+        sessions,
+        &state,
+        &account,
+        &user,
+        entry,
+        key,
+        reason,
+        &actor,
+    )
+    .await;
+    claim.release(journal.as_ref(), &actor).await;
+    result.map(|()| (account, user))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn reactivate(
+    journal: &dyn Journal,
+    sessions: &Sessions,
+    state: &CampaignState,
+    account: &AccountId,
+    user: &UserName,
+    entry: UserEntry,
+    key: &AccessKeyId,
+    reason: &str,
+    actor: &Actor,
+) -> Result<(), WorkerError> {
+    let name = &state.campaign.name;
+    let stream = user_stream(name, account, user)?;
+    let events = [
+        RotationEvent::RollbackRequested {
+            key: key.clone(),
+            reason: reason.to_owned(),
+            requested_by: actor.caller_arn.clone(),
+        },
+        RotationEvent::StepIntended {
+            key: key.clone(),
+            step: Step::Reactivate,
+            attempt: 1,
+            target: None,
+        },
+    ];
+    let new: Vec<_> = events
+        .iter()
+        .map(|e| rotation_event(e, account, user, actor))
+        .collect();
+    let version = journal.append(&stream, entry.version, new).await?;
+    let scope = &state.campaign.policy.scope;
+    let config = sessions
+        .for_account(account, &scope.role_name, scope.external_id.as_ref())
+        .await;
+    let iam = IamClient::new(&config);
+    if let Err(failure) = steps::set_access_key_status(
+        &iam,
+        user,
+        key,
+        keyturn_planner::inventory::KeyStatus::Active,
+    )
+    .await
+    {
+        let event = RotationEvent::StepFailed {
+            key: key.clone(),
+            step: Step::Reactivate,
+            attempt: 1,
+            code: failure.code.clone(),
+            message: failure.message.clone(),
+        };
+        journal
+            .append(
+                &stream,
+                version,
+                vec![rotation_event(&event, account, user, actor)],
+            )
+            .await?;
+        return Err(failure.into());
+    }
+    let done = RotationEvent::KeyReactivated { key: key.clone() };
+    journal
+        .append(
+            &stream,
+            version,
+            vec![rotation_event(&done, account, user, actor)],
+        )
+        .await?;
+    Ok(())
+}
