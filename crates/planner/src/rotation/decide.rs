@@ -188,11 +188,17 @@ pub fn classify(
     plans
 }
 
-/// The events that take on the keys a campaign does not track yet.
-pub fn enroll(state: &UserState, keys: &[ObservedKey], plans: &[KeyPlan]) -> Vec<RotationEvent> {
+/// The events that take on the keys a campaign does not track yet. The caller's own
+/// key is left out rather than recorded as skipped: another caller may rotate it.
+pub fn enroll(
+    state: &UserState,
+    keys: &[ObservedKey],
+    plans: &[KeyPlan],
+    caller_key: Option<&AccessKeyId>,
+) -> Vec<RotationEvent> {
     plans
         .iter()
-        .filter(|plan| state.tracking(&plan.key).is_none())
+        .filter(|plan| state.tracking(&plan.key).is_none() && Some(&plan.key) != caller_key)
         .filter_map(|plan| {
             let observed = keys.iter().find(|k| k.key == plan.key)?;
             match plan.action {

@@ -280,6 +280,10 @@ fn excluded_users_and_the_callers_own_key_are_skipped() {
     let plans = classify(&key, None, Some(&k(1)), &rules(), now);
     assert_eq!(actions(&plans), [PlanAction::Skip]);
     assert!(plans[0].reason.contains("the key this run is signed with"));
+    assert!(
+        enroll(&UserState::default(), &key, &plans, Some(&k(1))).is_empty(),
+        "the caller's key is not recorded as skipped for good"
+    );
 }
 
 // ---- enroll ---------------------------------------------------------------------------
@@ -292,7 +296,7 @@ fn enrollment_takes_on_only_untracked_keys_that_need_something() {
         inactive(k(3), 10, Some(1), now),
     ];
     let plans = classify(&keys, None, None, &rules(), now);
-    let events = enroll(&UserState::default(), &keys, &plans);
+    let events = enroll(&UserState::default(), &keys, &plans, None);
     assert!(
         matches!(
             &events[..],
@@ -314,7 +318,8 @@ fn enrollment_takes_on_only_untracked_keys_that_need_something() {
         enroll(
             &UserState::default(),
             &young,
-            &classify(&young, None, None, &rules(), now)
+            &classify(&young, None, None, &rules(), now),
+            None
         )
         .is_empty(),
         "a young key in use needs nothing"
@@ -327,7 +332,7 @@ fn enrollment_takes_on_only_untracked_keys_that_need_something() {
     ];
     let plans = classify(&after, None, None, &rules(), now);
     assert!(
-        enroll(&state, &after, &plans).is_empty(),
+        enroll(&state, &after, &plans, None).is_empty(),
         "the old key and its replacement are already tracked"
     );
 }

@@ -321,7 +321,12 @@ impl AccountWorker<'_, '_> {
                 rules,
                 Utc::now(),
             );
-            let events = enroll(&work.entry.state, &work.observed, &plans);
+            let events = enroll(
+                &work.entry.state,
+                &work.observed,
+                &plans,
+                ctx.caller_key.as_ref(),
+            );
             if !events.is_empty() && !self.append(&mut work, events).await? {
                 return Ok(true);
             }
@@ -371,6 +376,18 @@ impl AccountWorker<'_, '_> {
                 }
                 Decision::Act { key, action } => {
                     fresh = None;
+                    let disabling = matches!(action, Action::Deactivate { .. } | Action::Delete);
+                    if disabling && ctx.caller_key.as_ref() == Some(&key) {
+                        // Never cut off the credentials this run is signed with.
+                        self.outcome.waiting.push(Waiting {
+                            account: self.account.id.clone(),
+                            user: user.clone(),
+                            key,
+                            until: None,
+                            reason: "this run is signed with this key: run keyturn with other credentials to finish it".to_owned(),
+                        });
+                        return Ok(true);
+                    }
                     if !self
                         .claim
                         .keep(ctx.journal.as_ref(), &ctx.actor, ctx.options.claim_ttl)
