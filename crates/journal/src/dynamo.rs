@@ -23,7 +23,7 @@
 //! Event attributes: `campaign`, `stream`, `seq` (N), `event_type`, `schema_major`
 //! (N), `schema_minor` (N), `payload` (the JSON text), `recorded_at` (RFC 3339 with
 //! microseconds), `account_id`, `user_name`, `key_id_1`, `key_id_2` (absent when the
-//! event has none: the indexes are sparse), `caller_arn`, `run_id`, `prev_hash`,
+//! event has none: the indexes are sparse), `caller_arn`, `run_id`, `host`, `prev_hash`,
 //! `hash`, and `at` = `<recorded_at>#<campaign>#<stream>#<sequence, 20 digits>`, the
 //! sort key of the global secondary indexes (all with projection ALL):
 //! `by_account (account_id, at)`, `by_key_1 (key_id_1, at)`, `by_key_2 (key_id_2, at)`.
@@ -991,6 +991,7 @@ fn envelope_to_item(envelope: &Envelope) -> Result<Item, JournalError> {
     }
     put("caller_arn", s(&envelope.actor.caller_arn));
     put("run_id", s(&envelope.actor.run_id));
+    put("host", s(&envelope.actor.host));
     put("prev_hash", s(&envelope.prev_hash));
     put("hash", s(&envelope.hash));
     put(AT, s(&at_key(envelope)));
@@ -1032,6 +1033,7 @@ fn envelope_from_item(item: &Item) -> Result<Envelope, String> {
         actor: Actor {
             caller_arn: text(item, "caller_arn")?.to_owned(),
             run_id: text(item, "run_id")?.to_owned(),
+            host: text(item, "host")?.to_owned(),
         },
         prev_hash: text(item, "prev_hash")?.to_owned(),
         hash: text(item, "hash")?.to_owned(),
@@ -1166,6 +1168,7 @@ mod tests {
                 actor: Actor {
                     caller_arn: "arn".into(),
                     run_id: run_id.into(),
+                    host: "test-host".into(),
                 },
             })
             .collect();
@@ -1225,6 +1228,7 @@ mod tests {
                 actor: Actor {
                     caller_arn: "arn".into(),
                     run_id: "r".into(),
+                    host: "test-host".into(),
                 },
             }],
             now_micros(),

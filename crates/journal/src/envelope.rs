@@ -154,6 +154,8 @@ pub struct Actor {
     pub caller_arn: String,
     /// The id of the keyturn run (one process invocation).
     pub run_id: String,
+    /// The host the run was on.
+    pub host: String,
 }
 
 /// An event as callers append it; the journal numbers, timestamps and hashes it.
@@ -413,6 +415,7 @@ fn validate_event(event: &NewEvent) -> Result<(), String> {
     }
     validate_metadata("actor's caller ARN", &event.actor.caller_arn)?;
     validate_metadata("actor's run id", &event.actor.run_id)?;
+    validate_metadata("actor's host", &event.actor.host)?;
     Ok(())
 }
 

@@ -7,7 +7,7 @@
 //! ```text
 //! ["keyturn-journal/1", campaign, stream name, sequence, event_type,
 //!  schema major, schema minor, payload, recorded_at, account_id, user_name,
-//!  [access key ids], actor caller_arn, actor run_id, prev_hash]
+//!  [access key ids], actor caller_arn, actor run_id, actor host, prev_hash]
 //! ```
 //!
 //! The payload is written canonically: objects with their keys sorted by their UTF-8
@@ -74,6 +74,8 @@ pub fn canonical_bytes(envelope: &Envelope) -> String {
     write_str(&mut out, &envelope.actor.caller_arn);
     out.push(',');
     write_str(&mut out, &envelope.actor.run_id);
+    out.push(',');
+    write_str(&mut out, &envelope.actor.host);
     out.push(',');
     write_str(&mut out, &envelope.prev_hash);
     out.push(']');
@@ -321,6 +323,7 @@ mod tests {
             actor: Actor {
                 caller_arn: "arn:aws:sts::012345678901:assumed-role/r/s".into(),
                 run_id: "run-1".into(),
+                host: "test-host".into(),
             },
             prev_hash: prev_hash.into(),
             hash: String::new(),
@@ -346,7 +349,7 @@ mod tests {
         assert_eq!(
             canonical_bytes(&event),
             format!(
-                r#"["keyturn-journal/1","c","s",1,"KeyCreated",1,2,{{"a":"x\"\u000a","b":[1,2.5,null]}},"2025-03-04T05:06:07.123456Z","012345678901","alice",["AKIAOLD","AKIANEW"],"arn:aws:sts::012345678901:assumed-role/r/s","run-1","{GENESIS_HASH}"]"#
+                r#"["keyturn-journal/1","c","s",1,"KeyCreated",1,2,{{"a":"x\"\u000a","b":[1,2.5,null]}},"2025-03-04T05:06:07.123456Z","012345678901","alice",["AKIAOLD","AKIANEW"],"arn:aws:sts::012345678901:assumed-role/r/s","run-1","test-host","{GENESIS_HASH}"]"#
             )
         );
         assert_eq!(event.hash.len(), 64);
@@ -385,6 +388,7 @@ mod tests {
             }),
             Box::new(|e| e.actor.caller_arn = "arn:other".into()),
             Box::new(|e| e.actor.run_id = "run-2".into()),
+            Box::new(|e| e.actor.host = "other-host".into()),
             Box::new(|e| e.prev_hash = "1".repeat(64)),
         ];
         for (index, mutate) in mutations.iter().enumerate() {

@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS events (
     key_id_2     TEXT,
     caller_arn   TEXT    NOT NULL,
     run_id       TEXT    NOT NULL,
+    host         TEXT    NOT NULL,
     prev_hash    TEXT    NOT NULL,
     hash         TEXT    NOT NULL,
     PRIMARY KEY (campaign, stream, sequence)
@@ -72,15 +73,15 @@ CREATE TABLE IF NOT EXISTS campaigns (
 /// The columns every event query selects, in the order [`envelope_from_row`] reads.
 const COLUMNS: &str = "campaign, stream, sequence, event_type, schema_major, schema_minor, \
      payload, recorded_at, account_id, user_name, key_id_1, key_id_2, caller_arn, run_id, \
-     prev_hash, hash";
+     host, prev_hash, hash";
 
 const LAST_OF_STREAM: &str = "SELECT sequence, hash FROM events WHERE campaign = ?1 AND stream = ?2 \
      ORDER BY sequence DESC LIMIT 1";
 
 const INSERT_EVENT: &str = "INSERT INTO events (campaign, stream, sequence, event_type, \
      schema_major, schema_minor, payload, recorded_at, account_id, user_name, key_id_1, \
-     key_id_2, caller_arn, run_id, prev_hash, hash) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
+     key_id_2, caller_arn, run_id, host, prev_hash, hash) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
 
 fn select_stream() -> String {
     format!("SELECT {COLUMNS} FROM events WHERE campaign = ?1 AND stream = ?2 ORDER BY sequence")
@@ -396,6 +397,7 @@ fn append_blocking(
                     event.access_key_ids.get(1),
                     event.actor.caller_arn,
                     event.actor.run_id,
+                    event.actor.host,
                     event.prev_hash,
                     event.hash,
                 ])
@@ -473,9 +475,10 @@ fn envelope_from_row(row: &Row<'_>) -> Result<Envelope, JournalError> {
         actor: Actor {
             caller_arn: column(row, 12, "caller_arn", &record)?,
             run_id: column(row, 13, "run_id", &record)?,
+            host: column(row, 14, "host", &record)?,
         },
-        prev_hash: column(row, 14, "prev_hash", &record)?,
-        hash: column(row, 15, "hash", &record)?,
+        prev_hash: column(row, 15, "prev_hash", &record)?,
+        hash: column(row, 16, "hash", &record)?,
     })
 }
 

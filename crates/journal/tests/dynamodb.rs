@@ -160,6 +160,7 @@ fn one_event() -> Vec<NewEvent> {
         actor: Actor {
             caller_arn: "arn".into(),
             run_id: "r".into(),
+            host: "test-host".into(),
         },
     }]
 }

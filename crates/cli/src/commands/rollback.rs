@@ -11,7 +11,7 @@ use crate::exit::{Exit, Outcome};
 pub async fn run(journal: &str, args: RollbackArgs) -> Outcome {
     let location = super::journal::parse(journal)?;
     let run_id = super::new_run_id();
-    let sessions = super::sessions("rollback", &run_id).await?;
+    let sessions = super::sessions(args.name.as_str(), &run_id).await?;
     let journal = super::open_journal(&location, &sessions).await?;
     let actor = super::actor(&sessions, &run_id);
     let (account, user) = rollback(

@@ -18,7 +18,7 @@ const MAX_SLEEP: Duration = Duration::from_secs(300);
 pub async fn run(journal: &str, args: RunArgs) -> Outcome {
     let location = super::journal::parse(journal)?;
     let run_id = super::new_run_id();
-    let sessions = super::sessions("run", &run_id).await?;
+    let sessions = super::sessions(args.name.as_str(), &run_id).await?;
     let journal = super::open_journal(&location, &sessions).await?;
     let actor = super::actor(&sessions, &run_id);
     let options = RunOptions {

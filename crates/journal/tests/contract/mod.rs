@@ -90,6 +90,7 @@ fn actor() -> Actor {
     Actor {
         caller_arn: "arn:aws:sts::123456789012:assumed-role/keyturn/test".into(),
         run_id: "run-1".into(),
+        host: "test-host".into(),
     }
 }
 
@@ -165,6 +166,7 @@ pub async fn round_trip_keeps_every_field(harness: &dyn Harness) {
         actor: Actor {
             caller_arn: "arn:aws:sts::999999999999:assumed-role/ops/jane".into(),
             run_id: "run-42".into(),
+            host: "test-host".into(),
         },
     };
     let before = Utc::now().trunc_subsecs(6);
