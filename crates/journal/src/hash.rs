@@ -279,6 +279,57 @@ fn verify_stream_refs(events: &[&Envelope]) -> Result<(), ChainError> {
     Ok(())
 }
 
+/// Every break in the chains of `events` (grouped by stream, in stream order), rather
+/// than the first: each modified event (its own hash), each broken link (an event
+/// before it was modified, removed or reordered) and each gap in the sequence numbers.
+/// Each stream must be given complete, from sequence 1.
+pub fn find_chain_breaks(events: &[Envelope]) -> Vec<ChainError> {
+    let mut streams: BTreeMap<&StreamId, Vec<&Envelope>> = BTreeMap::new();
+    for event in events {
+        streams.entry(&event.stream).or_default().push(event);
+    }
+    let mut breaks = Vec::new();
+    for (stream, events) in streams {
+        let mut expected_sequence = 1;
+        let mut expected_prev = GENESIS_HASH.to_owned();
+        for event in events {
+            let mut report = |reason| {
+                breaks.push(ChainError {
+                    stream: stream.clone(),
+                    sequence: event.sequence,
+                    reason,
+                });
+            };
+            if event.sequence != expected_sequence {
+                report(ChainBreak::SequenceGap {
+                    expected: expected_sequence,
+                });
+            }
+            if event.campaign != stream.campaign() {
+                report(ChainBreak::CampaignMismatch {
+                    campaign: event.campaign.clone(),
+                });
+            }
+            if event.prev_hash != expected_prev {
+                report(ChainBreak::BrokenLink {
+                    expected: expected_prev.clone(),
+                    found: event.prev_hash.clone(),
+                });
+            }
+            let computed = envelope_hash(event);
+            if computed != event.hash {
+                report(ChainBreak::HashMismatch {
+                    stored: event.hash.clone(),
+                    computed,
+                });
+            }
+            expected_sequence = event.sequence + 1;
+            expected_prev = event.hash.clone();
+        }
+    }
+    breaks
+}
+
 /// Verifies the chains of every stream among `events` (for example the answer of
 /// [`crate::Journal::read_campaign`]).
 ///
@@ -341,6 +392,28 @@ mod tests {
             events.push(envelope(sequence, &prev, json!({ "n": sequence })));
         }
         events
+    }
+
+    #[test]
+    fn every_break_is_found_not_only_the_first() {
+        let mut events = chain(6);
+        events[1].payload = json!({ "n": 99 });
+        events.remove(3);
+        let breaks = find_chain_breaks(&events);
+        let found: Vec<(u64, &str)> = breaks
+            .iter()
+            .map(|b| {
+                let kind = match b.reason {
+                    ChainBreak::HashMismatch { .. } => "modified",
+                    ChainBreak::BrokenLink { .. } => "link",
+                    ChainBreak::SequenceGap { .. } => "gap",
+                    _ => "other",
+                };
+                (b.sequence, kind)
+            })
+            .collect();
+        assert_eq!(found, [(2, "modified"), (5, "gap"), (5, "link")]);
+        assert!(find_chain_breaks(&chain(4)).is_empty());
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub mod error;
 pub mod hash;
 pub mod location;
 pub mod memory;
+pub mod query;
 pub mod schema;
 pub mod sqlite;
 
@@ -42,9 +43,10 @@ pub use envelope::{
     SchemaVersion, StreamId, format_timestamp, validate_campaign,
 };
 pub use error::JournalError;
-pub use hash::{ChainBreak, ChainError, GENESIS_HASH, envelope_hash, verify_chain, verify_stream};
+pub use hash::{ChainBreak, ChainError, GENESIS_HASH, envelope_hash, find_chain_breaks, verify_chain, verify_stream};
 pub use location::{DEFAULT_LOCATION, ENV_VAR, JournalLocation, parse_location};
 pub use memory::MemoryJournal;
+pub use query::{AuditFilter, IndexUsed, audit};
 pub use schema::{EventSchema, decode};
 pub use sqlite::SqliteJournal;
 

@@ -68,6 +68,7 @@ macro_rules! contract_tests {
             a_deleted_middle_event_breaks_the_chain,
             decode_refuses_what_this_build_does_not_understand,
             invalid_input_is_rejected,
+            audit_filters_combine_over_an_index,
         );
     };
     (@tests $harness:expr; $($scenario:ident),* $(,)?) => {
@@ -858,4 +859,198 @@ pub fn by_stream(events: &[Envelope]) -> BTreeMap<StreamId, Vec<Envelope>> {
             .push(event.clone());
     }
     streams
+}
+
+pub async fn audit_filters_combine_over_an_index(harness: &dyn Harness) {
+    use keyturn_journal::{AuditFilter, IndexUsed, audit};
+
+    let fixture = harness.fixture().await;
+    let journal = fixture.journal.as_ref();
+    let tagged = |kind: &str, account: &str, user: &str, keys: &[&str], n: u32| {
+        let mut event = event(kind, json!({ "n": n }));
+        event.account_id = Some(account.into());
+        event.user_name = Some(user.into());
+        event.access_key_ids = keys.iter().map(|k| k.to_string()).collect();
+        event
+    };
+    let a = stream("audit-1", "user/111111111111/alice");
+    let b = stream("audit-1", "user/222222222222/alice");
+    let c = stream("audit-2", "user/111111111111/bob");
+    journal
+        .append(
+            &a,
+            0,
+            vec![tagged(
+                "key-enrolled",
+                "111111111111",
+                "alice",
+                &["AKIAOLD1"],
+                1,
+            )],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let middle = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    journal
+        .append(
+            &b,
+            0,
+            vec![tagged(
+                "key-enrolled",
+                "222222222222",
+                "alice",
+                &["AKIAOLD2"],
+                2,
+            )],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    journal
+        .append(
+            &a,
+            1,
+            vec![tagged(
+                "replacement-created",
+                "111111111111",
+                "alice",
+                &["AKIAOLD1", "AKIANEW1"],
+                3,
+            )],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    journal
+        .append(
+            &c,
+            0,
+            vec![tagged(
+                "key-enrolled",
+                "111111111111",
+                "bob",
+                &["AKIAOLD3"],
+                4,
+            )],
+        )
+        .await
+        .unwrap();
+
+    let numbers = |events: Vec<Envelope>| -> Vec<u64> {
+        events
+            .iter()
+            .map(|e| e.payload["n"].as_u64().unwrap())
+            .collect()
+    };
+    let query =
+        |filter: AuditFilter| async move { numbers(audit(journal, &filter).await.unwrap()) };
+
+    let by_new_key = AuditFilter {
+        access_key_id: Some("AKIANEW1".into()),
+        ..AuditFilter::default()
+    };
+    assert_eq!(by_new_key.index(), IndexUsed::AccessKey);
+    assert_eq!(
+        query(by_new_key).await,
+        [3],
+        "a key found as the new key of an event"
+    );
+    let by_old_key = AuditFilter {
+        access_key_id: Some("AKIAOLD1".into()),
+        ..AuditFilter::default()
+    };
+    assert_eq!(
+        query(by_old_key).await,
+        [1, 3],
+        "the whole history of a key, oldest first"
+    );
+
+    let account = AuditFilter {
+        account_id: Some("111111111111".into()),
+        ..AuditFilter::default()
+    };
+    assert_eq!(account.index(), IndexUsed::AccountTime);
+    assert_eq!(query(account.clone()).await, [1, 3, 4]);
+    assert_eq!(
+        query(AuditFilter {
+            since: Some(middle),
+            ..account.clone()
+        })
+        .await,
+        [3, 4]
+    );
+    assert_eq!(
+        query(AuditFilter {
+            until: Some(middle),
+            ..account.clone()
+        })
+        .await,
+        [1]
+    );
+    assert_eq!(
+        query(AuditFilter {
+            user_name: Some("bob".into()),
+            ..account.clone()
+        })
+        .await,
+        [4]
+    );
+    assert_eq!(
+        query(AuditFilter {
+            campaign: Some("audit-1".into()),
+            ..account.clone()
+        })
+        .await,
+        [1, 3]
+    );
+
+    let campaign = AuditFilter {
+        campaign: Some("audit-1".into()),
+        ..AuditFilter::default()
+    };
+    assert_eq!(campaign.index(), IndexUsed::Campaign);
+    assert_eq!(
+        query(campaign.clone()).await,
+        [1, 2, 3],
+        "a campaign's events in time order, across streams"
+    );
+    assert_eq!(
+        query(AuditFilter {
+            event_type: Some("key-enrolled".into()),
+            ..campaign
+        })
+        .await,
+        [1, 2]
+    );
+
+    let everything = AuditFilter {
+        event_type: Some("key-enrolled".into()),
+        ..AuditFilter::default()
+    };
+    assert_eq!(everything.index(), IndexUsed::AllCampaigns);
+    assert_eq!(query(everything).await, [1, 2, 4]);
+
+    let user_alone = AuditFilter {
+        user_name: Some("alice".into()),
+        ..AuditFilter::default()
+    };
+    assert!(
+        matches!(
+            audit(journal, &user_alone).await,
+            Err(JournalError::Rejected(_))
+        ),
+        "a user name alone is ambiguous"
+    );
+    let backwards = AuditFilter {
+        campaign: Some("audit-1".into()),
+        since: Some(middle),
+        until: Some(middle),
+        ..AuditFilter::default()
+    };
+    assert!(matches!(
+        audit(journal, &backwards).await,
+        Err(JournalError::Rejected(_))
+    ));
 }
