@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use keyturn_planner::{AccessKeyId, CampaignName, ExternalId, RoleName};
+use keyturn_planner::{AccessKeyId, AccountId, CampaignName, ExternalId, RoleName, UserName};
 
 /// Rotates IAM user access keys across every account of an AWS Organization.
 #[derive(Debug, Parser)]
@@ -61,9 +61,61 @@ pub enum Command {
         after_help = "Example:\n  keyturn rollback q3-rotation --key AKIAIOSFODNN7EXAMPLE --reason \"billing batch still uses it\""
     )]
     Rollback(RollbackArgs),
+    /// The journal's events that match, oldest first, for audit questions.
+    #[command(
+        after_help = "Examples:\n  keyturn audit --key AKIAIOSFODNN7EXAMPLE\n  keyturn audit --account 012345678901 --since 2026-07-01 --until 2026-10-01 -o csv\n  keyturn audit --campaign q3 --event key-blocked -o jsonl"
+    )]
+    Audit(AuditArgs),
+    /// Recompute every hash chain and report each modified, deleted or reordered event.
+    #[command(after_help = "Examples:\n  keyturn verify\n  keyturn verify q3-rotation")]
+    Verify {
+        /// One campaign (default: every campaign of the journal).
+        name: Option<CampaignName>,
+    },
     /// Manage the journal.
     #[command(subcommand)]
     Journal(JournalCommand),
+}
+
+/// Arguments of `keyturn audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only this campaign.
+    #[arg(long)]
+    pub campaign: Option<CampaignName>,
+    /// Only this account.
+    #[arg(long)]
+    pub account: Option<AccountId>,
+    /// Only this user (with --account, --campaign or --key).
+    #[arg(long)]
+    pub user: Option<UserName>,
+    /// The whole history of this key, as the old or the new key.
+    #[arg(long, value_name = "ACCESS_KEY_ID")]
+    pub key: Option<AccessKeyId>,
+    /// Only this event type (e.g. key-deactivated, step-failed).
+    #[arg(long, value_name = "TYPE")]
+    pub event: Option<String>,
+    /// Recorded at or after (RFC 3339, or a date: 2026-07-01).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Recorded before (RFC 3339, or a date).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Output format; a table on a terminal, JSON otherwise.
+    #[arg(short, long, value_enum)]
+    pub output: Option<Format>,
+}
+
+/// An instant as RFC 3339 or a date (midnight UTC).
+fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
+        .map_err(|_| {
+            format!("{text:?} is neither RFC 3339 (2026-07-01T00:00:00Z) nor a date (2026-07-01)")
+        })
 }
 
 /// Arguments of `keyturn plan`.
@@ -139,6 +191,10 @@ pub struct RollbackArgs {
     /// Why (recorded in the journal).
     #[arg(long)]
     pub reason: String,
+    /// How long the account claim lasts before another worker may take it over (a
+    /// rollback that dies holds its account until then).
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub claim_ttl: std::time::Duration,
 }
 
 /// Arguments of `keyturn inventory`.
@@ -177,6 +233,8 @@ pub enum Format {
     Json,
     /// Comma-separated values with a header.
     Csv,
+    /// One JSON object per line.
+    Jsonl,
 }
 
 impl Format {

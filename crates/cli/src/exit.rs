@@ -8,6 +8,7 @@
 //! | 3 | partial: the command finished, but some accounts failed (listed on stderr) |
 //! | 4 | AWS unavailable or refusing: the caller's identity or the organization could not be read |
 //! | 5 | journal problem: not initialised, written by a newer keyturn, or unreachable |
+//! | 6 | tampered: `keyturn verify` found a modified, deleted or reordered event |
 //!
 //! `docs/cli.md` carries the same table for users; a test keeps the two in step.
 
@@ -28,6 +29,8 @@ pub enum Exit {
     Aws = 4,
     /// The journal could not be used.
     Journal = 5,
+    /// The journal's hash chains are broken.
+    Tampered = 6,
 }
 
 impl From<Exit> for std::process::ExitCode {
@@ -99,6 +102,7 @@ mod tests {
             (Exit::Partial, "partial"),
             (Exit::Aws, "AWS unavailable"),
             (Exit::Journal, "journal problem"),
+            (Exit::Tampered, "tampered"),
         ];
         for (exit, words) in codes {
             let row = format!("| {} | {words}", exit as u8);

@@ -8,6 +8,9 @@ mod output;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // Crash-test builds only: the failpoints FAILPOINTS configures, for the whole process.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = keyturn_worker::failpoints::setup();
     let args = args::Cli::parse();
     init_logging(args.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

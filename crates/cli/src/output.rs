@@ -29,6 +29,13 @@ pub fn write_rows<R: TableRow>(
             serde_json::to_writer_pretty(&mut *out, rows)?;
             writeln!(out)
         }
+        Format::Jsonl => {
+            for row in rows {
+                serde_json::to_writer(&mut *out, row)?;
+                writeln!(out)?;
+            }
+            Ok(())
+        }
         Format::Csv => {
             let mut writer = csv::Writer::from_writer(&mut *out);
             if rows.is_empty() {

@@ -1,6 +1,7 @@
 //! One module per command; `run` dispatches. The helpers here set up what several
 //! commands share: the AWS sessions, the journal and the actor recorded in events.
 
+mod audit;
 mod campaign;
 mod inventory;
 pub mod journal;
@@ -8,6 +9,7 @@ mod plan;
 mod rollback;
 mod run;
 mod status;
+mod verify;
 
 use std::sync::Arc;
 
@@ -31,6 +33,8 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Run(args) => run::run(&cli.journal, args).await,
         Command::Status(args) => status::run(&cli.journal, args).await,
         Command::Rollback(args) => rollback::run(&cli.journal, args).await,
+        Command::Audit(args) => audit::run(&cli.journal, args).await,
+        Command::Verify { name } => verify::run(&cli.journal, name.as_ref()).await,
         Command::Journal(JournalCommand::Init) => journal::init(&cli.journal).await,
     }
 }
@@ -56,12 +60,40 @@ pub async fn open_journal(
         .map_err(journal::journal_failure)
 }
 
-/// Who records events: the caller's ARN and this run's id.
+/// Who records events: the caller's ARN, this run's id and the host it runs on.
 pub fn actor(sessions: &Sessions, run_id: &str) -> Actor {
     Actor {
         caller_arn: sessions.caller().arn.clone(),
         run_id: run_id.to_owned(),
+        host: host_name(),
     }
+}
+
+/// The name of the machine this process runs on, as the journal's actor records it:
+/// the kernel's host name (Linux), else `HOSTNAME` or `COMPUTERNAME`, else `unknown`.
+/// Control characters are dropped and the name is cut to 255 characters (DNS names are
+/// shorter; the journal refuses control characters and names over 1024), so that a
+/// strange host name can never make an append fail.
+fn host_name() -> String {
+    let candidates = [
+        std::fs::read_to_string("/proc/sys/kernel/hostname").ok(),
+        std::fs::read_to_string("/etc/hostname").ok(),
+        std::env::var("HOSTNAME").ok(),
+        std::env::var("COMPUTERNAME").ok(),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .map(|name| {
+            name.chars()
+                .filter(|c| !c.is_control())
+                .take(255)
+                .collect::<String>()
+                .trim()
+                .to_owned()
+        })
+        .find(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// Opens the journal for a read-only command: AWS is contacted only for a DynamoDB journal.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use keyturn_worker::campaign::run::{RunOptions, rollback};
 
 use crate::args::RollbackArgs;
-use crate::exit::{Exit, Outcome};
+use crate::exit::{Exit, Failure, Outcome};
 
 /// Reactivates the key and records why; it goes back to awaiting adoption.
 pub async fn run(journal: &str, args: RollbackArgs) -> Outcome {
@@ -14,6 +14,11 @@ pub async fn run(journal: &str, args: RollbackArgs) -> Outcome {
     let sessions = super::sessions(args.name.as_str(), &run_id).await?;
     let journal = super::open_journal(&location, &sessions).await?;
     let actor = super::actor(&sessions, &run_id);
+    let options = RunOptions {
+        claim_ttl: chrono::Duration::from_std(args.claim_ttl)
+            .map_err(|e| Failure::new(Exit::InvalidInput, e))?,
+        ..RunOptions::default()
+    };
     let (account, user) = rollback(
         Arc::clone(&journal),
         &sessions,
@@ -21,7 +26,7 @@ pub async fn run(journal: &str, args: RollbackArgs) -> Outcome {
         &args.key,
         &args.reason,
         actor,
-        &RunOptions::default(),
+        &options,
     )
     .await?;
     println!(

@@ -1,0 +1,413 @@
+//! Audit queries and tamper evidence on journals written by real campaigns, on both
+//! persistent backends: `keyturn audit` by each filter, `keyturn verify` detecting
+//! events modified, deleted or reordered directly in the DynamoDB table or the SQLite
+//! file, and no secret in any audit output.
+
+mod support;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::Utc;
+use keyturn_testbed::seed::{
+    AccountSpec, KeySpec, OrgSpec, SeededOrg, UserSpec, member_config, seed,
+};
+use keyturn_testbed::{Emulator, EmulatorOptions};
+use serde_json::Value;
+use support::{TempDir, keyturn};
+
+const POLICY: &str =
+    "[rotation]\nquiet_period = \"2s\"\nadoption_timeout = \"1h\"\nobservation_period = \"2s\"\n";
+
+/// Two accounts; in each, one key to rotate and one unused key to retire.
+async fn campaign(journal: &str) -> (Emulator, SeededOrg, TempDir) {
+    let emulator = Emulator::start(EmulatorOptions::default());
+    let users = vec![
+        UserSpec::new("app", vec![KeySpec::active(120, Some(1))]),
+        UserSpec::new("idle", vec![KeySpec::active(200, None)]),
+    ];
+    let accounts = ["prod", "dev"]
+        .iter()
+        .map(|n| AccountSpec {
+            name: (*n).into(),
+            ou_path: vec![],
+            users: users.clone(),
+        })
+        .collect();
+    let org = seed(
+        &emulator,
+        &OrgSpec {
+            management_users: vec![],
+            accounts,
+        },
+        Utc::now(),
+    )
+    .await;
+    let dir = TempDir::new("audit");
+    let policy = dir.write("policy.toml", POLICY);
+    if journal.starts_with("dynamodb://") {
+        assert_eq!(
+            keyturn(
+                &emulator,
+                dir.path(),
+                &["--journal", journal, "journal", "init"]
+            )
+            .code,
+            0
+        );
+    }
+    let start = keyturn(
+        &emulator,
+        dir.path(),
+        &[
+            "--journal",
+            journal,
+            "campaign",
+            "start",
+            "q3",
+            "--policy",
+            &policy,
+        ],
+    );
+    assert_eq!(start.code, 0, "{}", start.stderr);
+    let run = keyturn(&emulator, dir.path(), &["--journal", journal, "run", "q3"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    (emulator, org, dir)
+}
+
+fn audit(emulator: &Emulator, dir: &TempDir, journal: &str, filter: &[&str]) -> Vec<Value> {
+    let mut args = vec!["--journal", journal, "audit", "-o", "json"];
+    args.extend_from_slice(filter);
+    let run = keyturn(emulator, dir.path(), &args);
+    assert_eq!(run.code, 0, "audit {filter:?}: {}", run.stderr);
+    run.json().as_array().unwrap().clone()
+}
+
+fn types(rows: &[Value]) -> Vec<&str> {
+    rows.iter()
+        .map(|r| r["event_type"].as_str().unwrap())
+        .collect()
+}
+
+async fn secrets(emulator: &Emulator, org: &SeededOrg) -> Vec<String> {
+    let mut found = Vec::new();
+    for account in &org.accounts {
+        let sm = aws_sdk_secretsmanager::Client::new(&member_config(emulator, &account.id).await);
+        let value = sm
+            .get_secret_value()
+            .secret_id("keyturn/app")
+            .send()
+            .await
+            .expect("the delivered secret");
+        let json: Value = serde_json::from_str(value.secret_string().unwrap()).unwrap();
+        found.push(json["SecretAccessKey"].as_str().unwrap().to_owned());
+    }
+    found
+}
+
+async fn check_queries(journal: &str) {
+    let (emulator, org, dir) = campaign(journal).await;
+    let prod = &org.accounts[0];
+    let old = &prod.users[0].keys[0].access_key_id;
+
+    let history = audit(&emulator, &dir, journal, &["--key", old]);
+    assert_eq!(
+        types(&history),
+        [
+            "key-enrolled",
+            "step-intended",
+            "replacement-created",
+            "step-intended",
+            "secret-delivered",
+            "replacement-verified"
+        ],
+        "the whole history of the old key, oldest first"
+    );
+    let new = history[2]["new_access_key_id"].as_str().unwrap().to_owned();
+    assert!(history.iter().all(|r| r["account_id"] == prod.id.as_str()
+        && r["user_name"] == "app"
+        && r["campaign"] == "q3"));
+    assert!(history.iter().all(
+        |r| r["caller_arn"].as_str().unwrap().starts_with("arn:aws:")
+            && !r["run_id"].as_str().unwrap().is_empty()
+    ));
+    assert!(history.iter().all(
+        |r| !r["host"].as_str().unwrap().is_empty() && r["hash"].as_str().unwrap().len() == 64
+    ));
+    let by_new = audit(&emulator, &dir, journal, &["--key", &new]);
+    assert_eq!(
+        types(&by_new),
+        [
+            "replacement-created",
+            "step-intended",
+            "secret-delivered",
+            "replacement-verified"
+        ],
+        "found as the new key too"
+    );
+
+    let account = audit(&emulator, &dir, journal, &["--account", &prod.id]);
+    assert!(account.iter().all(|r| r["account_id"] == prod.id.as_str()));
+    assert_eq!(
+        account
+            .iter()
+            .filter(|r| r["event_type"] == "key-enrolled")
+            .count(),
+        2,
+        "both keys of the account"
+    );
+    let idle = audit(
+        &emulator,
+        &dir,
+        journal,
+        &["--account", &prod.id, "--user", "idle"],
+    );
+    assert_eq!(
+        types(&idle),
+        ["key-enrolled", "step-intended", "key-deactivated"],
+        "the unused key was retired: deactivated first"
+    );
+    let nothing_yet = audit(
+        &emulator,
+        &dir,
+        journal,
+        &["--account", &prod.id, "--until", "2000-01-01"],
+    );
+    assert!(nothing_yet.is_empty());
+
+    let deactivations = audit(
+        &emulator,
+        &dir,
+        journal,
+        &["--campaign", "q3", "--event", "key-deactivated"],
+    );
+    assert_eq!(deactivations.len(), 2, "one retired key per account");
+    let all = audit(&emulator, &dir, journal, &[]);
+    assert!(
+        all.len() >= account.len() * 2 - 2,
+        "every campaign without a filter"
+    );
+    let times: Vec<&str> = all
+        .iter()
+        .map(|r| r["recorded_at"].as_str().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "oldest first");
+
+    for format in ["table", "csv", "jsonl"] {
+        let run = keyturn(
+            &emulator,
+            dir.path(),
+            &[
+                "--journal",
+                journal,
+                "audit",
+                "--campaign",
+                "q3",
+                "-o",
+                format,
+            ],
+        );
+        assert_eq!(run.code, 0, "{format}: {}", run.stderr);
+        for secret in secrets(&emulator, &org).await {
+            assert!(
+                !run.stdout.contains(&secret),
+                "no secret in audit output ({format})"
+            );
+        }
+        if format == "jsonl" {
+            assert_eq!(run.stdout.lines().count(), all.len());
+            assert!(
+                run.stdout
+                    .lines()
+                    .all(|l| serde_json::from_str::<Value>(l).is_ok())
+            );
+        }
+        if format == "csv" {
+            assert!(run.stdout.starts_with("recorded_at,campaign,account_id,user_name,old_access_key_id,new_access_key_id,event_type"));
+        }
+    }
+    let ambiguous = keyturn(
+        &emulator,
+        dir.path(),
+        &["--journal", journal, "audit", "--user", "app"],
+    );
+    assert_eq!(
+        ambiguous.code, 2,
+        "a user name alone is ambiguous: {}",
+        ambiguous.stderr
+    );
+
+    let verify = keyturn(&emulator, dir.path(), &["--journal", journal, "verify"]);
+    assert_eq!(verify.code, 0, "{}", verify.stdout);
+    assert!(verify.stdout.starts_with("ok: "), "{}", verify.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_queries_on_sqlite() {
+    check_queries("sqlite://journal.db").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_queries_on_dynamodb() {
+    check_queries("dynamodb://keyturn-audit").await;
+}
+
+fn broken_lines(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("BROKEN "))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_detects_edits_deletions_and_reordering_in_sqlite() {
+    let journal = "sqlite://journal.db";
+    let (emulator, org, dir) = campaign(journal).await;
+    let stream = format!("user/{}/app", org.accounts[0].id);
+    let db = rusqlite::Connection::open(dir.path().join("journal.db")).unwrap();
+
+    db.execute("UPDATE events SET payload = replace(payload, 'test', 'TEST') WHERE stream = ?1 AND sequence = 1", [&stream]).unwrap();
+    db.execute("UPDATE events SET payload = '{\"key\":\"AKIAFORGED0000000000\",\"path\":\"rotate\",\"reason\":\"x\",\"created_at\":\"2026-01-01T00:00:00Z\",\"last_used_at\":null}' WHERE stream = ?1 AND sequence = 1", [&stream]).unwrap();
+    let run = keyturn(
+        &emulator,
+        dir.path(),
+        &["--journal", journal, "verify", "q3"],
+    );
+    assert_eq!(
+        run.code, 6,
+        "tampering has its own exit code: {}",
+        run.stdout
+    );
+    assert_eq!(
+        broken_lines(&run.stdout),
+        [format!(
+            "BROKEN q3/{stream} #1: modified: its content no longer matches its hash"
+        )]
+    );
+
+    let idle = format!("user/{}/idle", org.accounts[1].id);
+    db.execute(
+        "DELETE FROM events WHERE stream = ?1 AND sequence = 2",
+        [&idle],
+    )
+    .unwrap();
+    let run = keyturn(&emulator, dir.path(), &["--journal", journal, "verify"]);
+    assert_eq!(run.code, 6);
+    let lines = broken_lines(&run.stdout);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("BROKEN q3/{idle} #3: missing event(s)"))),
+        "{lines:?}"
+    );
+
+    let other = format!("user/{}/app", org.accounts[1].id);
+    db.execute_batch(&format!(
+        "UPDATE events SET sequence = 100 WHERE stream = '{other}' AND sequence = 2;
+         UPDATE events SET sequence = 2 WHERE stream = '{other}' AND sequence = 3;
+         UPDATE events SET sequence = 3 WHERE stream = '{other}' AND sequence = 100;"
+    ))
+    .unwrap();
+    let run = keyturn(&emulator, dir.path(), &["--journal", journal, "verify"]);
+    let lines = broken_lines(&run.stdout);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("BROKEN q3/{other} #2: "))),
+        "reordering is detected: {lines:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_detects_edits_deletions_and_reordering_in_dynamodb() {
+    let journal = "dynamodb://keyturn-tamper";
+    let (emulator, org, dir) = campaign(journal).await;
+    let ddb = aws_sdk_dynamodb::Client::new(&emulator.sdk_config().await);
+    let key = |stream: &str, seq: u64| {
+        [
+            ("pk".to_owned(), AttributeValue::S("C#q3".into())),
+            (
+                "sk".to_owned(),
+                AttributeValue::S(format!("E#{stream}#{seq:020}")),
+            ),
+        ]
+        .into_iter()
+        .collect::<std::collections::HashMap<_, _>>()
+    };
+    let table = "keyturn-tamper";
+
+    let app = format!("user/{}/app", org.accounts[0].id);
+    ddb.update_item()
+        .table_name(table)
+        .set_key(Some(key(&app, 1)))
+        .update_expression("SET #r = :r")
+        .expression_attribute_names("#r", "run_id")
+        .expression_attribute_values(":r", AttributeValue::S("someone-else".into()))
+        .send()
+        .await
+        .unwrap();
+    let run = keyturn(
+        &emulator,
+        dir.path(),
+        &["--journal", journal, "verify", "q3"],
+    );
+    assert_eq!(run.code, 6, "{}", run.stdout);
+    assert_eq!(
+        broken_lines(&run.stdout),
+        [format!(
+            "BROKEN q3/{app} #1: modified: its content no longer matches its hash"
+        )]
+    );
+
+    let idle = format!("user/{}/idle", org.accounts[1].id);
+    ddb.delete_item()
+        .table_name(table)
+        .set_key(Some(key(&idle, 2)))
+        .send()
+        .await
+        .unwrap();
+    let lines =
+        broken_lines(&keyturn(&emulator, dir.path(), &["--journal", journal, "verify"]).stdout);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("BROKEN q3/{idle} #3: missing event(s)"))),
+        "{lines:?}"
+    );
+
+    // Reorder: swap the contents of events 2 and 3 of a stream, keeping their keys.
+    let other = format!("user/{}/app", org.accounts[1].id);
+    let get = |seq| {
+        ddb.get_item()
+            .table_name(table)
+            .set_key(Some(key(&other, seq)))
+            .consistent_read(true)
+            .send()
+    };
+    let two = get(2).await.unwrap().item.unwrap();
+    let three = get(3).await.unwrap().item.unwrap();
+    let moved = |mut item: std::collections::HashMap<String, AttributeValue>, seq: u64| {
+        item.extend(key(&other, seq));
+        item.insert("seq".into(), AttributeValue::N(seq.to_string()));
+        item
+    };
+    ddb.put_item()
+        .table_name(table)
+        .set_item(Some(moved(three, 2)))
+        .send()
+        .await
+        .unwrap();
+    ddb.put_item()
+        .table_name(table)
+        .set_item(Some(moved(two, 3)))
+        .send()
+        .await
+        .unwrap();
+    let lines =
+        broken_lines(&keyturn(&emulator, dir.path(), &["--journal", journal, "verify"]).stdout);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("BROKEN q3/{other} #2: "))),
+        "reordering is detected: {lines:?}"
+    );
+}
