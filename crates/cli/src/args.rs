@@ -72,6 +72,18 @@ pub enum Command {
         /// One campaign (default: every campaign of the journal).
         name: Option<CampaignName>,
     },
+    /// Evidence for auditors: what a campaign did and where the scope stands now (CIS 2.11/2.12, IAM.3/IAM.8).
+    #[command(after_help = "Examples:\n  keyturn report q3-rotation --format html --out q3.html\n  keyturn report q3-rotation --format csv > q3.csv")]
+    Report {
+        /// The campaign.
+        name: CampaignName,
+        /// html (one self-contained file with charts), csv (per account) or json (everything).
+        #[arg(long, value_parser = ["html", "csv", "json"], default_value = "html")]
+        format: String,
+        /// Write to this file instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Manage the journal.
     #[command(subcommand)]
     Journal(JournalCommand),
