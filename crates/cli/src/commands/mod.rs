@@ -34,7 +34,9 @@ pub async fn run(cli: Cli) -> Outcome {
         Command::Run(args) => run::run(&cli.journal, args).await,
         Command::Status(args) => status::run(&cli.journal, args).await,
         Command::Rollback(args) => rollback::run(&cli.journal, args).await,
-        Command::Report { name, format, out } => report::run(&cli.journal, &name, &format, out.as_deref()).await,
+        Command::Report { name, format, out } => {
+            report::run(&cli.journal, &name, &format, out.as_deref()).await
+        }
         Command::Audit(args) => audit::run(&cli.journal, args).await,
         Command::Verify { name } => verify::run(&cli.journal, name.as_ref()).await,
         Command::Journal(JournalCommand::Init) => journal::init(&cli.journal).await,
