@@ -4,6 +4,7 @@
 //! - `cargo xtask demo`     — seeds a sample organization on the emulator and runs keyturn on it.
 //! - `cargo xtask emulator` — runs the emulator in the foreground for manual use.
 //! - `cargo xtask venv`     — only creates (or refreshes) the emulator's venv.
+//! - `cargo xtask bench`    — keyturn against Cloud Custodian on a seeded organization (docs/benchmarks.md).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,13 +14,18 @@ use anyhow::{Context, Result, bail};
 #[cfg(test)]
 mod tidy;
 
-const USAGE: &str = "usage: cargo xtask <test|demo|emulator|venv> [args…]
+const USAGE: &str = "usage: cargo xtask <test|demo|emulator|venv|bench> [args…]
 
   test [CARGO TEST ARGS…]  create the emulator venv if missing, run the emulator's self-test and every Rust test
+                           (keyturn built with its failpoints, for the crash tests)
   demo                     seed a sample organization on a fresh emulator and run keyturn on it
   emulator [--port N] [--serial]
                            run the emulator in the foreground (Ctrl-C stops it)
-  venv                     create or refresh target/emulator-venv from tests/emulator/requirements.txt";
+  venv                     create or refresh target/emulator-venv from tests/emulator/requirements.txt
+  bench [--accounts N] [--runs K] [--quick] [--no-latency]
+                           benchmark keyturn (release) against Cloud Custodian on a seeded organization
+                           (default 100 accounts, 3 runs; --accounts 1000 for the large variant; --quick:
+                           10 accounts, 1 run, no latency variant) and write docs/benchmarks.md";
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -31,6 +37,7 @@ fn main() -> Result<()> {
         "demo" => demo(&root),
         "emulator" => emulator(&root, &rest),
         "venv" => venv(&root).map(drop),
+        "bench" => bench(&root, &rest),
         "" | "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())
@@ -103,12 +110,52 @@ fn test(root: &Path, cargo_args: &[String]) -> Result<()> {
     run(Command::new(&python)
         .arg(root.join("tests/emulator/test_server.py"))
         .current_dir(root))?;
-    eprintln!("xtask: every Rust test of the workspace");
+    ensure_chromium()?;
+    // With the failpoints compiled into the keyturn binary the tests run, so that the
+    // crash tests (tests/e2e/crash.rs) can kill it at every step boundary; a plain
+    // `cargo build` leaves them out.
+    eprintln!("xtask: every Rust test of the workspace (keyturn built with its failpoints)");
     run(cargo()
         .current_dir(root)
         .env("KEYTURN_EMULATOR_PYTHON", &python)
-        .args(["test", "--workspace", "--all-targets", "--locked"])
+        .args([
+            "test",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--features",
+            "keyturn-cli/failpoints",
+        ])
         .args(cargo_args))
+}
+
+/// The evidence report's test renders the HTML in headless Chromium (Debian's
+/// `chromium` package). Installs it when it is missing and this is root (as on CI);
+/// otherwise says how.
+fn ensure_chromium() -> Result<()> {
+    if Path::new("/usr/bin/chromium").exists() {
+        return Ok(());
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root {
+        bail!(
+            "the report test needs headless Chromium: run `sudo apt-get install chromium`, then `cargo xtask test` again"
+        );
+    }
+    eprintln!("xtask: installing Debian's chromium for the report test (once)");
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args([
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "chromium",
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 fn emulator(root: &Path, args: &[String]) -> Result<()> {
@@ -159,4 +206,105 @@ fn demo(root: &Path) -> Result<()> {
         .env("KEYTURN_EMULATOR_PYTHON", &python)
         .arg("--keyturn")
         .arg(bin.join("keyturn")))
+}
+
+/// Creates `target/bench-venv` (Cloud Custodian, the benchmark's peer) from
+/// `tests/bench/requirements.txt`, or refreshes it when the requirements changed. Kept
+/// apart from the emulator's venv: c7n brings its own boto3. Returns its `c7n-org`.
+fn bench_venv(root: &Path) -> Result<PathBuf> {
+    let venv = root.join("target/bench-venv");
+    let c7n_org = venv.join("bin/c7n-org");
+    let requirements = root.join("tests/bench/requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements)
+        .with_context(|| format!("cannot read {}", requirements.display()))?;
+    let stamp = venv.join("keyturn-requirements.txt");
+    if c7n_org.exists() && std::fs::read_to_string(&stamp).is_ok_and(|had| had == wanted) {
+        return Ok(c7n_org);
+    }
+    eprintln!(
+        "xtask: creating the benchmark's venv (Cloud Custodian) in {} (once)",
+        venv.display()
+    );
+    let system_python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    run(Command::new(&system_python)
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv))?;
+    run(Command::new(venv.join("bin/python"))
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(&requirements))?;
+    std::fs::write(&stamp, wanted)?;
+    Ok(c7n_org)
+}
+
+/// `cargo xtask bench`: builds keyturn and the driver in release and runs
+/// `keyturn-bench`, which writes its section of docs/benchmarks.md (a quick run writes
+/// target/bench/quick.md instead).
+fn bench(root: &Path, args: &[String]) -> Result<()> {
+    let mut passed: Vec<String> = Vec::new();
+    let mut quick = false;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--accounts" | "--runs" => {
+                let value = rest
+                    .next()
+                    .with_context(|| format!("{arg} needs a number"))?;
+                passed.extend([arg.clone(), value.clone()]);
+            }
+            "--quick" => {
+                quick = true;
+                passed.push(arg.clone());
+            }
+            "--no-latency" => passed.push(arg.clone()),
+            other => bail!("unknown bench option {other:?}\n\n{USAGE}"),
+        }
+    }
+    let python = venv(root)?;
+    let c7n_org = bench_venv(root)?;
+    eprintln!(
+        "xtask: building keyturn and the benchmark driver in release (minutes, the first time)"
+    );
+    run(cargo().current_dir(root).args([
+        "build",
+        "--release",
+        "--locked",
+        "--quiet",
+        "-p",
+        "keyturn-cli",
+        "-p",
+        "keyturn-testbed",
+        "--bins",
+    ]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target.join("release");
+    let write = if quick {
+        target.join("bench/quick.md")
+    } else {
+        root.join("docs/benchmarks.md")
+    };
+    let command = std::iter::once("cargo xtask bench".to_owned())
+        .chain(args.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    run(Command::new(bin.join("keyturn-bench"))
+        .current_dir(root)
+        .env("KEYTURN_EMULATOR_PYTHON", &python)
+        .arg("--keyturn")
+        .arg(bin.join("keyturn"))
+        .arg("--c7n-org")
+        .arg(c7n_org)
+        .args(&passed)
+        .arg("--write")
+        .arg(write)
+        .arg("--command")
+        .arg(command))
 }

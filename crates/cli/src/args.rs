@@ -73,7 +73,9 @@ pub enum Command {
         name: Option<CampaignName>,
     },
     /// Evidence for auditors: what a campaign did and where the scope stands now (CIS 2.11/2.12, IAM.3/IAM.8).
-    #[command(after_help = "Examples:\n  keyturn report q3-rotation --format html --out q3.html\n  keyturn report q3-rotation --format csv > q3.csv")]
+    #[command(
+        after_help = "Examples:\n  keyturn report q3-rotation --format html --out q3.html\n  keyturn report q3-rotation --format csv > q3.csv"
+    )]
     Report {
         /// The campaign.
         name: CampaignName,

@@ -43,7 +43,10 @@ pub use envelope::{
     SchemaVersion, StreamId, format_timestamp, validate_campaign,
 };
 pub use error::JournalError;
-pub use hash::{ChainBreak, ChainError, GENESIS_HASH, envelope_hash, find_chain_breaks, verify_chain, verify_stream};
+pub use hash::{
+    ChainBreak, ChainError, GENESIS_HASH, envelope_hash, find_chain_breaks, verify_chain,
+    verify_stream,
+};
 pub use location::{DEFAULT_LOCATION, ENV_VAR, JournalLocation, parse_location};
 pub use memory::MemoryJournal;
 pub use query::{AuditFilter, IndexUsed, audit};

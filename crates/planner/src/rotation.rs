@@ -6,6 +6,7 @@ pub mod state;
 
 pub use decide::{
     Action, Decision, FreshUse, KeyPlan, ObservedKey, PlanAction, classify, decide, enroll,
+    is_unrecorded_replacement,
 };
 pub use events::{CampaignEvent, Path, RotationEvent, Step, UseEvidence};
 pub use state::{KeyState, Phase, UserState};

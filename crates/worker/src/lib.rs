@@ -8,6 +8,7 @@
 pub mod campaign;
 pub mod credential_report;
 pub mod error;
+pub mod failpoints;
 pub mod iam;
 pub mod inventory;
 pub mod org;

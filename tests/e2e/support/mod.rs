@@ -52,6 +52,26 @@ pub fn keyturn(emulator: &Emulator, dir: &Path, args: &[&str]) -> Run {
     }
 }
 
+/// Runs `keyturn ARGS` like [`keyturn`], with extra environment variables set after the
+/// usual ones are removed (for example `KEYTURN_LOG=debug`).
+pub fn keyturn_env(emulator: &Emulator, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keyturn"));
+    emulator.configure(&mut command);
+    let output: Output = command
+        .args(args)
+        .current_dir(dir)
+        .env_remove("KEYTURN_JOURNAL")
+        .env_remove("KEYTURN_LOG")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run keyturn");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
 /// A fresh temporary directory for one test, removed when dropped.
 pub struct TempDir(std::path::PathBuf);
 

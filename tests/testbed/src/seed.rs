@@ -461,3 +461,103 @@ pub fn sample_org(accounts: usize) -> OrgSpec {
         accounts,
     }
 }
+
+/// The organization of `cargo xtask demo`: [`sample_org`]'s mix of users on 12 member
+/// accounts of three teams, named for what they are and placed three OU levels deep
+/// where they run production:
+///
+/// - `workloads/prod/<team>`: `<team>-prod` (an old key in use, an old key never used,
+///   a recent key in use, a user without keys, a `breakglass-*` user);
+/// - `workloads/dev`: `<team>-dev` (an old key in use next to an old Inactive one, a
+///   recent key, an old key unused for 60 days, a vendor user exempt by tag);
+/// - `sandbox`: `<team>-sandbox` (a user with two old keys, both in use; a key just over
+///   90 days; a brand-new key);
+/// - the root: `<team>-shared` (a key just under 90 days, an Inactive key, a user with
+///   an old key in use and a second key never used);
+///
+/// plus `org-automation` in the management account (an old key in use). 46 users and
+/// 52 keys in all.
+pub fn demo_org() -> OrgSpec {
+    let teams = ["payments", "search", "identity"];
+    let mut spec = sample_org(teams.len() * 4);
+    for (i, account) in spec.accounts.iter_mut().enumerate() {
+        let team = teams[i / 4];
+        let (name, ou_path): (String, &[&str]) = match i % 4 {
+            0 => (format!("{team}-prod"), &["workloads", "prod", team]),
+            1 => (format!("{team}-dev"), &["workloads", "dev"]),
+            2 => (format!("{team}-sandbox"), &["sandbox"]),
+            _ => (format!("{team}-shared"), &[]),
+        };
+        account.name = name;
+        account.ou_path = ou_path.iter().map(|s| (*s).to_owned()).collect();
+    }
+    spec
+}
+
+/// The benchmark's organization (`cargo xtask bench`): `accounts` member accounts at the
+/// root, five users each and a fixed mix of keys, 7.5 keys an account on average (8 in
+/// even accounts, 7 in odd ones: 750 keys for 100 accounts). The management account has
+/// no users.
+///
+/// The mix is chosen so that Cloud Custodian's report (Active keys older than 90 days)
+/// and keyturn's retirement of unused keys (Active, unused for 45 days) select the same
+/// keys, and so that `remove-keys` (`disable: true`, `age: 90`) touches no other key of a
+/// matched user: every Active key older than 90 days is unused, an old Inactive key only
+/// sits beside a young Active one, and the other key of a matched user is young.
+/// 2.5 keys an account are selected by both (250 for 100 accounts): even accounts have
+/// three (200 days never used, 120 days last used 60 days ago, 400 days never used), odd
+/// ones two (95 days last used 50 days ago, 150 days never used). The other keys are
+/// young and in use, young and never used (30 days), or Inactive.
+pub fn bench_org(accounts: usize) -> OrgSpec {
+    let accounts = (0..accounts)
+        .map(|i| {
+            let users = if i % 2 == 0 {
+                vec![
+                    UserSpec::new(
+                        "app-1",
+                        vec![KeySpec::active(200, None), KeySpec::active(20, Some(1))],
+                    ),
+                    UserSpec::new(
+                        "app-2",
+                        vec![KeySpec::active(120, Some(60)), KeySpec::active(10, Some(0))],
+                    ),
+                    UserSpec::new(
+                        "app-3",
+                        vec![
+                            KeySpec::inactive(300, Some(150)),
+                            KeySpec::active(30, Some(1)),
+                        ],
+                    ),
+                    UserSpec::new("svc-1", vec![KeySpec::active(60, Some(2))]),
+                    UserSpec::new("svc-2", vec![KeySpec::active(400, None)]),
+                ]
+            } else {
+                vec![
+                    UserSpec::new(
+                        "app-1",
+                        vec![KeySpec::active(95, Some(50)), KeySpec::active(5, Some(0))],
+                    ),
+                    UserSpec::new(
+                        "app-2",
+                        vec![
+                            KeySpec::active(45, Some(1)),
+                            KeySpec::inactive(200, Some(100)),
+                        ],
+                    ),
+                    UserSpec::new("app-3", vec![KeySpec::active(150, None)]),
+                    UserSpec::new("svc-1", vec![KeySpec::active(80, Some(3))]),
+                    UserSpec::new("svc-2", vec![KeySpec::active(30, None)]),
+                ]
+            };
+            AccountSpec {
+                name: format!("bench-{i:04}"),
+                ou_path: Vec::new(),
+                users,
+            }
+        })
+        .collect();
+    OrgSpec {
+        management_users: Vec::new(),
+        accounts,
+    }
+}

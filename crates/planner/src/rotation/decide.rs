@@ -188,8 +188,28 @@ pub fn classify(
     plans
 }
 
+/// Whether an untracked key may be a replacement this campaign created without recording
+/// it (its process died between CreateAccessKey and the append): a key created after an
+/// open intent to create a replacement (less [`CLOCK_SKEW`]), or the target of an open
+/// intent to delete such an orphan. [`decide`] deletes it; it is never enrolled, which
+/// would take it for the user's own second key and block the rotation for good.
+pub fn is_unrecorded_replacement(state: &UserState, key: &ObservedKey) -> bool {
+    state.tracking(&key.key).is_none()
+        && state.keys.values().any(|ks| match &ks.open_intent {
+            Some(intent) if intent.step == super::events::Step::CreateReplacement => {
+                key.created_at >= intent.at - chrono(CLOCK_SKEW)
+            }
+            Some(intent) if intent.step == super::events::Step::DeleteOrphan => {
+                intent.target.as_ref() == Some(&key.key)
+            }
+            _ => false,
+        })
+}
+
 /// The events that take on the keys a campaign does not track yet. The caller's own
-/// key is left out rather than recorded as skipped: another caller may rotate it.
+/// key is left out rather than recorded as skipped: another caller may rotate it. So is
+/// a replacement the campaign may have created without recording it
+/// ([`is_unrecorded_replacement`]): the decisions reconcile it.
 pub fn enroll(
     state: &UserState,
     keys: &[ObservedKey],
@@ -201,6 +221,9 @@ pub fn enroll(
         .filter(|plan| state.tracking(&plan.key).is_none() && Some(&plan.key) != caller_key)
         .filter_map(|plan| {
             let observed = keys.iter().find(|k| k.key == plan.key)?;
+            if is_unrecorded_replacement(state, observed) {
+                return None;
+            }
             match plan.action {
                 PlanAction::Skip => Some(RotationEvent::KeySkipped {
                     key: plan.key.clone(),
@@ -257,6 +280,9 @@ pub enum Action {
     },
     /// Delete the key.
     Delete,
+    /// Make the key Active again: a rollback's reactivation that was intended (and
+    /// recorded) but not carried out, because its process died or the call failed.
+    Reactivate,
     /// Only record an event (blocked, failed, released, vanished, re-planned…).
     Record(RotationEvent),
 }
@@ -395,7 +421,14 @@ fn decide_key(
             }
         }
         (Phase::Pending, Some(Path::RetireUnused)) => {
-            if current.status == KeyStatus::Inactive {
+            // Inactive because of our own deactivation whose outcome was lost (the run died
+            // after UpdateAccessKey): not "outside keyturn". It is decided again on fresh
+            // evidence, and UpdateAccessKey is idempotent.
+            let deactivating = ks
+                .open_intent
+                .as_ref()
+                .is_some_and(|i| i.step == super::events::Step::Deactivate);
+            if current.status == KeyStatus::Inactive && !deactivating {
                 return record(RotationEvent::KeyReleased {
                     key: key.clone(),
                     reason: "made Inactive outside keyturn".to_owned(),
@@ -497,7 +530,25 @@ fn decide_key(
             let quiet_since = fresh.last_used_at.map_or(started, |used| used.max(started));
             let due = quiet_since + chrono(rules.quiet_period);
             let timeout = started + chrono(rules.adoption_timeout);
-            if now >= due {
+            // Deactivating the old key is safe only while its replacement is there and
+            // Active: deleted or made Inactive outside keyturn, it would leave the user
+            // without a working key, so a human decides.
+            let replacement_gone = ks.new_key.as_ref().filter(|new_key| {
+                !observed
+                    .iter()
+                    .any(|k| &k.key == *new_key && k.status == KeyStatus::Active)
+            });
+            if now >= due
+                && let Some(new_key) = replacement_gone
+            {
+                record(RotationEvent::KeyBlocked {
+                    key: key.clone(),
+                    reason: format!(
+                        "the replacement {new_key} was deleted or made Inactive outside keyturn: not deactivating the old key, which may be the user's only working key"
+                    ),
+                    evidence: Some(evidence),
+                })
+            } else if now >= due {
                 act(Action::Deactivate { evidence })
             } else if now >= timeout {
                 let used = fresh
@@ -526,6 +577,10 @@ fn decide_key(
                 .is_some_and(|i| i.step == super::events::Step::Reactivate);
             if current.status == KeyStatus::Active && reactivating {
                 return record(RotationEvent::KeyReactivated { key: key.clone() });
+            }
+            if reactivating {
+                // A rollback was asked for and intended: finish it, never delete the key.
+                return act(Action::Reactivate);
             }
             if current.status == KeyStatus::Active {
                 return record(RotationEvent::KeyBlocked {

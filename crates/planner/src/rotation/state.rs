@@ -69,7 +69,8 @@ impl Phase {
     }
 }
 
-/// An intent whose outcome has not been recorded yet.
+/// An intent whose outcome has not been recorded yet (a failure is not an outcome: the
+/// failed call may have taken effect).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenIntent {
     /// The step.
@@ -258,10 +259,12 @@ impl UserState {
                 succeeded(state);
             }
             RotationEvent::OrphanDeleted { .. } => {
+                // Cleaning up is not progress: a failure count that led here stands, so
+                // a replacement that can never be delivered ends `failed`, not in a loop.
                 state.new_key = None;
                 state.delivery = None;
                 state.phase = Phase::Pending;
-                succeeded(state);
+                state.open_intent = None;
             }
             RotationEvent::KeyDeactivated { evidence, .. } => {
                 state.phase = Phase::Observing;
@@ -314,10 +317,13 @@ impl UserState {
                 state.open_intent = None;
             }
             RotationEvent::StepFailed { code, .. } => {
+                // The intent stays open: a call that failed may still have taken effect
+                // (a key created, an orphan deleted, a key reactivated, a timeout after
+                // the fact), so the decisions keep reconciling it by observing IAM until
+                // an outcome closes it or the next attempt's intent replaces it.
                 state.failures += 1;
                 state.last_failure_at = Some(at);
                 state.last_failure_code = Some(code.clone());
-                state.open_intent = None;
             }
             RotationEvent::KeyFailed { reason, .. } => {
                 set(state, Phase::Failed, reason);

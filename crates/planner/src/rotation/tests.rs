@@ -396,6 +396,123 @@ fn a_create_intent_without_outcome_deletes_the_orphan_it_left() {
 }
 
 #[test]
+fn the_orphan_of_a_create_intent_is_never_enrolled_and_is_deleted_even_after_a_failure() {
+    // The run died after CreateAccessKey and before recording it: the next run sees a
+    // second, young, unknown Active key. Enrolling it would block both keys for good.
+    let now = t0();
+    let intended = Given::new()
+        .at(now, enrolled(k(1), Path::Rotate, now - days(120)))
+        .at(
+            now,
+            RotationEvent::StepIntended {
+                key: k(1),
+                step: Step::CreateReplacement,
+                attempt: 1,
+                target: None,
+            },
+        );
+    let later = now + Duration::minutes(1);
+    let keys = [
+        active(k(1), 120, Some(1), later),
+        active(k(9), 0, None, now + Duration::seconds(1)),
+    ];
+    let plans = classify(&keys, None, None, &rules(), later);
+    assert!(
+        is_unrecorded_replacement(&intended.state(), &keys[1]),
+        "created after the open create intent"
+    );
+    assert!(
+        !is_unrecorded_replacement(&intended.state(), &keys[0]),
+        "the tracked key is not an orphan"
+    );
+    assert!(
+        enroll(&intended.state(), &keys, &plans, None).is_empty(),
+        "the orphan is not enrolled (not even as blocked)"
+    );
+
+    // Deleting it failed: the failure does not close the intent, so the orphan is still
+    // recognised, still not enrolled, and its deletion is retried after the backoff.
+    let failed = intended
+        .at(
+            later,
+            RotationEvent::StepIntended {
+                key: k(1),
+                step: Step::DeleteOrphan,
+                attempt: 1,
+                target: Some(k(9)),
+            },
+        )
+        .at(
+            later,
+            RotationEvent::StepFailed {
+                key: k(1),
+                step: Step::DeleteOrphan,
+                attempt: 1,
+                code: "ServiceUnavailable".into(),
+                message: "x".into(),
+            },
+        );
+    assert!(enroll(&failed.state(), &keys, &plans, None).is_empty());
+    assert!(matches!(
+        failed.decide(&keys, None, later),
+        Decision::Wait { .. }
+    ));
+    assert_eq!(
+        failed.decide(&keys, None, later + Duration::seconds(2)),
+        Decision::Act {
+            key: k(1),
+            action: Action::DeleteOrphan { orphan: k(9) }
+        }
+    );
+}
+
+#[test]
+fn a_failed_create_keeps_looking_for_the_key_it_may_have_made() {
+    let now = t0();
+    let given = Given::new()
+        .at(now, enrolled(k(1), Path::Rotate, now - days(120)))
+        .at(
+            now,
+            RotationEvent::StepIntended {
+                key: k(1),
+                step: Step::CreateReplacement,
+                attempt: 1,
+                target: None,
+            },
+        )
+        .at(
+            now,
+            RotationEvent::StepFailed {
+                key: k(1),
+                step: Step::CreateReplacement,
+                attempt: 1,
+                code: "RequestTimeout".into(),
+                message: "x".into(),
+            },
+        );
+    let later = now + Duration::seconds(3);
+    let made_anyway = [
+        active(k(1), 120, Some(1), later),
+        active(k(9), 0, None, now + Duration::seconds(1)),
+    ];
+    assert_eq!(
+        given.decide(&made_anyway, None, later),
+        Decision::Act {
+            key: k(1),
+            action: Action::DeleteOrphan { orphan: k(9) }
+        },
+        "a create that failed may still have created the key"
+    );
+    assert_eq!(
+        given.decide(&made_anyway[..1], None, later),
+        Decision::Act {
+            key: k(1),
+            action: Action::CreateReplacement { attempt: 2 }
+        }
+    );
+}
+
+#[test]
 fn a_key_that_predates_the_intent_is_never_taken_for_an_orphan() {
     let now = t0();
     let given = Given::new()
@@ -664,6 +781,85 @@ fn rollback_puts_the_key_back_to_awaiting_adoption_with_a_new_clock() {
     );
 }
 
+#[test]
+fn a_rollback_intended_but_not_carried_out_is_finished_never_dropped() {
+    let verified = t0();
+    let deactivated = verified + days(3);
+    let asked = deactivated + days(1);
+    let intended = rotation_verified(verified)
+        .at(
+            deactivated,
+            RotationEvent::KeyDeactivated {
+                key: k(1),
+                evidence: UseEvidence {
+                    checked_at: deactivated,
+                    last_used_at: None,
+                },
+            },
+        )
+        .at(
+            asked,
+            RotationEvent::RollbackRequested {
+                key: k(1),
+                reason: "billing broke".into(),
+                requested_by: "ops".into(),
+            },
+        )
+        .at(
+            asked,
+            RotationEvent::StepIntended {
+                key: k(1),
+                step: Step::Reactivate,
+                attempt: 1,
+                target: None,
+            },
+        );
+    // Long past the observation period: the key must come back, not be deleted.
+    let now = asked + days(30);
+    let inactive_now = [
+        inactive(k(1), 150, Some(5), now),
+        active(k(2), 30, Some(0), now),
+    ];
+    assert_eq!(
+        intended.decide(&inactive_now, None, now),
+        Decision::Act {
+            key: k(1),
+            action: Action::Reactivate
+        },
+        "the rollback's process died before UpdateAccessKey"
+    );
+    let active_now = [
+        active(k(1), 150, Some(5), now),
+        active(k(2), 30, Some(0), now),
+    ];
+    assert_eq!(
+        intended.decide(&active_now, None, now),
+        Decision::Act {
+            key: k(1),
+            action: Action::Record(RotationEvent::KeyReactivated { key: k(1) })
+        },
+        "it died after UpdateAccessKey: the outcome is observed"
+    );
+    let failed = intended.at(
+        asked,
+        RotationEvent::StepFailed {
+            key: k(1),
+            step: Step::Reactivate,
+            attempt: 1,
+            code: "ServiceUnavailable".into(),
+            message: "x".into(),
+        },
+    );
+    assert_eq!(
+        failed.decide(&inactive_now, None, now),
+        Decision::Act {
+            key: k(1),
+            action: Action::Reactivate
+        },
+        "its call failed: the next run retries it"
+    );
+}
+
 // ---- decide: the other paths --------------------------------------------------------------
 
 #[test]
@@ -703,6 +899,45 @@ fn an_unused_key_is_retired_only_if_still_unused_on_fresh_evidence() {
     let decision = young.decide(&[active(k(1), 50, None, now)], Some(&used_now), now);
     assert!(matches!(
         decision,
+        Decision::Act {
+            action: Action::Record(RotationEvent::KeyReleased { .. }),
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_retirement_whose_deactivation_was_not_recorded_is_finished_not_released() {
+    let now = t0();
+    let intended = Given::new()
+        .at(now, enrolled(k(1), Path::RetireUnused, now - days(100)))
+        .at(
+            now,
+            RotationEvent::StepIntended {
+                key: k(1),
+                step: Step::Deactivate,
+                attempt: 1,
+                target: None,
+            },
+        );
+    // The run died after UpdateAccessKey: IAM shows the key Inactive, the journal does not.
+    let later = now + Duration::minutes(1);
+    let key = [inactive(k(1), 100, None, later)];
+    assert_eq!(
+        intended.decide(&key, None, later),
+        Decision::CheckLastUse { key: k(1) }
+    );
+    assert!(matches!(
+        intended.decide(&key, Some(&fresh(&k(1), None, later)), later),
+        Decision::Act {
+            action: Action::Deactivate { .. },
+            ..
+        }
+    ));
+    // Without our intent, an Inactive key was deactivated by someone else: released.
+    let outside = Given::new().at(now, enrolled(k(1), Path::RetireUnused, now - days(100)));
+    assert!(matches!(
+        outside.decide(&key, None, later),
         Decision::Act {
             action: Action::Record(RotationEvent::KeyReleased { .. }),
             ..
@@ -876,4 +1111,61 @@ fn events_round_trip_and_unknown_or_newer_ones_are_refused() {
             "{kind} needs its fields"
         );
     }
+}
+
+#[test]
+fn the_old_key_is_never_deactivated_once_its_replacement_is_gone_or_inactive() {
+    let verified = t0();
+    let given = rotation_verified(verified);
+    let due = verified + days(3);
+    let quiet = fresh(&k(1), Some(verified - days(1)), due);
+    let blocked = |decision: Decision| match decision {
+        Decision::Act {
+            key,
+            action:
+                Action::Record(RotationEvent::KeyBlocked {
+                    reason, evidence, ..
+                }),
+        } => {
+            assert_eq!(key, k(1));
+            assert!(reason.contains("outside keyturn"), "{reason}");
+            assert_eq!(
+                evidence,
+                Some(UseEvidence {
+                    checked_at: due,
+                    last_used_at: Some(verified - days(1))
+                })
+            );
+        }
+        other => panic!("expected the old key blocked, got {other:?}"),
+    };
+
+    // The replacement was deleted by hand: the old key is the user's only key.
+    blocked(given.decide(&[active(k(1), 120, Some(1), due)], Some(&quiet), due));
+    // The replacement was made Inactive by hand.
+    blocked(given.decide(
+        &[
+            active(k(1), 120, Some(1), due),
+            inactive(k(2), 3, None, due),
+        ],
+        Some(&quiet),
+        due,
+    ));
+    // Before the quiet period nothing is decided yet; with the replacement there and
+    // Active, the gate opens as usual.
+    assert!(matches!(
+        given.decide(&[active(k(1), 120, Some(1), due)], None, verified + days(1)),
+        Decision::Wait { .. }
+    ));
+    assert!(matches!(
+        given.decide(
+            &[active(k(1), 120, Some(1), due), active(k(2), 3, None, due)],
+            Some(&quiet),
+            due
+        ),
+        Decision::Act {
+            action: Action::Deactivate { .. },
+            ..
+        }
+    ));
 }

@@ -2,8 +2,8 @@
 //! read, running it, reporting its status, and rolling a key back.
 
 pub mod claims;
-pub mod report;
 pub mod codec;
+pub mod report;
 pub mod run;
 pub mod status;
 

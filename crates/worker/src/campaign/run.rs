@@ -25,6 +25,7 @@ use super::claims::{self, Acquired, Claim};
 use super::codec::{rotation_event, user_stream};
 use super::{Campaign, CampaignState, UserEntry, load_state, secret_name};
 use crate::error::{AwsFailure, WorkerError};
+use crate::failpoints::{self as fp, Boundary};
 use crate::iam::{self, UserKeys};
 use crate::inventory::{self, AccountFailure};
 use crate::org::OrgAccount;
@@ -327,7 +328,7 @@ impl AccountWorker<'_, '_> {
                 &plans,
                 ctx.caller_key.as_ref(),
             );
-            if !events.is_empty() && !self.append(&mut work, events).await? {
+            if !events.is_empty() && !self.append(&mut work, events, fp::APPEND_ENROLL).await? {
                 return Ok(true);
             }
         }
@@ -413,21 +414,21 @@ impl AccountWorker<'_, '_> {
         Ok(true)
     }
 
-    /// Appends events to the user's stream at its version and folds them in. `Ok(false)`
-    /// on a version conflict.
+    /// Appends events to the user's stream at its version and folds them in, between the
+    /// failpoints of `at`. `Ok(false)` on a version conflict.
     async fn append(
         &mut self,
         work: &mut UserWork,
         events: Vec<RotationEvent>,
+        at: Boundary,
     ) -> Result<bool, AwsFailure> {
         let ctx = self.ctx;
         let new: Vec<_> = events
             .iter()
             .map(|e| rotation_event(e, &self.account.id, &work.user, &ctx.actor))
             .collect();
-        match ctx
-            .journal
-            .append(&work.stream, work.entry.version, new)
+        match at
+            .around(ctx.journal.append(&work.stream, work.entry.version, new))
             .await
         {
             Ok(version) => {
@@ -449,8 +450,9 @@ impl AccountWorker<'_, '_> {
         &mut self,
         work: &mut UserWork,
         event: RotationEvent,
+        at: Boundary,
     ) -> Result<bool, AwsFailure> {
-        self.append(work, vec![event]).await
+        self.append(work, vec![event], at).await
     }
 
     async fn list_keys(&mut self, user: &UserName) -> Result<Vec<ObservedKey>, AwsFailure> {
@@ -513,7 +515,7 @@ impl AccountWorker<'_, '_> {
             code: failure.code.clone(),
             message: failure.message.replace('\n', " "),
         };
-        self.record(work, event).await
+        self.record(work, event, fp::APPEND_FAILED).await
     }
 
     async fn intend(
@@ -523,6 +525,7 @@ impl AccountWorker<'_, '_> {
         step: Step,
         attempt: u32,
         target: Option<&AccessKeyId>,
+        at: Boundary,
     ) -> Result<bool, AwsFailure> {
         let event = RotationEvent::StepIntended {
             key: key.clone(),
@@ -530,7 +533,7 @@ impl AccountWorker<'_, '_> {
             attempt,
             target: target.cloned(),
         };
-        self.record(work, event).await
+        self.record(work, event, at).await
     }
 
     /// Performs one decided action. `Ok(false)` when the stream moved under us.
@@ -555,7 +558,7 @@ impl AccountWorker<'_, '_> {
                     RotationEvent::KeyEnrolled { reason, .. } => format!("re-planned: {reason}"),
                     other => other.event_type().to_owned(),
                 };
-                let ok = self.record(work, event).await?;
+                let ok = self.record(work, event, fp::APPEND_RECORD).await?;
                 if ok {
                     self.note(work, key, what);
                 }
@@ -569,7 +572,18 @@ impl AccountWorker<'_, '_> {
                 );
                 let token =
                     steps::client_request_token(self.ctx.campaign.name.as_str(), key, attempt);
-                let found = steps::find_delivery(&sm, &self.target(&work.user), &token).await?;
+                // A failed lookup is a failure of the delivery step like any other:
+                // recorded with its code and retried with backoff, never an account
+                // failure that would starve the account's other users and never count.
+                let found = match steps::find_delivery(&sm, &self.target(&work.user), &token).await
+                {
+                    Ok(found) => found,
+                    Err(failure) => {
+                        return self
+                            .failed(work, key, Step::DeliverSecret, attempt, &failure)
+                            .await;
+                    }
+                };
                 match found {
                     Some((delivery, stored)) if stored == new_key => {
                         let event = RotationEvent::SecretDelivered {
@@ -579,7 +593,7 @@ impl AccountWorker<'_, '_> {
                             version_id: delivery.version_id,
                             recovered: true,
                         };
-                        let ok = self.record(work, event).await?;
+                        let ok = self.record(work, event, fp::APPEND_RECOVERED).await?;
                         self.note(work, key, format!("recovered the delivery of {new_key}"));
                         Ok(ok)
                     }
@@ -625,20 +639,28 @@ impl AccountWorker<'_, '_> {
             Action::DeleteOrphan { orphan } => self.delete_orphan(work, key, &orphan).await,
             Action::Deactivate { evidence } => {
                 if !self
-                    .intend(work, key, Step::Deactivate, attempt, None)
+                    .intend(
+                        work,
+                        key,
+                        Step::Deactivate,
+                        attempt,
+                        None,
+                        fp::APPEND_INTENT_DEACTIVATE,
+                    )
                     .await?
                 {
                     return Ok(false);
                 }
                 let iam = self.iam();
-                match steps::set_access_key_status(
-                    &iam,
-                    &work.user,
-                    key,
-                    keyturn_planner::inventory::KeyStatus::Inactive,
-                )
-                .await
-                {
+                let deactivated = fp::DEACTIVATE
+                    .around(steps::set_access_key_status(
+                        &iam,
+                        &work.user,
+                        key,
+                        keyturn_planner::inventory::KeyStatus::Inactive,
+                    ))
+                    .await;
+                match deactivated {
                     Ok(()) => {
                         let ok = self
                             .record(
@@ -647,6 +669,7 @@ impl AccountWorker<'_, '_> {
                                     key: key.clone(),
                                     evidence,
                                 },
+                                fp::APPEND_DEACTIVATED,
                             )
                             .await?;
                         self.note(
@@ -664,11 +687,24 @@ impl AccountWorker<'_, '_> {
                 }
             }
             Action::Delete => {
-                if !self.intend(work, key, Step::Delete, attempt, None).await? {
+                if !self
+                    .intend(
+                        work,
+                        key,
+                        Step::Delete,
+                        attempt,
+                        None,
+                        fp::APPEND_INTENT_DELETE,
+                    )
+                    .await?
+                {
                     return Ok(false);
                 }
                 let iam = self.iam();
-                match steps::delete_access_key(&iam, &work.user, key).await {
+                let deleted = fp::DELETE
+                    .around(steps::delete_access_key(&iam, &work.user, key))
+                    .await;
+                match deleted {
                     Ok(deletion) => {
                         let already_gone = deletion == Deletion::AlreadyGone;
                         let ok = self
@@ -678,6 +714,7 @@ impl AccountWorker<'_, '_> {
                                     key: key.clone(),
                                     already_gone,
                                 },
+                                fp::APPEND_DELETED,
                             )
                             .await?;
                         self.note(work, key, "deleted".into());
@@ -686,6 +723,40 @@ impl AccountWorker<'_, '_> {
                     }
                     Err(failure) => {
                         self.failed(work, key, Step::Delete, attempt, &failure)
+                            .await
+                    }
+                }
+            }
+            Action::Reactivate => {
+                // The rollback recorded its intent, which stays open until this is done.
+                let iam = self.iam();
+                let reactivated = fp::REACTIVATE
+                    .around(steps::set_access_key_status(
+                        &iam,
+                        &work.user,
+                        key,
+                        keyturn_planner::inventory::KeyStatus::Active,
+                    ))
+                    .await;
+                match reactivated {
+                    Ok(()) => {
+                        let ok = self
+                            .record(
+                                work,
+                                RotationEvent::KeyReactivated { key: key.clone() },
+                                fp::APPEND_REACTIVATED,
+                            )
+                            .await?;
+                        self.note(
+                            work,
+                            key,
+                            "Active again: finished the rollback that was asked for".into(),
+                        );
+                        self.refresh(work).await?;
+                        Ok(ok)
+                    }
+                    Err(failure) => {
+                        self.failed(work, key, Step::Reactivate, attempt, &failure)
                             .await
                     }
                 }
@@ -702,13 +773,23 @@ impl AccountWorker<'_, '_> {
         attempt: u32,
     ) -> Result<bool, AwsFailure> {
         if !self
-            .intend(work, key, Step::CreateReplacement, attempt, None)
+            .intend(
+                work,
+                key,
+                Step::CreateReplacement,
+                attempt,
+                None,
+                fp::APPEND_INTENT_CREATE,
+            )
             .await?
         {
             return Ok(false);
         }
         let iam = self.iam();
-        let new = match steps::create_access_key(&iam, &work.user).await {
+        let created = fp::CREATE
+            .around(steps::create_access_key(&iam, &work.user))
+            .await;
+        let new = match created {
             Ok(new) => new,
             Err(failure) => {
                 return self
@@ -721,7 +802,7 @@ impl AccountWorker<'_, '_> {
             new_key: new.access_key_id.clone(),
             created_at: new.created_at,
         };
-        if !self.record(work, created).await? {
+        if !self.record(work, created, fp::APPEND_CREATED).await? {
             return Ok(false);
         }
         self.note(
@@ -738,6 +819,7 @@ impl AccountWorker<'_, '_> {
                 Step::DeliverSecret,
                 attempt,
                 Some(&new.access_key_id),
+                fp::APPEND_INTENT_DELIVER,
             )
             .await?
         {
@@ -752,12 +834,40 @@ impl AccountWorker<'_, '_> {
             rotated_at: Utc::now(),
         };
         let token = steps::client_request_token(self.ctx.campaign.name.as_str(), key, attempt);
-        let delivery = match steps::deliver_secret(&sm, &target, &new, &meta, &token).await {
+        let delivered = fp::DELIVER
+            .around(steps::deliver_secret(&sm, &target, &new, &meta, &token))
+            .await;
+        let delivery = match delivered {
             Ok(delivery) => delivery,
             Err(failure) => {
-                return self
+                if !self
                     .failed(work, key, Step::DeliverSecret, attempt, &failure)
-                    .await;
+                    .await?
+                {
+                    return Ok(false);
+                }
+                // The secret exists only in this process: settle the replacement now,
+                // so that it never outlives the run without its secret stored.
+                return match steps::find_delivery(&sm, &target, &token).await {
+                    Ok(Some((delivery, stored))) if stored == new.access_key_id => {
+                        let event = RotationEvent::SecretDelivered {
+                            key: key.clone(),
+                            new_key: new.access_key_id.clone(),
+                            secret_arn: delivery.secret_arn,
+                            version_id: delivery.version_id,
+                            recovered: true,
+                        };
+                        if !self.record(work, event, fp::APPEND_RECOVERED).await? {
+                            return Ok(false);
+                        }
+                        self.verify(work, key, &new, 1).await
+                    }
+                    Ok(_) => self.delete_orphan(work, key, &new.access_key_id).await,
+                    // Secrets Manager cannot say whether the version was stored: deleting
+                    // the key could leave a stored secret naming a deleted key, so the
+                    // next run reconciles it (RecoverDelivery) once it can tell.
+                    Err(_) => Ok(true),
+                };
             }
         };
         let delivered = RotationEvent::SecretDelivered {
@@ -767,7 +877,7 @@ impl AccountWorker<'_, '_> {
             version_id: delivery.version_id.clone(),
             recovered: false,
         };
-        if !self.record(work, delivered).await? {
+        if !self.record(work, delivered, fp::APPEND_DELIVERED).await? {
             return Ok(false);
         }
         self.note(
@@ -788,16 +898,22 @@ impl AccountWorker<'_, '_> {
         new: &NewAccessKey,
         attempt: u32,
     ) -> Result<bool, AwsFailure> {
-        match steps::verify_access_key(&self.config, new, &work.user, self.ctx.options.verify_wait)
-            .await
-        {
+        let verified = fp::VERIFY
+            .around(steps::verify_access_key(
+                &self.config,
+                new,
+                &work.user,
+                self.ctx.options.verify_wait,
+            ))
+            .await;
+        match verified {
             Ok(caller_arn) => {
                 let event = RotationEvent::ReplacementVerified {
                     key: key.clone(),
                     new_key: new.access_key_id.clone(),
                     caller_arn,
                 };
-                let ok = self.record(work, event).await?;
+                let ok = self.record(work, event, fp::APPEND_VERIFIED).await?;
                 self.note(
                     work,
                     key,
@@ -823,13 +939,23 @@ impl AccountWorker<'_, '_> {
     ) -> Result<bool, AwsFailure> {
         let attempt = work.entry.state.keys.get(key).map_or(1, |k| k.failures + 1);
         if !self
-            .intend(work, key, Step::DeleteOrphan, attempt, Some(orphan))
+            .intend(
+                work,
+                key,
+                Step::DeleteOrphan,
+                attempt,
+                Some(orphan),
+                fp::APPEND_INTENT_DELETE_ORPHAN,
+            )
             .await?
         {
             return Ok(false);
         }
         let iam = self.iam();
-        match steps::delete_access_key(&iam, &work.user, orphan).await {
+        let deleted = fp::DELETE_ORPHAN
+            .around(steps::delete_access_key(&iam, &work.user, orphan))
+            .await;
+        match deleted {
             Ok(_) => {
                 let ok = self
                     .record(
@@ -838,6 +964,7 @@ impl AccountWorker<'_, '_> {
                             key: key.clone(),
                             orphan: orphan.clone(),
                         },
+                        fp::APPEND_ORPHAN_DELETED,
                     )
                     .await?;
                 self.note(
@@ -960,20 +1087,23 @@ async fn reactivate(
         .iter()
         .map(|e| rotation_event(e, account, user, actor))
         .collect();
-    let version = journal.append(&stream, entry.version, new).await?;
+    let version = fp::APPEND_INTENT_REACTIVATE
+        .around(journal.append(&stream, entry.version, new))
+        .await?;
     let scope = &state.campaign.policy.scope;
     let config = sessions
         .for_account(account, &scope.role_name, scope.external_id.as_ref())
         .await;
     let iam = IamClient::new(&config);
-    if let Err(failure) = steps::set_access_key_status(
-        &iam,
-        user,
-        key,
-        keyturn_planner::inventory::KeyStatus::Active,
-    )
-    .await
-    {
+    let reactivated = fp::REACTIVATE
+        .around(steps::set_access_key_status(
+            &iam,
+            user,
+            key,
+            keyturn_planner::inventory::KeyStatus::Active,
+        ))
+        .await;
+    if let Err(failure) = reactivated {
         let event = RotationEvent::StepFailed {
             key: key.clone(),
             step: Step::Reactivate,
@@ -981,22 +1111,22 @@ async fn reactivate(
             code: failure.code.clone(),
             message: failure.message.clone(),
         };
-        journal
-            .append(
+        fp::APPEND_REACTIVATE_FAILED
+            .around(journal.append(
                 &stream,
                 version,
                 vec![rotation_event(&event, account, user, actor)],
-            )
+            ))
             .await?;
         return Err(failure.into());
     }
     let done = RotationEvent::KeyReactivated { key: key.clone() };
-    journal
-        .append(
+    fp::APPEND_REACTIVATED
+        .around(journal.append(
             &stream,
             version,
             vec![rotation_event(&done, account, user, actor)],
-        )
+        ))
         .await?;
     Ok(())
 }

@@ -1,0 +1,235 @@
+//! Org scale under faults: a campaign over 20+ accounts with 20% throttling, 5% HTTP
+//! 5xx and 50 ms of added latency on every call (journal included) ends in the same
+//! state as a clean run of the same organization, with no rotation step done twice.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use keyturn_testbed::seed::{
+    AccountSpec, KeySpec, OrgSpec, SeededOrg, UserSpec, member_config, seed,
+};
+use keyturn_testbed::{Emulator, EmulatorOptions, FaultRule};
+use serde_json::Value;
+use support::{TempDir, keyturn};
+
+const POLICY: &str =
+    "[rotation]\nquiet_period = \"2s\"\nadoption_timeout = \"1h\"\nobservation_period = \"2s\"\n";
+const JOURNAL: &str = "dynamodb://keyturn-scale";
+
+fn organization() -> OrgSpec {
+    let accounts = (0..22)
+        .map(|i| AccountSpec {
+            name: format!("acct-{i:02}"),
+            ou_path: vec![],
+            users: vec![
+                UserSpec::new("app", vec![KeySpec::active(100 + i, Some(1))]),
+                UserSpec::new("idle", vec![KeySpec::active(200, None)]),
+                UserSpec::new("old", vec![KeySpec::inactive(60, Some(30))]),
+            ],
+        })
+        .collect();
+    OrgSpec {
+        management_users: vec![],
+        accounts,
+    }
+}
+
+/// Per (account name, user): the user's keys now as (Active?, is it the delivered key?),
+/// and the campaign state of each of its old keys.
+type EndState = BTreeMap<(String, String), (Vec<(String, bool)>, Vec<String>)>;
+
+/// Runs the campaign until nothing is left to do, switching each application to its
+/// delivered key; returns the end state and the journal's per-user replacement count.
+async fn campaign(
+    emulator: &Emulator,
+    org: &SeededOrg,
+    faults: &[FaultRule],
+) -> (EndState, BTreeMap<String, usize>) {
+    let dir = TempDir::new("scale");
+    let policy = dir.write("policy.toml", POLICY);
+    for args in [
+        vec!["journal", "init"],
+        vec!["campaign", "start", "s1", "--policy", policy.as_str()],
+    ] {
+        let mut full = vec!["--journal", JOURNAL];
+        full.extend(args);
+        let run = keyturn(emulator, dir.path(), &full);
+        assert_eq!(run.code, 0, "{full:?}: {}", run.stderr);
+    }
+    let mut switched = std::collections::BTreeSet::new();
+    emulator.set_faults(faults).await;
+    for round in 0..15 {
+        let run = keyturn(emulator, dir.path(), &["--journal", JOURNAL, "run", "s1"]);
+        assert!(
+            run.code == 0 || run.code == 3,
+            "round {round}: {}\n{}",
+            run.stdout,
+            run.stderr
+        );
+        let status = keyturn(
+            emulator,
+            dir.path(),
+            &["--journal", JOURNAL, "status", "s1", "-o", "json"],
+        );
+        assert_eq!(status.code, 0, "{}", status.stderr);
+        let status = status.json();
+        let keys = status["keys"].as_array().unwrap();
+        // The test's own reads and the applications' switch run without faults.
+        emulator.clear_faults().await;
+        for key in keys.iter().filter(|k| k["state"] == "awaiting-adoption") {
+            let account = key["account_id"].as_str().unwrap();
+            if switched.insert(account.to_owned()) {
+                let sm =
+                    aws_sdk_secretsmanager::Client::new(&member_config(emulator, account).await);
+                let value = sm
+                    .get_secret_value()
+                    .secret_id("keyturn/app")
+                    .send()
+                    .await
+                    .expect("delivered secret");
+                let secret: Value = serde_json::from_str(value.secret_string().unwrap()).unwrap();
+                let creds = aws_credential_types::Credentials::new(
+                    secret["AccessKeyId"].as_str().unwrap(),
+                    secret["SecretAccessKey"].as_str().unwrap(),
+                    None,
+                    None,
+                    "app",
+                );
+                aws_sdk_sts::Client::new(&emulator.sdk_config_with(creds).await)
+                    .get_caller_identity()
+                    .send()
+                    .await
+                    .expect("app switches");
+            }
+        }
+        emulator.set_faults(faults).await;
+        let open = keys.iter().any(|k| {
+            matches!(
+                k["state"].as_str(),
+                Some("pending" | "awaiting-adoption" | "observing")
+            )
+        });
+        if !open && run.code == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+    }
+    emulator.clear_faults().await;
+
+    let status = keyturn(
+        emulator,
+        dir.path(),
+        &["--journal", JOURNAL, "status", "s1", "-o", "json"],
+    )
+    .json();
+    let audit = keyturn(
+        emulator,
+        dir.path(),
+        &[
+            "--journal",
+            JOURNAL,
+            "audit",
+            "--campaign",
+            "s1",
+            "--event",
+            "replacement-created",
+            "-o",
+            "json",
+        ],
+    )
+    .json();
+    let mut replacements: BTreeMap<String, usize> = BTreeMap::new();
+    for event in audit.as_array().unwrap() {
+        let name = org
+            .accounts
+            .iter()
+            .find(|a| a.id == event["account_id"].as_str().unwrap())
+            .unwrap()
+            .name
+            .clone();
+        *replacements.entry(name).or_default() += 1;
+    }
+    let mut end = EndState::new();
+    for account in &org.accounts {
+        let iam = aws_sdk_iam::Client::new(&member_config(emulator, &account.id).await);
+        let sm = aws_sdk_secretsmanager::Client::new(&member_config(emulator, &account.id).await);
+        let delivered = sm
+            .get_secret_value()
+            .secret_id("keyturn/app")
+            .send()
+            .await
+            .ok()
+            .and_then(|v| {
+                serde_json::from_str::<Value>(v.secret_string().unwrap())
+                    .ok()
+                    .and_then(|s| s["AccessKeyId"].as_str().map(str::to_owned))
+            });
+        for user in ["app", "idle", "old"] {
+            let listed = iam.list_access_keys().user_name(user).send().await.unwrap();
+            let keys = listed
+                .access_key_metadata()
+                .iter()
+                .map(|k| {
+                    (
+                        k.status().unwrap().as_str().to_owned(),
+                        delivered.as_deref() == k.access_key_id(),
+                    )
+                })
+                .collect();
+            let mut states: Vec<String> = status["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|k| k["account_id"] == account.id.as_str() && k["user_name"] == user)
+                .map(|k| k["state"].as_str().unwrap().to_owned())
+                .collect();
+            states.sort();
+            end.insert((account.name.clone(), user.to_owned()), (keys, states));
+        }
+    }
+    (end, replacements)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_campaign_under_throttling_errors_and_latency_ends_like_a_clean_one() {
+    let spec = organization();
+    let clean = Emulator::start(EmulatorOptions::default());
+    let clean_org = seed(&clean, &spec, Utc::now()).await;
+    let faulty = Emulator::start(EmulatorOptions::default());
+    let faulty_org = seed(&faulty, &spec, Utc::now()).await;
+    let faults = [
+        FaultRule::latency(50),
+        FaultRule::throttle().fraction(0.20).seed(7),
+        FaultRule::error(503).fraction(0.05).seed(11),
+    ];
+
+    let (clean_end, clean_replacements) = campaign(&clean, &clean_org, &[]).await;
+    faulty.reset_counters().await;
+    let (faulty_end, faulty_replacements) = campaign(&faulty, &faulty_org, &faults).await;
+    let injected = faulty.counters().await.faults_injected;
+    assert!(injected > 50, "faults were really injected: {injected}");
+
+    for ((account, user), (keys, states)) in &clean_end {
+        match user.as_str() {
+            "app" => assert_eq!(
+                (keys.as_slice(), states.as_slice()),
+                (
+                    [("Active".to_owned(), true)].as_slice(),
+                    ["completed".to_owned()].as_slice()
+                ),
+                "{account}"
+            ),
+            "idle" => assert_eq!(states, &["retired".to_owned()], "{account}"),
+            _ => assert_eq!(states, &["completed".to_owned()], "{account}"),
+        }
+    }
+    assert_eq!(faulty_end, clean_end, "the same end state as a clean run");
+    assert!(clean_replacements.values().all(|n| *n == 1) && clean_replacements.len() == 22);
+    assert_eq!(
+        faulty_replacements, clean_replacements,
+        "one replacement per rotated key, never two"
+    );
+}
