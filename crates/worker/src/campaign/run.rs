@@ -17,7 +17,7 @@ use futures::StreamExt;
 use keyturn_journal::{Actor, Journal, JournalError, StreamId};
 use keyturn_planner::inventory::KeyRecord;
 use keyturn_planner::rotation::{
-    Action, Decision, FreshUse, ObservedKey, RotationEvent, Step, classify, decide, enroll,
+    Action, Decision, FreshUse, ObservedKey, Path, RotationEvent, Step, classify, decide, enroll,
 };
 use keyturn_planner::{AccessKeyId, AccountId, CampaignName, Policy, UserName};
 
@@ -672,11 +672,13 @@ impl AccountWorker<'_, '_> {
                                 fp::APPEND_DEACTIVATED,
                             )
                             .await?;
-                        self.note(
-                            work,
-                            key,
-                            "deactivated (no use seen for the quiet period)".into(),
-                        );
+                        let why = match work.entry.state.keys.get(key).and_then(|k| k.path) {
+                            Some(Path::RetireUnused) => {
+                                "deactivated (unused: no replacement needed)"
+                            }
+                            _ => "deactivated (no use seen for the quiet period)",
+                        };
+                        self.note(work, key, why.into());
                         self.refresh(work).await?;
                         Ok(ok)
                     }
