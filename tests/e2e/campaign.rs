@@ -2456,3 +2456,87 @@ async fn an_old_key_is_never_deactivated_once_its_replacement_is_gone() {
     assert_eq!(mutations["DeleteAccessKey"], 0, "{mutations:?}");
     bed.assert_no_leak(&secrets);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_stops_a_watching_run_cleanly_between_steps() {
+    let (emulator, _org) = one_account(vec![UserSpec::new(
+        "app",
+        vec![KeySpec::active(120, Some(1))],
+    )])
+    .await;
+    let dir = TempDir::new("campaign-ctrl-c");
+    let journal = "sqlite://journal.db";
+    // A long quiet period: after its first steps the run has nothing to do but wait.
+    let policy = dir.write(
+        "policy.toml",
+        &POLICY.replace("quiet_period = \"2s\"", "quiet_period = \"10m\""),
+    );
+    let started = keyturn(
+        &emulator,
+        dir.path(),
+        &[
+            "--journal",
+            journal,
+            "campaign",
+            "start",
+            "c1",
+            "--policy",
+            &policy,
+        ],
+    );
+    assert_eq!(started.code, 0, "{}", started.stderr);
+
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_keyturn"));
+    emulator.configure(&mut command);
+    let mut child = command
+        .args(["--journal", journal, "run", "c1", "--watch"])
+        .current_dir(dir.path())
+        .env_remove("KEYTURN_JOURNAL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start keyturn run --watch");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let waiting = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the run reports it is watching");
+    assert!(waiting.starts_with("watching: next check in"), "{waiting}");
+
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run did not stop after Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "a clean stop, not a kill");
+    let said: Vec<String> = rx.try_iter().collect();
+    assert!(
+        said.iter()
+            .any(|l| l.contains("stopping after the step under way")),
+        "{said:?}"
+    );
+
+    // Every step it began was finished and recorded: the rotation waits at its gate.
+    let s = status(&emulator, &dir, journal);
+    assert_eq!(s["keys"][0]["state"], "awaiting-adoption", "{s:#}");
+}

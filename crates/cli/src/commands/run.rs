@@ -26,7 +26,16 @@ pub async fn run(journal: &str, args: RunArgs) -> Outcome {
         claim_ttl: chrono::Duration::from_std(args.claim_ttl)
             .map_err(|e| Failure::new(Exit::InvalidInput, e))?,
         verify_wait: args.verify_wait,
+        ..RunOptions::default()
     };
+    // Ctrl-C stops cleanly between steps: the step under way finishes and is recorded.
+    let stop = Arc::clone(&options.stop);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("stopping after the step under way (Ctrl-C); run again to resume");
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
     loop {
         let summary = run_campaign(
             Arc::clone(&journal),
@@ -52,7 +61,8 @@ pub async fn run(journal: &str, args: RunArgs) -> Outcome {
         let open = rows
             .iter()
             .any(|r| matches!(r.state, "pending" | "awaiting-adoption" | "observing"));
-        if !args.watch || (!open && summary.busy_accounts.is_empty()) {
+        let stopped = options.stop.load(std::sync::atomic::Ordering::SeqCst);
+        if stopped || !args.watch || (!open && summary.busy_accounts.is_empty()) {
             return Ok(if summary.failed_accounts.is_empty() {
                 Exit::Success
             } else {
@@ -69,12 +79,12 @@ pub async fn run(journal: &str, args: RunArgs) -> Outcome {
             "watching: next check in {}",
             humantime::format_duration(Duration::from_secs(sleep.as_secs().max(1)))
         );
-        tokio::select! {
-            _ = tokio::time::sleep(sleep) => {}
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("stopped by Ctrl-C between steps; run again to resume");
+        let deadline = tokio::time::Instant::now() + sleep;
+        while tokio::time::Instant::now() < deadline {
+            if options.stop.load(std::sync::atomic::Ordering::SeqCst) {
                 return Ok(Exit::Success);
             }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }

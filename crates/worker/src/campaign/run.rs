@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aws_config::SdkConfig;
@@ -42,6 +43,9 @@ pub struct RunOptions {
     pub claim_ttl: chrono::Duration,
     /// How long to retry verifying a new key through IAM's propagation delay.
     pub verify_wait: Duration,
+    /// Set (e.g. on Ctrl-C) to stop between steps: no new step starts, a step under
+    /// way finishes and is recorded.
+    pub stop: Arc<AtomicBool>,
 }
 
 impl Default for RunOptions {
@@ -50,6 +54,7 @@ impl Default for RunOptions {
             concurrency: 16,
             claim_ttl: chrono::Duration::seconds(120),
             verify_wait: Duration::from_secs(30),
+            stop: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -232,6 +237,9 @@ async fn run_account(
         }
     }
     for (user, (listed, entry)) in work {
+        if ctx.options.stop.load(Ordering::SeqCst) {
+            break;
+        }
         match worker.drive_user(&user, listed, entry).await {
             Ok(true) => {}
             Ok(false) => break, // the claim was lost: another worker owns the account now
@@ -347,6 +355,9 @@ impl AccountWorker<'_, '_> {
 
         let mut fresh: Option<FreshUse> = None;
         for _ in 0..MAX_STEPS_PER_USER {
+            if ctx.options.stop.load(Ordering::SeqCst) {
+                return Ok(true);
+            }
             let decision = decide(
                 &work.entry.state,
                 &work.observed,
