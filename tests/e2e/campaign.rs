@@ -2518,9 +2518,9 @@ async fn ctrl_c_stops_a_watching_run_cleanly_between_steps() {
         .unwrap();
     assert!(interrupted.success());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -2528,7 +2528,7 @@ async fn ctrl_c_stops_a_watching_run_cleanly_between_steps() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!(status.code(), Some(0), "a clean stop, not a kill");
+    assert_eq!(exit.code(), Some(0), "a clean stop, not a kill");
     let said: Vec<String> = rx.try_iter().collect();
     assert!(
         said.iter()
