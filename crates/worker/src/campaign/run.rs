@@ -408,6 +408,9 @@ impl AccountWorker<'_, '_> {
                     {
                         return Ok(false);
                     }
+                    let failures =
+                        |work: &UserWork| work.entry.state.keys.get(&key).map_or(0, |k| k.failures);
+                    let before = failures(&work);
                     if !self.act(&mut work, &key, action).await? {
                         // Someone else wrote to the stream: reload and decide again.
                         let envelopes = ctx
@@ -417,6 +420,25 @@ impl AccountWorker<'_, '_> {
                             .map_err(journal_failure)?;
                         work.entry = UserEntry::from_envelopes(&envelopes)
                             .map_err(|e| journal_failure_w(&e))?;
+                    } else if failures(&work) > before
+                        && failures(&work) < keyturn_planner::rotation::decide::MAX_FAILURES
+                    {
+                        // A step failed: it is retried with backoff on a later run, and
+                        // nothing else of this user is tried against the same fault now.
+                        let ks = &work.entry.state.keys[&key];
+                        self.outcome.waiting.push(Waiting {
+                            account: self.account.id.clone(),
+                            user: user.clone(),
+                            key: key.clone(),
+                            until: ks.next_check_at(rules),
+                            reason: format!(
+                                "retrying after {} ({} of {})",
+                                ks.last_failure_code.as_deref().unwrap_or("an error"),
+                                ks.failures,
+                                keyturn_planner::rotation::decide::MAX_FAILURES
+                            ),
+                        });
+                        return Ok(true);
                     }
                 }
             }
