@@ -16,12 +16,16 @@ use keyturn_planner::{AccountId, ExternalId, RoleName};
 use crate::error::{AwsFailure, WorkerError};
 
 /// Loads the caller's AWS configuration from the usual sources (environment, profile,
-/// instance role), with adaptive retries for throttling. `AWS_ENDPOINT_URL` is honoured,
+/// instance role), with standard retries: exponential backoff with jitter, up to six
+/// attempts. Not the adaptive mode: its client-side rate limiter is shared by every
+/// account of the process, so one throttled account would slow all the others (and
+/// under steady throttling it slowed a whole run to a request every second or two).
+/// `AWS_ENDPOINT_URL` is honoured,
 /// which is how tests and the demo point keyturn at the local emulator.
 pub async fn load_sdk_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .retry_config(
-            RetryConfig::adaptive()
+            RetryConfig::standard()
                 .with_max_attempts(6)
                 .with_initial_backoff(Duration::from_millis(100)),
         )
