@@ -77,9 +77,15 @@ fn sorted(rows: &Value) -> Vec<Value> {
 async fn inventory_equals_the_ground_truth_of_every_account() {
     let (emulator, org) = seeded().await;
     let dir = TempDir::new("inventory-truth");
+    emulator.reset_counters().await;
 
     let run = keyturn(&emulator, dir.path(), &["inventory", "-o", "json"]);
     assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    assert_eq!(
+        emulator.counters().await.by_action("sts", "AssumeRole"),
+        22,
+        "each member account's role is assumed once and shared by all its clients"
+    );
     let output = run.json();
 
     let truth = ground_truth(

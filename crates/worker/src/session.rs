@@ -5,12 +5,15 @@
 //! `AssumeRoleProvider` assumes the role once, caches the credentials and refreshes
 //! them near expiry: a role is never re-assumed per call.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use aws_config::retry::RetryConfig;
 use aws_config::sts::AssumeRoleProvider;
 use aws_config::{BehaviorVersion, SdkConfig};
-use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
 use keyturn_planner::{AccountId, ExternalId, RoleName};
 
 use crate::error::{AwsFailure, WorkerError};
@@ -50,6 +53,49 @@ pub struct Sessions {
     base: SdkConfig,
     caller: Caller,
     session_name: String,
+    /// One configuration per (account, role, external id), built once per process, so
+    /// that every client of an account shares one set of assumed-role credentials.
+    accounts: Arc<tokio::sync::Mutex<HashMap<String, SdkConfig>>>,
+}
+
+/// Credentials assumed once and shared by every client built from one account's
+/// configuration; refreshed when less than five minutes remain. (Each SDK client
+/// would otherwise keep an identity cache of its own and assume the role again.)
+#[derive(Debug)]
+struct SharedAssumedRole {
+    provider: AssumeRoleProvider,
+    cached: tokio::sync::Mutex<Option<Credentials>>,
+}
+
+/// How long before expiry assumed-role credentials are refreshed.
+const REFRESH_BEFORE: Duration = Duration::from_secs(300);
+
+impl SharedAssumedRole {
+    async fn credentials(&self) -> aws_credential_types::provider::Result {
+        let mut cached = self.cached.lock().await;
+        if let Some(credentials) = cached.as_ref() {
+            let fresh = credentials.expiry().is_none_or(|expiry| {
+                expiry
+                    .duration_since(SystemTime::now())
+                    .is_ok_and(|left| left > REFRESH_BEFORE)
+            });
+            if fresh {
+                return Ok(credentials.clone());
+            }
+        }
+        let credentials = self.provider.provide_credentials().await?;
+        *cached = Some(credentials.clone());
+        Ok(credentials)
+    }
+}
+
+impl ProvideCredentials for SharedAssumedRole {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(self.credentials())
+    }
 }
 
 impl Sessions {
@@ -78,6 +124,7 @@ impl Sessions {
                 partition,
             },
             session_name: session_name.to_owned(),
+            accounts: Arc::default(),
         })
     }
 
@@ -102,6 +149,14 @@ impl Sessions {
         if *account == self.caller.account_id {
             return self.base.clone();
         }
+        let memo = format!(
+            "{account}/{role}/{}",
+            external_id.map_or("", |e| e.as_str())
+        );
+        let mut accounts = self.accounts.lock().await;
+        if let Some(config) = accounts.get(&memo) {
+            return config.clone();
+        }
         let role_arn = format!(
             "arn:{}:iam::{}:role/{}",
             self.caller.partition, account, role
@@ -112,11 +167,17 @@ impl Sessions {
         if let Some(external_id) = external_id {
             builder = builder.external_id(external_id.as_str());
         }
-        let provider = builder.build().await;
-        self.base
+        let provider = SharedAssumedRole {
+            provider: builder.build().await,
+            cached: tokio::sync::Mutex::new(None),
+        };
+        let config = self
+            .base
             .to_builder()
             .credentials_provider(SharedCredentialsProvider::new(provider))
-            .build()
+            .build();
+        accounts.insert(memo, config.clone());
+        config
     }
 }
 
