@@ -22,10 +22,11 @@ const USAGE: &str = "usage: cargo xtask <test|demo|emulator|venv|bench> [args…
   emulator [--port N] [--serial]
                            run the emulator in the foreground (Ctrl-C stops it)
   venv                     create or refresh target/emulator-venv from tests/emulator/requirements.txt
-  bench [--accounts N] [--runs K] [--quick] [--no-latency]
+  bench [--accounts N] [--runs K] [--quick] [--no-latency] [--no-peer] [--sweep P,P,…]
                            benchmark keyturn (release) against Cloud Custodian on a seeded organization
                            (default 100 accounts, 3 runs; --accounts 1000 for the large variant; --quick:
-                           10 accounts, 1 run, no latency variant) and write docs/benchmarks.md";
+                           10 accounts, 1 run, no latency variant; --no-peer: keyturn only; --sweep: the
+                           C7N_ORG_PARALLEL settings tried besides the default) and write docs/benchmarks.md";
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -252,17 +253,17 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
-            "--accounts" | "--runs" => {
+            "--accounts" | "--runs" | "--sweep" => {
                 let value = rest
                     .next()
-                    .with_context(|| format!("{arg} needs a number"))?;
+                    .with_context(|| format!("{arg} needs a value"))?;
                 passed.extend([arg.clone(), value.clone()]);
             }
             "--quick" => {
                 quick = true;
                 passed.push(arg.clone());
             }
-            "--no-latency" => passed.push(arg.clone()),
+            "--no-latency" | "--no-peer" => passed.push(arg.clone()),
             other => bail!("unknown bench option {other:?}\n\n{USAGE}"),
         }
     }
