@@ -6,10 +6,10 @@
 //! a small bound of their own, because IAM's rate limits are per account.
 
 use aws_sdk_iam::Client as IamClient;
-use aws_sdk_iam::types::{EntityType, StatusType};
+use aws_sdk_iam::types::EntityType;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
-use keyturn_planner::inventory::{KeyRecord, KeyStatus, LastUse};
+use keyturn_planner::inventory::{KeyRecord, LastUse};
 use keyturn_planner::policy::UserExclusion;
 use keyturn_planner::{AccessKeyId, Scope, UserName};
 
@@ -116,33 +116,14 @@ async fn user_keys(
     user: &UserName,
     report: &CredentialReport,
 ) -> Result<Vec<KeyRecord>, AwsFailure> {
-    let metadata = iam
-        .list_access_keys()
-        .user_name(user.as_str())
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
-        .await
-        .map_err(|e| AwsFailure::from_sdk("ListAccessKeys", &e))?;
-    let mut keys = Vec::with_capacity(metadata.len());
-    for key in metadata {
-        let access_key_id = AccessKeyId::new(key.access_key_id().unwrap_or_default())
-            .map_err(|e| unexpected("ListAccessKeys", e))?;
-        let created_at = key
-            .create_date()
-            .map(to_chrono)
-            .ok_or_else(|| unexpected("ListAccessKeys", "a key without CreateDate"))?;
-        let status = match key.status() {
-            Some(StatusType::Active) => KeyStatus::Active,
-            Some(StatusType::Inactive) => KeyStatus::Inactive,
-            other => {
-                return Err(unexpected(
-                    "ListAccessKeys",
-                    format!("key status {other:?}"),
-                ));
-            }
-        };
+    let listed = crate::steps::list_access_keys(iam, user).await?;
+    let mut keys = Vec::with_capacity(listed.len());
+    for crate::steps::ListedKey {
+        access_key_id,
+        status,
+        created_at,
+    } in listed
+    {
         let last_used = match report.last_used(user.as_str(), created_at) {
             Some(last_used) => last_used,
             None => last_used(iam, &access_key_id).await?,
