@@ -74,19 +74,28 @@ fn cargo() -> Command {
 /// Creates `target/emulator-venv` from the pinned requirements, or refreshes it when the
 /// requirements changed since it was made. Returns the venv's Python.
 fn venv(root: &Path) -> Result<PathBuf> {
-    let venv = root.join("target/emulator-venv");
+    let venv = python_venv(
+        root,
+        "target/emulator-venv",
+        "tests/emulator/requirements.txt",
+        "the emulator venv",
+    )?;
+    Ok(venv.join("bin/python"))
+}
+
+/// Creates the venv `dir` from the pinned `requirements` file, or refreshes it when the
+/// requirements changed since it was made (a stamp file records them). Returns its path.
+fn python_venv(root: &Path, dir: &str, requirements: &str, what: &str) -> Result<PathBuf> {
+    let venv = root.join(dir);
     let python = venv.join("bin/python");
-    let requirements = root.join("tests/emulator/requirements.txt");
+    let requirements = root.join(requirements);
     let wanted = std::fs::read_to_string(&requirements)
         .with_context(|| format!("cannot read {}", requirements.display()))?;
     let stamp = venv.join("keyturn-requirements.txt");
     if python.exists() && std::fs::read_to_string(&stamp).is_ok_and(|had| had == wanted) {
-        return Ok(python);
+        return Ok(venv);
     }
-    eprintln!(
-        "xtask: creating the emulator venv in {} (once)",
-        venv.display()
-    );
+    eprintln!("xtask: creating {what} in {} (once)", venv.display());
     let system_python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
     run(Command::new(&system_python)
         .args(["-m", "venv", "--clear"])
@@ -102,7 +111,7 @@ fn venv(root: &Path) -> Result<PathBuf> {
         ])
         .arg(&requirements))?;
     std::fs::write(&stamp, wanted)?;
-    Ok(python)
+    Ok(venv)
 }
 
 fn test(root: &Path, cargo_args: &[String]) -> Result<()> {
@@ -213,35 +222,13 @@ fn demo(root: &Path) -> Result<()> {
 /// `tests/bench/requirements.txt`, or refreshes it when the requirements changed. Kept
 /// apart from the emulator's venv: c7n brings its own boto3. Returns its `c7n-org`.
 fn bench_venv(root: &Path) -> Result<PathBuf> {
-    let venv = root.join("target/bench-venv");
-    let c7n_org = venv.join("bin/c7n-org");
-    let requirements = root.join("tests/bench/requirements.txt");
-    let wanted = std::fs::read_to_string(&requirements)
-        .with_context(|| format!("cannot read {}", requirements.display()))?;
-    let stamp = venv.join("keyturn-requirements.txt");
-    if c7n_org.exists() && std::fs::read_to_string(&stamp).is_ok_and(|had| had == wanted) {
-        return Ok(c7n_org);
-    }
-    eprintln!(
-        "xtask: creating the benchmark's venv (Cloud Custodian) in {} (once)",
-        venv.display()
-    );
-    let system_python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    run(Command::new(&system_python)
-        .args(["-m", "venv", "--clear"])
-        .arg(&venv))?;
-    run(Command::new(venv.join("bin/python"))
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-r",
-        ])
-        .arg(&requirements))?;
-    std::fs::write(&stamp, wanted)?;
-    Ok(c7n_org)
+    let venv = python_venv(
+        root,
+        "target/bench-venv",
+        "tests/bench/requirements.txt",
+        "the benchmark's venv (Cloud Custodian)",
+    )?;
+    Ok(venv.join("bin/c7n-org"))
 }
 
 /// `cargo xtask bench`: builds keyturn and the driver in release and runs
