@@ -1039,10 +1039,12 @@ fn wall_cell(s: &Series) -> String {
     s.measured().map_or_else(|| "—".to_owned(), secs)
 }
 
-/// "N× faster" of `ours` against `theirs`, or "—" when either was not measured.
+/// "N× faster" (or "N× slower") of `ours` against `theirs`, or "—" when either was not
+/// measured.
 fn ratio_cell(ours: &Series, theirs: &Series) -> String {
     match (ours.measured(), theirs.measured()) {
-        (Some(a), Some(b)) => format!("{} faster", times(ratio(a, b))),
+        (Some(a), Some(b)) if b >= a => format!("{} faster", times(ratio(a, b))),
+        (Some(a), Some(b)) => format!("{} slower", times(ratio(b, a))),
         _ => "—".to_owned(),
     }
 }
@@ -1197,7 +1199,7 @@ fn report(r: &Results, args: &Args) -> String {
         targets.push((
             format!(
                 "retiring the unused keys at least 10× faster than c7n-org's remove-keys: \
-                 {} (default), {} (best)",
+                 {} (default), {} (best) (c7n-org's time ÷ keyturn's)",
                 times(ret_d),
                 times(ret_b)
             ),
