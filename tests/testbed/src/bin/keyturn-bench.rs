@@ -454,6 +454,8 @@ struct Results {
     gnu_time: bool,
     /// `/proc/loadavg` at the start and at the end: other work on the machine.
     load: (String, String),
+    /// The work tree's revision when the run started, right after keyturn was built.
+    revision: String,
 }
 
 /// A fresh emulator with the benchmark's organization, for one measured run: moto's
@@ -507,6 +509,8 @@ struct Bench<'a> {
 async fn bench(args: &Args, dir: &Path) -> Result<(), String> {
     let started_at = Utc::now();
     let load_before = load_average();
+    // Read now, next to the build: the work tree may move on during a long run.
+    let revision = git_revision();
     let gnu_time = Path::new(GNU_TIME).exists();
     eprintln!(
         "[bench] {} accounts, {} runs each{}{}{}; a fresh emulator and organization for every run; peak RSS from {}",
@@ -618,6 +622,7 @@ async fn bench(args: &Args, dir: &Path) -> Result<(), String> {
         finished_at: Utc::now(),
         gnu_time,
         load: (load_before, load_average()),
+        revision,
     };
     let text = report(&results, args);
     println!("{text}");
@@ -1061,11 +1066,11 @@ fn report(r: &Results, args: &Args) -> String {
     let _ = writeln!(o, "{heading}\n");
     let _ = writeln!(
         o,
-        "`{}` — {} to {} UTC, keyturn {}.\n",
+        "`{}` — {} to {} UTC, keyturn built from the work tree {} (read at the start).\n",
         args.command,
         r.started_at.format("%Y-%m-%d %H:%M"),
         r.finished_at.format("%H:%M"),
-        git_revision()
+        r.revision
     );
     let _ = writeln!(
         o,
