@@ -19,6 +19,12 @@ const POLICY: &str =
 
 /// Two accounts; in each, one key to rotate and one unused key to retire.
 async fn campaign(journal: &str) -> (Emulator, SeededOrg, TempDir) {
+    campaign_with(journal, &[]).await
+}
+
+/// [`campaign`], with the member roles of the accounts at `refusing` (indexes into the
+/// seeded accounts) refusing `sts:SetSourceIdentity`.
+async fn campaign_with(journal: &str, refusing: &[usize]) -> (Emulator, SeededOrg, TempDir) {
     let emulator = Emulator::start(EmulatorOptions::default());
     let users = vec![
         UserSpec::new("app", vec![KeySpec::active(120, Some(1))]),
@@ -41,6 +47,11 @@ async fn campaign(journal: &str) -> (Emulator, SeededOrg, TempDir) {
         Utc::now(),
     )
     .await;
+    let refused: Vec<&str> = refusing
+        .iter()
+        .map(|&i| org.accounts[i].id.as_str())
+        .collect();
+    emulator.deny_source_identity(&refused).await;
     let dir = TempDir::new("audit");
     let policy = dir.write("policy.toml", POLICY);
     if journal.starts_with("dynamodb://") {
@@ -248,6 +259,56 @@ async fn audit_queries_on_sqlite() {
 #[tokio::test(flavor = "multi_thread")]
 async fn audit_queries_on_dynamodb() {
     check_queries("dynamodb://keyturn-audit").await;
+}
+
+/// CloudTrail attribution: every member session keyturn opens for a campaign is named
+/// `keyturn-<campaign>-<run>` (the run id the journal records as the actor) and carries
+/// the source identity `keyturn-<campaign>`; a role whose trust policy does not allow
+/// `sts:SetSourceIdentity` is assumed again without it, once, and the campaign goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn member_sessions_carry_the_campaign_in_session_name_and_source_identity() {
+    let journal = "sqlite://journal.db";
+    let (emulator, org, dir) = campaign_with(journal, &[1]).await;
+    let (allowing, refusing) = (&org.accounts[0], &org.accounts[1]);
+    let requests = emulator.assume_role_requests().await;
+    let into = |account: &str| {
+        requests
+            .iter()
+            .filter(|r| r.role_arn.split(':').nth(4) == Some(account))
+            .filter(|r| r.role_session_name != "keyturn-testbed") // the seeding's own
+            .collect::<Vec<_>>()
+    };
+
+    let run_ids: std::collections::BTreeSet<String> = audit(&emulator, &dir, journal, &[])
+        .iter()
+        .filter(|r| r["event_type"] != "campaign-started")
+        .map(|r| r["run_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(run_ids.len(), 1, "one run acted: {run_ids:?}");
+    let run_id = run_ids.first().unwrap();
+    let session = format!("keyturn-q3-{run_id}");
+
+    let allowed = into(&allowing.id);
+    assert_eq!(allowed.len(), 1, "assumed once: {allowed:?}");
+    assert_eq!(allowed[0].role_session_name, session);
+    assert_eq!(allowed[0].source_identity, "keyturn-q3");
+
+    let refused = into(&refusing.id);
+    assert_eq!(
+        refused
+            .iter()
+            .map(|r| (r.role_session_name.as_str(), r.source_identity.as_str()))
+            .collect::<Vec<_>>(),
+        [(session.as_str(), "keyturn-q3"), (session.as_str(), "")],
+        "refused with the source identity, then assumed without it"
+    );
+    let verified = audit(
+        &emulator,
+        &dir,
+        journal,
+        &["--account", &refusing.id, "--event", "replacement-verified"],
+    );
+    assert_eq!(verified.len(), 1, "the campaign went on in that account");
 }
 
 fn broken_lines(stdout: &str) -> Vec<String> {

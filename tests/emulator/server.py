@@ -12,6 +12,11 @@ behind a small WSGI middleware that adds, under ``/_keyturn/``:
 - ``GET /_keyturn/counters`` and ``POST /_keyturn/counters/reset``: request counts by
   service, action and account.
 - ``GET /_keyturn/process``: CPU time and peak memory of this process.
+- ``GET /_keyturn/sts/assume-role``: the parameters of every AssumeRole request
+  (role, session name, external id, source identity), which moto does not keep;
+  ``POST /_keyturn/sts/assume-role`` with ``{"deny_source_identity": [account ids]}``
+  makes the roles of those accounts refuse ``sts:SetSourceIdentity`` as a trust policy
+  without it would (moto checks no trust policy).
 
 Usage::
 
@@ -37,7 +42,7 @@ import threading
 import time
 import uuid
 from typing import Any, Callable, Iterable
-from urllib.parse import unquote_plus
+from urllib.parse import parse_qs, unquote_plus
 
 # The moto version whose internals this program reaches into. The requirements file
 # pins the same version; a mismatch is refused at start-up rather than misbehaving.
@@ -427,6 +432,29 @@ def patch_credential_report() -> None:
 
     models.User.to_csv = to_csv
 
+    # moto answers a fixed GeneratedTime (2015); AWS answers when the report was
+    # generated, which keyturn reads to decide whether to generate a new one.
+    from moto.iam import responses
+
+    original_generate = models.IAMBackend.generate_report
+
+    def generate_report(self: Any) -> None:
+        if not self.credential_report:
+            self.keyturn_report_generated_at = dt.datetime.now(dt.timezone.utc)
+        original_generate(self)
+
+    original_get = responses.IamResponse.get_credential_report
+
+    def get_credential_report(self: Any) -> Any:
+        answer = original_get(self)
+        generated = getattr(self.backend, "keyturn_report_generated_at", None)
+        if generated is not None and isinstance(answer.result, dict):
+            answer.result["GeneratedTime"] = generated.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return answer
+
+    models.IAMBackend.generate_report = generate_report
+    responses.IamResponse.get_credential_report = get_credential_report
+
 
 # --------------------------------------------------------------------------------------
 # The middleware.
@@ -447,6 +475,8 @@ class KeyturnMiddleware:
         self.total = 0
         self.faults_injected = 0
         self.latency_injected = 0
+        self.assume_role_requests: list[dict[str, str]] = []
+        self.deny_source_identity: set[str] = set()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -478,6 +508,11 @@ class KeyturnMiddleware:
             status, headers, body = fault_response(answer.kind, answer.status, c)
             start_response(status, headers)
             return [body]
+        if c.service == "sts" and c.action == "AssumeRole":
+            denied = self.note_assume_role(environ)
+            if denied is not None:
+                start_response(denied[0], denied[1])
+                return [denied[2]]
         if not self.serial:
             return self.app(environ, start_response)
         with self.serial_lock:
@@ -491,6 +526,37 @@ class KeyturnMiddleware:
                 if close is not None:
                     close()
         return [body]
+
+    def note_assume_role(self, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes] | None:
+        """Records an AssumeRole request's parameters; answers AccessDenied when it sets a
+        source identity on a role that does not allow it."""
+        body = _buffer_body(environ).decode("utf-8", "replace")
+        params = {k: v[0] for k, v in parse_qs(body).items()}
+        note = {
+            name: params.get(name, "")
+            for name in ("RoleArn", "RoleSessionName", "ExternalId", "SourceIdentity")
+        }
+        account = note["RoleArn"].split(":")[4] if note["RoleArn"].count(":") >= 5 else ""
+        with self.state_lock:
+            self.assume_role_requests.append(note)
+            denied = bool(note["SourceIdentity"]) and account in self.deny_source_identity
+        if not denied:
+            return None
+        request_id = str(uuid.uuid4())
+        message = (
+            f"User is not authorized to perform: sts:SetSourceIdentity on resource: {note['RoleArn']}"
+        )
+        data = (
+            f'<ErrorResponse xmlns="{QUERY_NAMESPACE.get("sts", "")}"><Error><Type>Sender</Type>'
+            f"<Code>AccessDenied</Code><Message>{message}</Message></Error>"
+            f"<RequestId>{request_id}</RequestId></ErrorResponse>"
+        ).encode()
+        headers = [
+            ("Content-Type", "text/xml"),
+            ("Content-Length", str(len(data))),
+            ("x-amzn-RequestId", request_id),
+        ]
+        return "403 Forbidden", headers, data
 
     # Control endpoints -----------------------------------------------------------------
 
@@ -574,7 +640,21 @@ class KeyturnMiddleware:
                 "cpu_seconds": usage.ru_utime + usage.ru_stime,
                 "max_rss_kb": int(usage.ru_maxrss),
             }
-        known = {"health", "iam/access-key", "faults", "counters", "counters/reset", "process"}
+        if path == "sts/assume-role":
+            if method == "GET":
+                with self.state_lock:
+                    return 200, {"requests": list(self.assume_role_requests)}
+            if method == "POST":
+                accounts = body.get("deny_source_identity") if isinstance(body, dict) else None
+                if not isinstance(accounts, list) or not all(isinstance(a, str) for a in accounts):
+                    raise ValueError('expected {"deny_source_identity": ["<account id>", ...]}')
+                with self.state_lock:
+                    self.deny_source_identity = set(accounts)
+                return 200, {"deny_source_identity": sorted(accounts)}
+        known = {
+            "health", "iam/access-key", "faults", "counters", "counters/reset", "process",
+            "sts/assume-role",
+        }
         if path in known:
             return 405, {"error": f"{method} is not allowed on /_keyturn/{path}"}
         return 404, {"error": f"no control endpoint /_keyturn/{path}"}

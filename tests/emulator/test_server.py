@@ -315,6 +315,34 @@ class EmulatorTest(unittest.TestCase):
         # Control calls are never counted.
         self.assertEqual(counters["total"], 4)
 
+    def test_assume_role_parameters_are_recorded_and_source_identity_can_be_refused(self) -> None:
+        sts = self.emu.client("sts")
+        role = "arn:aws:iam::111111111111:role/Keyturn"
+        sts.assume_role(
+            RoleArn=role, RoleSessionName="keyturn-c1-r1", ExternalId="ext", SourceIdentity="keyturn-c1"
+        )
+        status, body = self.emu.control(
+            "POST", "/_keyturn/sts/assume-role", {"deny_source_identity": ["111111111111"]}
+        )
+        self.assertEqual((status, body), (200, {"deny_source_identity": ["111111111111"]}))
+        with self.assertRaises(ClientError) as caught:
+            sts.assume_role(RoleArn=role, RoleSessionName="again", SourceIdentity="keyturn-c1")
+        self.assertEqual(caught.exception.response["Error"]["Code"], "AccessDenied")
+        self.assertIn("sts:SetSourceIdentity", caught.exception.response["Error"]["Message"])
+        # Without a source identity the same role is still assumed.
+        sts.assume_role(RoleArn=role, RoleSessionName="plain")
+        _, seen = self.emu.control("GET", "/_keyturn/sts/assume-role")
+        self.assertEqual(
+            seen["requests"],
+            [
+                {"RoleArn": role, "RoleSessionName": "keyturn-c1-r1", "ExternalId": "ext", "SourceIdentity": "keyturn-c1"},
+                {"RoleArn": role, "RoleSessionName": "again", "ExternalId": "", "SourceIdentity": "keyturn-c1"},
+                {"RoleArn": role, "RoleSessionName": "plain", "ExternalId": "", "SourceIdentity": ""},
+            ],
+        )
+        status, body = self.emu.control("POST", "/_keyturn/sts/assume-role", {"deny_source_identity": "x"})
+        self.assertEqual(status, 400)
+
     def test_bad_control_requests(self) -> None:
         status, body = self.emu.control("POST", "/_keyturn/faults", {"rules": [{"kind": "nope"}]})
         self.assertEqual(status, 400)

@@ -294,6 +294,21 @@ impl Counters {
     }
 }
 
+/// One AssumeRole request as the emulator received it (empty strings for absent
+/// parameters).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AssumeRoleRequest {
+    /// The role's ARN.
+    pub role_arn: String,
+    /// The role session name.
+    pub role_session_name: String,
+    /// The external id.
+    pub external_id: String,
+    /// The source identity.
+    pub source_identity: String,
+}
+
 /// The emulator process's resource use, to tell whether it is a benchmark's bottleneck.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 pub struct ProcessStats {
@@ -570,6 +585,29 @@ impl Emulator {
     /// Sets the request counters back to zero.
     pub async fn reset_counters(&self) {
         let _: Value = self.control("POST", "counters/reset", None).await;
+    }
+
+    /// Every AssumeRole request the emulator received, in order, with its parameters
+    /// (moto itself keeps no source identity).
+    pub async fn assume_role_requests(&self) -> Vec<AssumeRoleRequest> {
+        #[derive(Deserialize)]
+        struct Requests {
+            requests: Vec<AssumeRoleRequest>,
+        }
+        let requests: Requests = self.control("GET", "sts/assume-role", None).await;
+        requests.requests
+    }
+
+    /// Makes the roles of `accounts` refuse `sts:SetSourceIdentity`, as a trust policy
+    /// without that action does: AssumeRole with a source identity answers AccessDenied.
+    pub async fn deny_source_identity(&self, accounts: &[&str]) {
+        let _: Value = self
+            .control(
+                "POST",
+                "sts/assume-role",
+                Some(json!({ "deny_source_identity": accounts })),
+            )
+            .await;
     }
 
     /// The emulator process's CPU time and peak memory.

@@ -117,11 +117,7 @@ pub async fn run(args: InventoryArgs) -> Outcome {
     let scope = scope(&args)?;
     let format = Format::or_default(args.output);
     let run_id = uuid_like_run_id();
-    let sessions = Sessions::new(
-        keyturn_worker::session::load_sdk_config().await,
-        &session::session_name("inventory", &run_id),
-    )
-    .await?;
+    let sessions = Sessions::new(session::load_sdk_config().await, "inventory", &run_id).await?;
     let inventory = inventory::collect(&sessions, &scope, usize::from(args.concurrency)).await?;
     let now = Utc::now();
     print(&inventory, format, now)?;

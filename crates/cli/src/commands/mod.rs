@@ -51,7 +51,7 @@ pub fn new_run_id() -> String {
 /// The caller's sessions; `purpose` names them in CloudTrail.
 pub async fn sessions(purpose: &str, run_id: &str) -> Result<Sessions, Failure> {
     let config = session::load_sdk_config().await;
-    Ok(Sessions::new(config, &session::session_name(purpose, run_id)).await?)
+    Ok(Sessions::new(config, purpose, run_id).await?)
 }
 
 /// Opens the journal at `location` (already validated) with the caller's AWS configuration.
