@@ -1,6 +1,7 @@
 //! The policy file: what is in scope and how keys are rotated.
 //!
-//! A policy is TOML with three sections, `[scope]`, `[rotation]` and `[delivery]`.
+//! A policy is TOML with three sections, `[scope]`, `[rotation]` and `[delivery]`, and
+//! an optional fourth, `[notify]`.
 //! Every field has a default, unknown fields are refused, and every error names the
 //! file, the line and the field, so that a typo never silently widens or narrows
 //! what keyturn touches. Parsing is pure: nothing is contacted.
@@ -12,11 +13,14 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::ids::{AccountId, ExternalId, OrganizationalUnitId, RoleName, UserName};
+use crate::rotation::events::{NotificationChannel, NotificationKind};
 
 /// The role keyturn assumes in member accounts unless the policy names another.
 pub const DEFAULT_ROLE_NAME: &str = "OrganizationAccountAccessRole";
 /// The user tag that exempts a user from rotation unless the policy names another.
 pub const DEFAULT_EXEMPT_TAG: &str = "keyturn:exempt";
+/// The user tag that names a key's owner for notifications unless the policy names another.
+pub const DEFAULT_OWNER_TAG: &str = "owner";
 
 /// A validated policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +35,9 @@ pub struct Policy {
     /// Where new secrets are delivered.
     #[serde(default)]
     pub delivery: Delivery,
+    /// Who is told what, and where (no notifications when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Notify>,
 }
 
 /// Which accounts and users keyturn looks at.
@@ -251,6 +258,260 @@ pub enum DeliveryKind {
     SecretsManager,
 }
 
+/// The `[notify]` section: notifications to an SNS topic and/or a Slack-compatible
+/// webhook when a replacement is delivered, a key is blocked or failed, and when an old
+/// key is still in use as its adoption timeout approaches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// The SNS topic to publish to (in the runner's account; region from the ARN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sns_topic_arn: Option<SnsTopicArn>,
+    /// The webhook's URL, written in the policy (then recorded with the campaign).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<WebhookUrl>,
+    /// The environment variable that holds the webhook's URL, read when a run starts
+    /// (the URL then never reaches the journal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url_env: Option<EnvVarName>,
+    /// The user tag naming a key's owner; the account's email when the user lacks it.
+    #[serde(default = "default_owner_tag")]
+    pub owner_tag: String,
+    /// Which notifications are sent (all by default).
+    #[serde(default = "all_notification_kinds")]
+    pub on: Vec<NotificationKind>,
+    /// How long before the adoption timeout an old key still in use is reported.
+    #[serde(default = "days::<3>", with = "human_duration")]
+    pub warn_before_adoption_timeout: Duration,
+}
+
+impl Notify {
+    /// The channels the section configures.
+    pub fn channels(&self) -> Vec<NotificationChannel> {
+        let mut channels = Vec::new();
+        if self.sns_topic_arn.is_some() {
+            channels.push(NotificationChannel::Sns);
+        }
+        if self.webhook_url.is_some() || self.webhook_url_env.is_some() {
+            channels.push(NotificationChannel::Webhook);
+        }
+        channels
+    }
+
+    /// Whether notifications of this kind are wanted.
+    pub fn wants(&self, kind: NotificationKind) -> bool {
+        self.on.contains(&kind)
+    }
+}
+
+/// An SNS topic ARN (`arn:aws:sns:REGION:ACCOUNT:NAME`; FIFO topics are not supported).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SnsTopicArn {
+    arn: String,
+    region: String,
+}
+
+impl SnsTopicArn {
+    /// Validates an ARN.
+    pub fn new(arn: impl Into<String>) -> Result<Self, String> {
+        let arn = arn.into();
+        let parts: Vec<&str> = arn.splitn(6, ':').collect();
+        let shape = "an SNS topic ARN, arn:aws:sns:REGION:ACCOUNT_ID:TOPIC_NAME";
+        let [prefix, partition, service, region, account, name] = parts[..] else {
+            return Err(format!("{arn:?} is not {shape}"));
+        };
+        let region_ok = !region.is_empty()
+            && region
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if prefix != "arn" || !partition.starts_with("aws") || service != "sns" || !region_ok {
+            return Err(format!("{arn:?} is not {shape}"));
+        }
+        if account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) {
+            return Err(format!(
+                "{arn:?}: the account must be exactly 12 digits ({shape})"
+            ));
+        }
+        if name.ends_with(".fifo") {
+            return Err(format!(
+                "{arn:?}: FIFO topics are not supported; use a standard topic"
+            ));
+        }
+        if name.is_empty()
+            || name.len() > 256
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "{arn:?}: a topic name is 1 to 256 letters, digits, '-' or '_'"
+            ));
+        }
+        let region = region.to_owned();
+        Ok(Self { arn, region })
+    }
+
+    /// The ARN as text.
+    pub fn as_str(&self) -> &str {
+        &self.arn
+    }
+
+    /// The topic's region.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+}
+
+impl TryFrom<String> for SnsTopicArn {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        Self::new(value)
+    }
+}
+
+impl From<SnsTopicArn> for String {
+    fn from(value: SnsTopicArn) -> Self {
+        value.arn
+    }
+}
+
+impl fmt::Display for SnsTopicArn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.arn)
+    }
+}
+
+/// A webhook URL (`http://` or `https://`). Its path and query may be a secret (Slack's
+/// are), so `Debug` and `Display` show only the scheme and host, and so do errors.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct WebhookUrl(String);
+
+impl WebhookUrl {
+    /// Validates a URL: http or https, a host, no spaces, no user name or password.
+    pub fn new(url: impl Into<String>) -> Result<Self, String> {
+        let url = url.into();
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err("a webhook URL starts with https:// or http://".to_owned());
+        };
+        if !scheme.eq_ignore_ascii_case("https") && !scheme.eq_ignore_ascii_case("http") {
+            return Err(format!(
+                "a webhook URL starts with https:// or http://, not {:?}",
+                scheme.chars().take(16).collect::<String>()
+            ));
+        }
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if authority.contains('@') {
+            return Err("a webhook URL must not carry a user name or password".to_owned());
+        }
+        let host = authority
+            .rsplit_once(':')
+            .filter(|(_, port)| !port.contains(']'))
+            .map_or(authority, |(host, _)| host);
+        if host.is_empty() {
+            return Err("a webhook URL needs a host".to_owned());
+        }
+        if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("a webhook URL must not contain spaces or control characters".to_owned());
+        }
+        Ok(Self(url))
+    }
+
+    /// The whole URL (a secret for some services: never print it).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The scheme and host only, for messages (`https://hooks.example.com/…`).
+    pub fn redacted(&self) -> String {
+        let (scheme, rest) = self.0.split_once("://").unwrap_or(("", &self.0));
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        format!("{scheme}://{authority}/…")
+    }
+}
+
+impl TryFrom<String> for WebhookUrl {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        Self::new(value)
+    }
+}
+
+impl From<WebhookUrl> for String {
+    fn from(value: WebhookUrl) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Debug for WebhookUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WebhookUrl({})", self.redacted())
+    }
+}
+
+impl fmt::Display for WebhookUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// The name of an environment variable (letters, digits and `_`, not starting with a digit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EnvVarName(String);
+
+impl EnvVarName {
+    /// Validates a name.
+    pub fn new(name: impl Into<String>) -> Result<Self, String> {
+        let name = name.into();
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if valid {
+            Ok(Self(name))
+        } else {
+            Err(format!(
+                "{name:?} is not an environment variable name (letters, digits and _, not starting with a digit)"
+            ))
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for EnvVarName {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, String> {
+        Self::new(value)
+    }
+}
+
+impl From<EnvVarName> for String {
+    fn from(value: EnvVarName) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for EnvVarName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn default_owner_tag() -> String {
+    DEFAULT_OWNER_TAG.to_owned()
+}
+
+fn all_notification_kinds() -> Vec<NotificationKind> {
+    NotificationKind::ALL.to_vec()
+}
+
 fn default_role_name() -> RoleName {
     RoleName::new(DEFAULT_ROLE_NAME).expect("the default role name is valid")
 }
@@ -370,13 +631,15 @@ impl Policy {
                 "delivery.name_template",
                 "must contain {user_name}, so that every user gets a secret of its own",
             ))
+        } else if let Some(notify) = &self.notify {
+            notify_problem(notify, r)
         } else {
             None
         };
         match problem {
             None => Ok(()),
             Some((field, message)) => {
-                let line = find_field_line(text, field);
+                let line = find_field_line(text, field).or_else(|| find_table_line(text, field));
                 Err(PolicyError {
                     file: file.to_owned(),
                     line,
@@ -387,6 +650,47 @@ impl Policy {
             }
         }
     }
+}
+
+/// What is wrong across the fields of `[notify]`, if anything.
+fn notify_problem(notify: &Notify, rotation: &Rotation) -> Option<(&'static str, &'static str)> {
+    if notify.webhook_url.is_some() && notify.webhook_url_env.is_some() {
+        Some((
+            "notify.webhook_url_env",
+            "set either webhook_url or webhook_url_env, not both",
+        ))
+    } else if notify.channels().is_empty() {
+        Some((
+            "notify",
+            "names no channel: set sns_topic_arn, webhook_url or webhook_url_env (or remove the section)",
+        ))
+    } else if notify.on.is_empty() {
+        Some((
+            "notify.on",
+            "lists no notification: name at least one of \"delivered\", \"blocked\", \"failed\", \"adoption-timeout-approaching\" (or remove the section)",
+        ))
+    } else if notify.owner_tag.trim().is_empty() || notify.owner_tag.chars().count() > 128 {
+        Some((
+            "notify.owner_tag",
+            "must be a tag key of 1 to 128 characters",
+        ))
+    } else if notify.warn_before_adoption_timeout >= rotation.adoption_timeout {
+        Some((
+            "notify.warn_before_adoption_timeout",
+            "must be shorter than rotation.adoption_timeout",
+        ))
+    } else {
+        None
+    }
+}
+
+/// The line of a `[table]` header, or of the first field of a dotted name's table.
+fn find_table_line(text: &str, field: &str) -> Option<usize> {
+    let table = field.split('.').next()?;
+    text.lines().enumerate().find_map(|(i, raw)| {
+        let header = raw.trim().strip_prefix('[')?.split(']').next()?;
+        (header.trim() == table).then_some(i + 1)
+    })
 }
 
 /// The line, column and dotted field name at a byte offset of a TOML text.
@@ -651,6 +955,199 @@ region = "eu-west-1"
             (Some(2), Some("delivery.name_template")),
             "{e}"
         );
+    }
+
+    const NOTIFY: &str = r#"
+[rotation]
+adoption_timeout = "10d"
+
+[notify]
+sns_topic_arn = "arn:aws:sns:eu-west-1:123456789012:key-owners"
+webhook_url_env = "KEYTURN_WEBHOOK"
+owner_tag = "team-email"
+on = ["delivered", "blocked"]
+warn_before_adoption_timeout = "2d"
+"#;
+
+    #[test]
+    fn the_notify_section_is_read_field_by_field_and_survives_the_snapshot() {
+        let policy = Policy::from_toml("p.toml", NOTIFY).unwrap();
+        let notify = policy.notify.as_ref().unwrap();
+        let arn = notify.sns_topic_arn.as_ref().unwrap();
+        assert_eq!(
+            arn.as_str(),
+            "arn:aws:sns:eu-west-1:123456789012:key-owners"
+        );
+        assert_eq!(arn.region(), "eu-west-1");
+        assert_eq!(
+            notify.webhook_url_env.as_ref().unwrap().as_str(),
+            "KEYTURN_WEBHOOK"
+        );
+        assert_eq!(notify.owner_tag, "team-email");
+        assert_eq!(
+            notify.on,
+            [NotificationKind::Delivered, NotificationKind::Blocked]
+        );
+        assert_eq!(
+            notify.warn_before_adoption_timeout,
+            Duration::from_secs(2 * 86_400)
+        );
+        assert_eq!(
+            notify.channels(),
+            [NotificationChannel::Sns, NotificationChannel::Webhook]
+        );
+        assert_eq!(
+            Policy::from_toml("snapshot", &policy.to_toml()).unwrap(),
+            policy
+        );
+    }
+
+    #[test]
+    fn the_notify_section_takes_defaults_and_is_absent_unless_written() {
+        assert_eq!(Policy::from_toml("p.toml", "").unwrap().notify, None);
+        assert!(
+            !Policy::from_toml("p.toml", "")
+                .unwrap()
+                .to_toml()
+                .contains("notify")
+        );
+        let policy = Policy::from_toml(
+            "p.toml",
+            "[notify]\nwebhook_url = \"https://hooks.example.com/T1/B2/secret\"\n",
+        )
+        .unwrap();
+        let notify = policy.notify.as_ref().unwrap();
+        assert_eq!(notify.owner_tag, DEFAULT_OWNER_TAG);
+        assert_eq!(notify.on, NotificationKind::ALL);
+        assert_eq!(
+            notify.warn_before_adoption_timeout,
+            Duration::from_secs(3 * 86_400)
+        );
+        assert_eq!(notify.channels(), [NotificationChannel::Webhook]);
+        assert_eq!(
+            Policy::from_toml("snapshot", &policy.to_toml()).unwrap(),
+            policy
+        );
+    }
+
+    #[test]
+    fn a_webhook_url_never_shows_its_path_or_query() {
+        let url = WebhookUrl::new("https://hooks.example.com:8443/services/T0/B0/s3cr3t?token=x")
+            .unwrap();
+        for shown in [format!("{url}"), format!("{url:?}"), url.redacted()] {
+            assert!(
+                !shown.contains("s3cr3t") && !shown.contains("token"),
+                "{shown}"
+            );
+            assert!(shown.contains("hooks.example.com:8443"), "{shown}");
+        }
+        let e = error("[notify]\nwebhook_url = \"ftp://host/s3cr3t\"\n");
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
+        let e = error("[notify]\nwebhook_url = \"https://user:s3cr3t@host/x\"\n");
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
+    }
+
+    #[test]
+    fn notify_errors_are_located_by_line_and_field() {
+        let arn = "sns_topic_arn = \"arn:aws:sns:us-east-1:123456789012:t\"\n";
+        let cases = [
+            (
+                "[notify]\nsns_topic_arn = \"arn:aws:sqs:us-east-1:123456789012:q\"\n".to_owned(),
+                2,
+                "notify.sns_topic_arn",
+                "SNS topic ARN",
+            ),
+            (
+                "[notify]\nsns_topic_arn = \"arn:aws:sns:us-east-1:1234:t\"\n".to_owned(),
+                2,
+                "notify.sns_topic_arn",
+                "12 digits",
+            ),
+            (
+                "[notify]\nsns_topic_arn = \"arn:aws:sns:us-east-1:123456789012:t.fifo\"\n"
+                    .to_owned(),
+                2,
+                "notify.sns_topic_arn",
+                "FIFO",
+            ),
+            (
+                "[notify]\n\nwebhook_url = \"hooks.example.com/x\"\n".to_owned(),
+                3,
+                "notify.webhook_url",
+                "https://",
+            ),
+            (
+                "[notify]\nwebhook_url_env = \"1BAD-NAME\"\n".to_owned(),
+                2,
+                "notify.webhook_url_env",
+                "environment variable",
+            ),
+            (
+                format!("[notify]\n{arn}on = [\"delivered\", \"sent\"]\n"),
+                3,
+                "notify.on",
+                "adoption-timeout-approaching",
+            ),
+            (
+                format!("[notify]\n{arn}on = []\n"),
+                3,
+                "notify.on",
+                "at least one",
+            ),
+            (
+                format!("[notify]\n{arn}owner_tag = \"\"\n"),
+                3,
+                "notify.owner_tag",
+                "tag key",
+            ),
+            (
+                format!("[notify]\n{arn}warn_before_adoption_timeout = \"soon\"\n"),
+                3,
+                "notify.warn_before_adoption_timeout",
+                "invalid duration",
+            ),
+            (
+                format!("[notify]\n{arn}warn_before_adoption_timeout = \"30d\"\n"),
+                3,
+                "notify.warn_before_adoption_timeout",
+                "shorter than rotation.adoption_timeout",
+            ),
+            (
+                format!(
+                    "[rotation]\nquiet_period = \"1d\"\nadoption_timeout = \"3d\"\n[notify]\n{arn}"
+                ),
+                4,
+                "notify.warn_before_adoption_timeout",
+                "shorter than rotation.adoption_timeout",
+            ),
+            (
+                "[notify]\nwebhook_url = \"https://h/x\"\nwebhook_url_env = \"H\"\n".to_owned(),
+                3,
+                "notify.webhook_url_env",
+                "not both",
+            ),
+            (
+                "[scope]\n\n[notify]\nowner_tag = \"team\"\n".to_owned(),
+                3,
+                "notify",
+                "no channel",
+            ),
+            (
+                format!("[notify]\n{arn}topic = \"x\"\n"),
+                3,
+                "notify.topic",
+                "unknown field",
+            ),
+        ];
+        for (text, line, field, words) in cases {
+            let e = error(&text);
+            assert_eq!(
+                (e.line, e.field.as_deref()),
+                (Some(line), Some(field)),
+                "{text:?} → {e}"
+            );
+            assert!(e.message.contains(words), "{text:?} → {e}");
+        }
     }
 
     #[test]

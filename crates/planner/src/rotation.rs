@@ -2,13 +2,17 @@
 
 pub mod decide;
 pub mod events;
+pub mod notify;
 pub mod state;
 
 pub use decide::{
     Action, Decision, FreshUse, KeyPlan, ObservedKey, PlanAction, classify, decide, enroll,
     is_unrecorded_replacement,
 };
-pub use events::{CampaignEvent, Path, RotationEvent, Step, UseEvidence};
+pub use events::{
+    CampaignEvent, NotificationChannel, NotificationKind, Path, RotationEvent, Step, UseEvidence,
+};
+pub use notify::{DueNotification, due_notifications};
 pub use state::{KeyState, Phase, UserState};
 
 #[cfg(test)]

@@ -14,7 +14,8 @@ use crate::ids::AccessKeyId;
 /// major when an old reader could misread a new payload.
 pub const SCHEMA_MAJOR: u16 = 1;
 /// See [`SCHEMA_MAJOR`].
-pub const SCHEMA_MINOR: u16 = 0;
+pub const SCHEMA_MINOR: u16 = 1;
+// 1.1 added the notification events (`notification-sent`, `notification-failed`).
 
 /// What the campaign does to one key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -81,6 +82,60 @@ pub struct UseEvidence {
     pub checked_at: DateTime<Utc>,
     /// What it answered (`None`: never used).
     pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// What a notification is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotificationKind {
+    /// A replacement was delivered and verified: the owner can fetch it.
+    Delivered,
+    /// A key is blocked: a human must decide.
+    Blocked,
+    /// A key failed too many times: a human must look.
+    Failed,
+    /// The old key is still in use and its adoption timeout is near.
+    AdoptionTimeoutApproaching,
+}
+
+impl NotificationKind {
+    /// Every kind, in the order the policy lists them.
+    pub const ALL: [Self; 4] = [
+        Self::Delivered,
+        Self::Blocked,
+        Self::Failed,
+        Self::AdoptionTimeoutApproaching,
+    ];
+
+    /// The kind's name in the policy, in events and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Blocked => "blocked",
+            Self::Failed => "failed",
+            Self::AdoptionTimeoutApproaching => "adoption-timeout-approaching",
+        }
+    }
+}
+
+/// Where a notification goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotificationChannel {
+    /// An SNS topic (Publish).
+    Sns,
+    /// A Slack-compatible webhook (HTTP POST of JSON).
+    Webhook,
+}
+
+impl NotificationChannel {
+    /// The channel's name in events and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sns => "sns",
+            Self::Webhook => "webhook",
+        }
+    }
 }
 
 /// A rotation event. Every variant names the key it concerns (`key`, the old key for
@@ -168,6 +223,27 @@ pub enum RotationEvent {
     },
     /// Too many failures: the key needs a human.
     KeyFailed { key: AccessKeyId, reason: String },
+    /// A notification about the key was accepted by its channel (never carries a secret).
+    NotificationSent {
+        key: AccessKeyId,
+        kind: NotificationKind,
+        channel: NotificationChannel,
+        /// The owner the message names (the user's owner tag, else the account's email).
+        owner: Option<String>,
+        /// The replacement the message names, for a delivery.
+        new_key: Option<AccessKeyId>,
+        /// The channel's id for the message (SNS MessageId), when it gives one.
+        message_id: Option<String>,
+    },
+    /// A notification could not be sent; it never holds up the rotation.
+    NotificationFailed {
+        key: AccessKeyId,
+        kind: NotificationKind,
+        channel: NotificationChannel,
+        attempt: u32,
+        /// The AWS error code, or `WebhookStatus<code>`, `WebhookTimeout`, `WebhookUnreachable`.
+        error_code: String,
+    },
 }
 
 impl RotationEvent {
@@ -189,6 +265,8 @@ impl RotationEvent {
         "key-released",
         "step-failed",
         "key-failed",
+        "notification-sent",
+        "notification-failed",
     ];
 
     /// The event's type name, as stored.
@@ -210,6 +288,8 @@ impl RotationEvent {
             Self::KeyReleased { .. } => "key-released",
             Self::StepFailed { .. } => "step-failed",
             Self::KeyFailed { .. } => "key-failed",
+            Self::NotificationSent { .. } => "notification-sent",
+            Self::NotificationFailed { .. } => "notification-failed",
         }
     }
 
@@ -231,7 +311,9 @@ impl RotationEvent {
             | Self::KeyVanished { key }
             | Self::KeyReleased { key, .. }
             | Self::StepFailed { key, .. }
-            | Self::KeyFailed { key, .. } => key,
+            | Self::KeyFailed { key, .. }
+            | Self::NotificationSent { key, .. }
+            | Self::NotificationFailed { key, .. } => key,
         }
     }
 
@@ -242,6 +324,7 @@ impl RotationEvent {
             | Self::SecretDelivered { new_key, .. }
             | Self::ReplacementVerified { new_key, .. } => Some(new_key),
             Self::OrphanDeleted { orphan, .. } => Some(orphan),
+            Self::NotificationSent { new_key, .. } => new_key.as_ref(),
             Self::StepIntended { target, .. } => target.as_ref(),
             _ => None,
         };

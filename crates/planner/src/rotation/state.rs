@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use super::events::{Path, RotationEvent, Step, UseEvidence};
+use super::events::{
+    NotificationChannel, NotificationKind, Path, RotationEvent, Step, UseEvidence,
+};
 use crate::ids::AccessKeyId;
 
 /// Where a key is in its path.
@@ -83,6 +85,18 @@ pub struct OpenIntent {
     pub at: DateTime<Utc>,
 }
 
+/// What was tried of one notification (a kind on a channel) since what it is about last
+/// happened: a new delivery, a new adoption period, a new block or failure starts over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotificationLog {
+    /// Whether the channel accepted it.
+    pub sent: bool,
+    /// How many attempts failed.
+    pub failures: u32,
+    /// When it was last tried.
+    pub at: DateTime<Utc>,
+}
+
 /// One key's state in the campaign.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyState {
@@ -118,6 +132,8 @@ pub struct KeyState {
     pub last_failure_code: Option<String>,
     /// When the key entered the campaign.
     pub enrolled_at: DateTime<Utc>,
+    /// The notifications about the key's current situation, by kind and channel.
+    pub notifications: BTreeMap<(NotificationKind, NotificationChannel), NotificationLog>,
 }
 
 impl KeyState {
@@ -139,7 +155,13 @@ impl KeyState {
             last_failure_at: None,
             last_failure_code: None,
             enrolled_at: at,
+            notifications: BTreeMap::new(),
         }
+    }
+
+    fn forget_notifications(&mut self, kinds: &[NotificationKind]) {
+        self.notifications
+            .retain(|(kind, _), _| !kinds.contains(kind));
     }
 }
 
@@ -216,6 +238,7 @@ impl UserState {
                 reason, evidence, ..
             } => {
                 state.evidence = *evidence;
+                state.forget_notifications(&[NotificationKind::Blocked]);
                 set(state, Phase::Blocked, reason);
             }
             RotationEvent::StepIntended {
@@ -251,6 +274,10 @@ impl UserState {
                 succeeded(state);
             }
             RotationEvent::ReplacementVerified { .. } => {
+                state.forget_notifications(&[
+                    NotificationKind::Delivered,
+                    NotificationKind::AdoptionTimeoutApproaching,
+                ]);
                 state.phase = Phase::AwaitingAdoption;
                 state.adoption_started_at = Some(at);
                 state.reason =
@@ -277,6 +304,7 @@ impl UserState {
                 state.reason = format!("rollback requested: {reason}");
             }
             RotationEvent::KeyReactivated { .. } => {
+                state.forget_notifications(&[NotificationKind::AdoptionTimeoutApproaching]);
                 state.deactivated_at = None;
                 if state.path == Some(Path::RetireUnused) {
                     // The key is evidently needed: it gets a replacement instead.
@@ -326,8 +354,35 @@ impl UserState {
                 state.last_failure_code = Some(code.clone());
             }
             RotationEvent::KeyFailed { reason, .. } => {
+                state.forget_notifications(&[NotificationKind::Failed]);
                 set(state, Phase::Failed, reason);
                 state.open_intent = None;
+            }
+            // Notifications are side notes: they change neither the phase nor the
+            // failure count of the rotation.
+            RotationEvent::NotificationSent { kind, channel, .. } => {
+                let log = state
+                    .notifications
+                    .entry((*kind, *channel))
+                    .or_insert(NotificationLog {
+                        sent: false,
+                        failures: 0,
+                        at,
+                    });
+                log.sent = true;
+                log.at = at;
+            }
+            RotationEvent::NotificationFailed { kind, channel, .. } => {
+                let log = state
+                    .notifications
+                    .entry((*kind, *channel))
+                    .or_insert(NotificationLog {
+                        sent: false,
+                        failures: 0,
+                        at,
+                    });
+                log.failures += 1;
+                log.at = at;
             }
         }
     }
