@@ -1,20 +1,23 @@
-//! `cargo xtask …`: project automation with no dependency on the product crates.
+//! `cargo xtask …`: project automation. Only `completions` and `man` use a product crate
+//! (`keyturn-cli`'s clap command).
 //!
 //! - `cargo xtask test`     — creates the emulator's Python venv if needed, then runs every test.
 //! - `cargo xtask demo`     — seeds a sample organization on the emulator and runs keyturn on it.
 //! - `cargo xtask emulator` — runs the emulator in the foreground for manual use.
 //! - `cargo xtask venv`     — only creates (or refreshes) the emulator's venv.
 //! - `cargo xtask bench`    — keyturn against Cloud Custodian on a seeded organization (docs/benchmarks.md).
+//! - `cargo xtask completions`, `cargo xtask man` — shell completions and man pages (`assets.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+mod assets;
 #[cfg(test)]
 mod tidy;
 
-const USAGE: &str = "usage: cargo xtask <test|demo|emulator|venv|bench> [args…]
+const USAGE: &str = "usage: cargo xtask <test|demo|emulator|venv|bench|completions|man> [args…]
 
   test [CARGO TEST ARGS…]  create the emulator venv if missing, run the emulator's self-test and every Rust test
                            (keyturn built with its failpoints, for the crash tests)
@@ -26,7 +29,10 @@ const USAGE: &str = "usage: cargo xtask <test|demo|emulator|venv|bench> [args…
                            benchmark keyturn (release) against Cloud Custodian on a seeded organization
                            (default 100 accounts, 3 runs; --accounts 1000 for the large variant; --quick:
                            10 accounts, 1 run, no latency variant; --no-peer: keyturn only; --sweep: the
-                           C7N_ORG_PARALLEL settings tried besides the default) and write docs/benchmarks.md";
+                           C7N_ORG_PARALLEL settings tried besides the default) and write docs/benchmarks.md
+  completions [--out DIR]  write keyturn's shell completions (bash, elvish, fish, powershell, zsh)
+                           to DIR (default target/assets/completions)
+  man [--out DIR]          write one man page per keyturn command to DIR (default target/assets/man)";
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -39,6 +45,8 @@ fn main() -> Result<()> {
         "emulator" => emulator(&root, &rest),
         "venv" => venv(&root).map(drop),
         "bench" => bench(&root, &rest),
+        "completions" => assets::completions(&root, &rest, USAGE),
+        "man" => assets::man(&root, &rest, USAGE),
         "" | "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())

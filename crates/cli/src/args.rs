@@ -10,7 +10,13 @@ use keyturn_planner::{AccessKeyId, AccountId, CampaignName, ExternalId, RoleName
 
 /// Rotates IAM user access keys across every account of an AWS Organization.
 #[derive(Debug, Parser)]
-#[command(name = "keyturn", version, about, long_about = None)]
+#[command(
+    name = "keyturn",
+    version,
+    about,
+    long_about = None,
+    after_help = "Examples:\n  keyturn plan --policy policy.toml\n  keyturn --journal dynamodb://keyturn campaign start q3-rotation --policy policy.toml\n  keyturn --journal dynamodb://keyturn run q3-rotation --watch\n\nEvery command has examples in its own help: keyturn help COMMAND."
+)]
 pub struct Cli {
     /// Where the journal lives: dynamodb://TABLE or sqlite://PATH.
     #[arg(
@@ -44,7 +50,10 @@ pub enum Command {
     )]
     Plan(PlanArgs),
     /// Start or list rotation campaigns.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keyturn campaign start q3-rotation --policy policy.toml\n  keyturn campaign list -o json"
+    )]
     Campaign(CampaignCommand),
     /// Advance every key of a campaign as far as its gates allow.
     #[command(
@@ -87,7 +96,10 @@ pub enum Command {
         out: Option<PathBuf>,
     },
     /// Manage the journal.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  keyturn --journal dynamodb://keyturn journal init\n  keyturn --journal sqlite:///var/lib/keyturn/journal.db journal init"
+    )]
     Journal(JournalCommand),
 }
 
@@ -150,6 +162,9 @@ pub struct PlanArgs {
 #[derive(Debug, Subcommand)]
 pub enum CampaignCommand {
     /// Record a new campaign with a snapshot of its policy (again with the identical policy: no change).
+    #[command(
+        after_help = "Examples:\n  keyturn campaign start q3-rotation --policy policy.toml\n  KEYTURN_JOURNAL=dynamodb://keyturn keyturn campaign start prod-wave-1 --policy prod-ou.toml"
+    )]
     Start {
         /// The campaign's name (letters, digits, '.', '_' and '-').
         name: CampaignName,
@@ -158,6 +173,9 @@ pub enum CampaignCommand {
         policy: PathBuf,
     },
     /// List the campaigns of the journal.
+    #[command(
+        after_help = "Examples:\n  keyturn campaign list\n  keyturn --journal dynamodb://keyturn campaign list -o csv"
+    )]
     List {
         /// Output format; a table on a terminal, JSON otherwise.
         #[arg(short, long, value_enum)]
@@ -235,6 +253,9 @@ pub struct InventoryArgs {
 #[derive(Debug, Subcommand)]
 pub enum JournalCommand {
     /// Create the journal (a DynamoDB table with its indexes, or a SQLite file); safe to repeat.
+    #[command(
+        after_help = "Examples:\n  keyturn --journal dynamodb://keyturn journal init\n  keyturn journal init    # sqlite://keyturn.db in the current directory"
+    )]
     Init,
 }
 
@@ -260,5 +281,196 @@ impl Format {
         } else {
             Format::Json
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::Cli;
+
+    /// The example command lines of a help text: the indented lines after `Examples:`
+    /// (or `Example:`), up to the first blank line.
+    fn examples(help: &str) -> Vec<String> {
+        let mut lines = help.lines().skip_while(|l| !l.starts_with("Example"));
+        lines.next();
+        lines
+            .take_while(|l| !l.trim().is_empty())
+            .map(|l| l.trim().to_owned())
+            .collect()
+    }
+
+    /// A shell line split into words, as far as keyturn's arguments go: environment
+    /// assignments before the command are dropped, and the words stop at a pipe, a
+    /// redirection or a comment. Handles single and double quotes.
+    fn keyturn_words(line: &str) -> Vec<String> {
+        let mut words = Vec::new();
+        let mut word = String::new();
+        let mut in_word = false;
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' => {
+                    in_word = true;
+                    word.extend(chars.by_ref().take_while(|&c| c != '\''));
+                }
+                '"' => {
+                    in_word = true;
+                    while let Some(c) = chars.next() {
+                        match c {
+                            '"' => break,
+                            '\\' => word.extend(chars.next()),
+                            c => word.push(c),
+                        }
+                    }
+                }
+                '|' | '>' | '<' | ';' | '&' if !in_word => break,
+                '#' if !in_word => break,
+                c if c.is_whitespace() => {
+                    if in_word {
+                        words.push(std::mem::take(&mut word));
+                        in_word = false;
+                    }
+                }
+                c => {
+                    in_word = true;
+                    word.push(c);
+                }
+            }
+        }
+        if in_word {
+            words.push(word);
+        }
+        let start = words
+            .iter()
+            .position(|w| !w.contains('='))
+            .unwrap_or(words.len());
+        words.split_off(start)
+    }
+
+    /// The subcommand path a parsed command line selects, e.g. `["campaign", "start"]`.
+    fn path_of(words: &[String]) -> Vec<String> {
+        let mut command = Cli::command();
+        let matches = command
+            .try_get_matches_from_mut(words)
+            .expect("parsed once already");
+        let mut path = Vec::new();
+        let mut current = &matches;
+        while let Some((name, sub)) = current.subcommand() {
+            path.push(name.to_owned());
+            current = sub;
+        }
+        path
+    }
+
+    /// Every command of the tree with its path below `keyturn` (the root's is empty),
+    /// leaving out clap's generated `help`.
+    fn walk(command: &clap::Command, path: Vec<String>, out: &mut Vec<(Vec<String>, String)>) {
+        let help = command
+            .get_after_long_help()
+            .or(command.get_after_help())
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        out.push((path.clone(), help));
+        for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+            let mut sub_path = path.clone();
+            sub_path.push(sub.get_name().to_owned());
+            walk(sub, sub_path, out);
+        }
+    }
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_has_examples_that_parse_and_run_that_command() {
+        let mut commands = Vec::new();
+        walk(&Cli::command(), Vec::new(), &mut commands);
+        // The walk goes down the whole tree, nested subcommands included.
+        for nested in [
+            ["campaign", "start"],
+            ["campaign", "list"],
+            ["journal", "init"],
+        ] {
+            assert!(
+                commands.iter().any(|(path, _)| path == &nested),
+                "the walk missed {nested:?}"
+            );
+        }
+        let mut problems = Vec::new();
+        for (path, help) in &commands {
+            let shown = std::iter::once("keyturn")
+                .chain(path.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let examples = examples(help);
+            if examples.is_empty() {
+                problems.push(format!("`{shown}` has no examples in its help"));
+            }
+            for example in examples {
+                let words = keyturn_words(&example);
+                if words.first().map(String::as_str) != Some("keyturn") {
+                    problems.push(format!("`{shown}`: `{example}` does not run keyturn"));
+                    continue;
+                }
+                let cli = match Cli::try_parse_from(&words) {
+                    Ok(cli) => cli,
+                    Err(e) => {
+                        problems.push(format!("`{shown}`: `{example}` does not parse: {e}"));
+                        continue;
+                    }
+                };
+                if let Err(e) = keyturn_journal::parse_location(&cli.journal) {
+                    problems.push(format!("`{shown}`: `{example}`: {e}"));
+                }
+                // An example under a command runs that command (or one of its subcommands).
+                if !path_of(&words).starts_with(path) {
+                    problems.push(format!("`{shown}`: `{example}` runs another command"));
+                }
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    #[test]
+    fn the_example_check_catches_missing_and_stale_examples() {
+        assert!(examples("Some text\n\nNo examples here").is_empty());
+        assert_eq!(
+            examples("Examples:\n  keyturn verify\n  keyturn verify q3\n\nMore text"),
+            ["keyturn verify", "keyturn verify q3"]
+        );
+        assert_eq!(
+            keyturn_words(
+                r#"KEYTURN_JOURNAL=sqlite://x.db keyturn rollback q3 --reason "it's \"used\"" --key 'A B' | jq . # note"#
+            ),
+            [
+                "keyturn",
+                "rollback",
+                "q3",
+                "--reason",
+                r#"it's "used""#,
+                "--key",
+                "A B"
+            ]
+        );
+        // A flag that does not exist, or a malformed value, is refused by the parser the
+        // test uses.
+        for stale in [
+            "keyturn run q3 --no-such-flag",
+            "keyturn audit --account 12345",
+            "keyturn run q3 --concurrency 0",
+        ] {
+            assert!(
+                Cli::try_parse_from(keyturn_words(stale)).is_err(),
+                "{stale}"
+            );
+        }
+        assert_eq!(
+            path_of(&keyturn_words("keyturn campaign list -o json")),
+            ["campaign", "list"]
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The `keyturn` binary: parse, set up logging, run one command, map the outcome to an exit code.
 
-mod args;
+// The clap structures live in the library, so that `cargo xtask completions|man` sees them.
+use keyturn_cli::args;
 mod commands;
 mod exit;
 mod output;
