@@ -12,6 +12,7 @@ pub mod failpoints;
 pub mod iam;
 pub mod inventory;
 pub mod org;
+pub mod permissions;
 pub mod secret;
 pub mod session;
 pub mod steps;
