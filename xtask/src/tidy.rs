@@ -28,6 +28,12 @@ const OWNED_BY: &[(&str, &[&str])] = &[
     ("clap", &["keyturn-cli", "xtask"]),
     ("clap_complete", &["xtask"]),
     ("clap_mangen", &["xtask"]),
+    // Telemetry: the worker records through the OpenTelemetry API only; the binary alone
+    // installs the SDK, the OTLP exporter and the tracing bridge, and draws progress bars.
+    ("opentelemetry_sdk", &["keyturn-cli"]),
+    ("opentelemetry-otlp", &["keyturn-cli"]),
+    ("tracing-opentelemetry", &["keyturn-cli"]),
+    ("indicatif", &["keyturn-cli"]),
 ];
 
 /// What the planner must never link: it is pure (no IO, no async runtime, no AWS).

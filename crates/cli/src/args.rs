@@ -31,6 +31,16 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// Log lines on stderr as text, or as one JSON object per line (for machines).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "KEYTURN_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
@@ -257,6 +267,15 @@ pub enum JournalCommand {
         after_help = "Examples:\n  keyturn --journal dynamodb://keyturn journal init\n  keyturn journal init    # sqlite://keyturn.db in the current directory"
     )]
     Init,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per event, with its span's fields.
+    Json,
 }
 
 /// Output formats.

@@ -5,6 +5,7 @@ use keyturn_cli::args;
 mod commands;
 mod exit;
 mod output;
+mod telemetry;
 
 use clap::Parser;
 
@@ -13,7 +14,14 @@ fn main() -> std::process::ExitCode {
     #[cfg(feature = "failpoints")]
     let _failpoints = keyturn_worker::failpoints::setup();
     let args = args::Cli::parse();
-    init_logging(args.verbose);
+    // Logs to stderr, and the OTLP exporters when OTEL_EXPORTER_OTLP_*ENDPOINT asks for them.
+    let telemetry = match telemetry::init(args.log_format, args.verbose) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::Exit::InvalidInput.into();
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -21,25 +29,33 @@ fn main() -> std::process::ExitCode {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
+            telemetry.shutdown();
             return exit::Exit::Internal.into();
         }
     };
-    let outcome = runtime.block_on(commands::run(args));
-    exit::report(outcome)
-}
-
-/// Logs go to stderr, so stdout only ever carries the requested output.
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info,aws_config=warn,aws_smithy_runtime=warn",
-        _ => "debug",
+    // `run` stops cleanly between steps on Ctrl-C by itself; any other command is cut
+    // short, so that what it traced so far is still exported.
+    let handles_ctrl_c = matches!(args.command, args::Command::Run(_));
+    let outcome = runtime.block_on(async {
+        if handles_ctrl_c {
+            Some(commands::run(args).await)
+        } else {
+            tokio::select! {
+                outcome = commands::run(args) => Some(outcome),
+                _ = tokio::signal::ctrl_c() => None,
+            }
+        }
+    });
+    let code = match outcome {
+        Some(outcome) => exit::report(outcome),
+        None => {
+            eprintln!("interrupted (Ctrl-C)");
+            std::process::ExitCode::from(130)
+        }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYTURN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
+    // The exporters' last batches are sent after the runtime is gone (their HTTP client
+    // must not be used from async code).
+    drop(runtime);
+    telemetry.shutdown();
+    code
 }

@@ -312,7 +312,8 @@ pub async fn delete_access_key(
 /// A Secrets Manager client of `config`'s account, in `region` if given (else the
 /// config's region).
 pub fn secrets_manager_client(config: &SdkConfig, region: Option<&str>) -> SecretsManagerClient {
-    let mut builder = aws_sdk_secretsmanager::config::Builder::from(config);
+    let mut builder = aws_sdk_secretsmanager::config::Builder::from(config)
+        .interceptor(crate::telemetry::AwsCallTelemetry);
     if let Some(region) = region {
         builder = builder.region(Region::new(region.to_owned()));
     }
@@ -646,7 +647,7 @@ pub async fn verify_access_key(
         .to_builder()
         .credentials_provider(SharedCredentialsProvider::new(credentials))
         .build();
-    let sts = aws_sdk_sts::Client::new(&config);
+    let sts = crate::telemetry::sts_client(&config);
     let started = Instant::now();
     let deadline = started + max_wait;
     let mut pause = VERIFY_FIRST_PAUSE;
