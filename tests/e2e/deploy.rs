@@ -87,6 +87,9 @@ fn resources_of(scope: ResourceScope) -> Vec<Value> {
             json!({"Fn::GetAtt": ["JournalTable", "Arn"]}),
             json!({"Fn::Sub": "${JournalTable.Arn}/index/*"}),
         ],
+        ResourceScope::RunnerTopics => {
+            vec![json!({"Fn::Sub": "arn:${AWS::Partition}:sns:*:${AWS::AccountId}:*"})]
+        }
     }
 }
 

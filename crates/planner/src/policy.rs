@@ -677,7 +677,7 @@ fn notify_problem(notify: &Notify, rotation: &Rotation) -> Option<(&'static str,
     } else if notify.warn_before_adoption_timeout >= rotation.adoption_timeout {
         Some((
             "notify.warn_before_adoption_timeout",
-            "must be shorter than rotation.adoption_timeout",
+            "must be shorter than rotation.adoption_timeout (it is 3d unless set)",
         ))
     } else {
         None

@@ -11,12 +11,12 @@ pub mod error;
 pub mod failpoints;
 pub mod iam;
 pub mod inventory;
+pub mod notify;
 pub mod org;
 pub mod permissions;
 pub mod secret;
 pub mod session;
 pub mod steps;
-pub mod telemetry;
 
 pub use aws_config::SdkConfig;
 pub use error::{AwsFailure, WorkerError};

@@ -7,7 +7,8 @@
 //!   live in the user's own account, under the policy's `[delivery] name_template`);
 //! - the **runner**, keyturn's own identity (the ECS task role of `deploy/runner.yaml`):
 //!   Organizations (which accounts are in scope), STS (who am I, AssumeRole on the
-//!   member role) and DynamoDB (the journal table and its indexes).
+//!   member role), DynamoDB (the journal table and its indexes) and SNS (publishing
+//!   notifications to a topic of its own account).
 //!
 //! `deploy/member-role.yaml` and `deploy/runner.yaml` grant exactly these lists: the
 //! `e2e_deploy` test (`tests/e2e/deploy.rs`) reads the templates and compares. The unit
@@ -34,6 +35,9 @@ pub enum ResourceScope {
     JournalTable,
     /// The journal table and its global secondary indexes.
     JournalTableAndIndexes,
+    /// The SNS topics of the runner's own account, in any region
+    /// (`arn:…:sns:*:ACCOUNT:*`): the policy's `[notify] sns_topic_arn`.
+    RunnerTopics,
 }
 
 /// Actions granted together on one resource scope.
@@ -121,6 +125,11 @@ pub const RUNNER_ACTIONS: &[Grant] = &[
         resource: ResourceScope::JournalTableAndIndexes,
         why: "loading a campaign, and the audit queries on the indexes",
     },
+    Grant {
+        actions: &["sns:Publish"],
+        resource: ResourceScope::RunnerTopics,
+        why: "notifying key owners on the policy's `[notify] sns_topic_arn` (docs/notifications.md)",
+    },
 ];
 
 /// Which principal calls each service's operations.
@@ -130,6 +139,7 @@ pub const SERVICE_PRINCIPAL: &[(&str, Principal)] = &[
     ("organizations", Principal::Runner),
     ("sts", Principal::Runner),
     ("dynamodb", Principal::Runner),
+    ("sns", Principal::Runner),
 ];
 
 /// Who makes a call.

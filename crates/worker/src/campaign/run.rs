@@ -115,6 +115,8 @@ struct Ctx<'a> {
     actor: Actor,
     caller_key: Option<AccessKeyId>,
     options: &'a RunOptions,
+    /// The policy's `[notify]` channels, when it has the section.
+    notifier: Option<crate::notify::Notifier>,
 }
 
 /// Advances every key of the campaign as far as its gates allow.
@@ -127,6 +129,14 @@ pub async fn run(
 ) -> Result<RunSummary, WorkerError> {
     let state = load_state(journal.as_ref(), name).await?;
     let policy: &Policy = &state.campaign.policy;
+    // Before any AWS call: a webhook URL variable that is not set refuses the run.
+    let notifier = match &policy.notify {
+        Some(notify) => Some(crate::notify::Notifier::from_policy(
+            notify,
+            sessions.base(),
+        )?),
+        None => None,
+    };
     let inventory = inventory::collect(sessions, &policy.scope, options.concurrency).await?;
     let caller_key = steps::caller_access_key_id(sessions.base())
         .await
@@ -138,6 +148,7 @@ pub async fn run(
         actor,
         caller_key,
         options,
+        notifier,
     };
 
     let mut summary = RunSummary {
@@ -347,6 +358,7 @@ impl AccountWorker<'_, '_> {
             .values()
             .all(|k| k.phase.is_terminal())
         {
+            self.notify_due(&mut work, listed).await;
             return Ok(true);
         }
         if listed.is_none() {
@@ -366,8 +378,12 @@ impl AccountWorker<'_, '_> {
                 Utc::now(),
             );
             match decision {
-                Decision::Idle => return Ok(true),
+                Decision::Idle => {
+                    self.notify_due(&mut work, listed).await;
+                    return Ok(true);
+                }
                 Decision::Wait { key, until, reason } => {
+                    self.notify_due(&mut work, listed).await;
                     self.outcome.waiting.push(Waiting {
                         account: self.account.id.clone(),
                         user: user.clone(),
@@ -445,6 +461,52 @@ impl AccountWorker<'_, '_> {
         }
         tracing::warn!(account = %self.account.id, user = %user, "stopped after {MAX_STEPS_PER_USER} steps in one run");
         Ok(true)
+    }
+
+    /// Sends the notifications due for the user now (`[notify]`) and records their
+    /// outcomes. Never fails the user's turn: a notification is a side note.
+    async fn notify_due(&mut self, work: &mut UserWork, listed: Option<&UserKeys>) {
+        let ctx = self.ctx;
+        let (Some(notifier), Some(notify)) = (&ctx.notifier, &ctx.campaign.policy.notify) else {
+            return;
+        };
+        let user = crate::notify::UserContext {
+            campaign: &ctx.campaign.name,
+            account: self.account,
+            user: &work.user,
+            tags: listed.map(|u| u.user.tags.as_slice()),
+        };
+        let rules = &ctx.campaign.policy.rotation;
+        let events =
+            crate::notify::send_due(notifier, notify, rules, user, &work.entry.state, Utc::now())
+                .await;
+        if events.is_empty() {
+            return;
+        }
+        for event in &events {
+            if let RotationEvent::NotificationSent {
+                key, kind, channel, ..
+            } = event
+            {
+                let what = format!(
+                    "notified the owner ({}) via {}",
+                    kind.as_str(),
+                    channel.as_str()
+                );
+                self.note(work, key, what);
+            }
+        }
+        // A crash or a conflict here loses only the record: the notification is sent
+        // again by a later run (at least once).
+        match self.append(work, events, fp::APPEND_RECORD).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(account = %self.account.id, user = %work.user, "notification outcomes not recorded: the stream moved");
+            }
+            Err(failure) => {
+                tracing::warn!(account = %self.account.id, user = %work.user, code = %failure.code, "notification outcomes not recorded");
+            }
+        }
     }
 
     /// Appends events to the user's stream at its version and folds them in, between the
