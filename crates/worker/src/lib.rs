@@ -17,6 +17,7 @@ pub mod permissions;
 pub mod secret;
 pub mod session;
 pub mod steps;
+pub mod telemetry;
 
 pub use aws_config::SdkConfig;
 pub use error::{AwsFailure, WorkerError};
