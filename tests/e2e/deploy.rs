@@ -304,6 +304,47 @@ fn the_journal_table_is_durable() {
     assert_eq!(properties["BillingMode"], "PAY_PER_REQUEST");
 }
 
+#[test]
+fn the_image_is_built_with_the_pinned_toolchain_and_runs_as_non_root() {
+    let root = deploy_dir().join("..");
+    let toolchain = std::fs::read_to_string(root.join("rust-toolchain.toml")).unwrap();
+    let channel = toolchain
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("channel = "))
+        .expect("rust-toolchain.toml names a channel")
+        .trim_matches('"');
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    let froms: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("FROM "))
+        .collect();
+    assert_eq!(
+        froms.len(),
+        2,
+        "a build stage and a runtime stage: {froms:?}"
+    );
+    assert!(
+        froms[0].starts_with(&format!("rust:{channel}-")),
+        "the build stage uses the toolchain of rust-toolchain.toml ({channel}): {}",
+        froms[0]
+    );
+    assert!(dockerfile.contains("--locked"), "the build is --locked");
+    assert!(froms[1].ends_with(":nonroot"), "{}", froms[1]);
+    let user = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("USER "))
+        .next_back()
+        .expect("the runtime stage names its user");
+    assert!(
+        !user.starts_with('0') && !user.starts_with("root"),
+        "{user}"
+    );
+    // The task definition runs the image as that same user.
+    let runner = template("runner.yaml");
+    let task = resource(&runner, "TaskDefinition", "AWS::ECS::TaskDefinition");
+    assert_eq!(task["Properties"]["ContainerDefinitions"][0]["User"], user);
+}
+
 /// CreateTable with the template's key schema, attributes and indexes.
 async fn create_table_as_written(emulator: &Emulator, name: &str) {
     let runner = template("runner.yaml");

@@ -7,6 +7,7 @@
 //! - `cargo xtask venv`     — only creates (or refreshes) the emulator's venv.
 //! - `cargo xtask bench`    — keyturn against Cloud Custodian on a seeded organization (docs/benchmarks.md).
 //! - `cargo xtask completions`, `cargo xtask man` — shell completions and man pages (`assets.rs`).
+//! - `cargo xtask deploy-lint` — cfn-lint and checkov on the deployment templates (`deploy.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,13 +15,15 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 mod assets;
+mod deploy;
 #[cfg(test)]
 mod tidy;
 
-const USAGE: &str = "usage: cargo xtask <test|demo|emulator|venv|bench|completions|man> [args…]
+const USAGE: &str = "usage: cargo xtask <test|demo|emulator|venv|bench|completions|man|deploy-lint> [args…]
 
-  test [CARGO TEST ARGS…]  create the emulator venv if missing, run the emulator's self-test and every Rust test
-                           (keyturn built with its failpoints, for the crash tests)
+  test [CARGO TEST ARGS…]  create the emulator venv if missing, run the emulator's self-test, lint the
+                           deployment templates and run every Rust test (keyturn built with its failpoints,
+                           for the crash tests)
   demo                     seed a sample organization on a fresh emulator and run keyturn on it
   emulator [--port N] [--serial]
                            run the emulator in the foreground (Ctrl-C stops it)
@@ -32,7 +35,9 @@ const USAGE: &str = "usage: cargo xtask <test|demo|emulator|venv|bench|completio
                            C7N_ORG_PARALLEL settings tried besides the default) and write docs/benchmarks.md
   completions [--out DIR]  write keyturn's shell completions (bash, elvish, fish, powershell, zsh)
                            to DIR (default target/assets/completions)
-  man [--out DIR]          write one man page per keyturn command to DIR (default target/assets/man)";
+  man [--out DIR]          write one man page per keyturn command to DIR (default target/assets/man)
+  deploy-lint              cfn-lint and checkov on deploy/*.yaml (venv target/deploy-venv from
+                           deploy/requirements.txt)";
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -47,6 +52,7 @@ fn main() -> Result<()> {
         "bench" => bench(&root, &rest),
         "completions" => assets::completions(&root, &rest, USAGE),
         "man" => assets::man(&root, &rest, USAGE),
+        "deploy-lint" => deploy::lint(&root),
         "" | "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())
@@ -128,6 +134,7 @@ fn test(root: &Path, cargo_args: &[String]) -> Result<()> {
     run(Command::new(&python)
         .arg(root.join("tests/emulator/test_server.py"))
         .current_dir(root))?;
+    deploy::lint(root)?;
     ensure_chromium()?;
     // With the failpoints compiled into the keyturn binary the tests run, so that the
     // crash tests (tests/e2e/crash.rs) can kill it at every step boundary; a plain
