@@ -23,6 +23,7 @@ const OWNED_BY: &[(&str, &[&str])] = &[
     ("aws-sdk-sts", &["keyturn-worker"]),
     ("aws-sdk-organizations", &["keyturn-worker"]),
     ("aws-sdk-secretsmanager", &["keyturn-worker"]),
+    ("aws-sdk-sns", &["keyturn-worker"]),
     ("aws-sdk-dynamodb", &["keyturn-journal"]),
     ("rusqlite", &["keyturn-journal"]),
     ("clap", &["keyturn-cli", "xtask"]),
