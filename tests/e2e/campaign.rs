@@ -823,8 +823,9 @@ async fn sleep_until(at: DateTime<Utc>, margin: Duration) {
 // The scenarios.
 // ---------------------------------------------------------------------------------------
 
-/// `plan` prints one row per key in scope, with the contract's fields in order, in JSON
-/// and CSV alike; every action appears with its reason; and nothing is changed.
+/// `plan` prints one row per key in scope that may need action, with the contract's
+/// fields in order, in JSON and CSV alike; every action appears with its reason; and
+/// nothing is changed.
 #[tokio::test(flavor = "multi_thread")]
 async fn plan_prints_one_row_per_key_with_every_action_and_changes_nothing() {
     let bed = Bed::new(
@@ -872,12 +873,6 @@ async fn plan_prints_one_row_per_key_with_every_action_and_changes_nothing() {
             0,
             "delete-inactive",
             "Inactive, 100 days old, last used 50 days ago".to_owned(),
-        ),
-        (
-            "young",
-            0,
-            "none",
-            "Active, 10 days old, last used 1 day ago".to_owned(),
         ),
         (
             "breakglass-admin",
@@ -952,7 +947,6 @@ async fn plan_prints_one_row_per_key_with_every_action_and_changes_nothing() {
             "rotate",
             "retire-unused",
             "delete-inactive",
-            "none",
             "skip",
             "blocked"
         ]
@@ -960,9 +954,11 @@ async fn plan_prints_one_row_per_key_with_every_action_and_changes_nothing() {
         .collect(),
         "every action appears"
     );
-    // One row per key IAM holds, no more.
+    // One row per key IAM holds, no more, except the keys of a user whose credential
+    // report row shows nothing to do ("young"): its keys are not even listed.
     let iam_keys: BTreeSet<(String, String)> = before
         .iter()
+        .filter(|r| text(r, "user_name") != "young")
         .map(|r| {
             (
                 text(r, "user_name").to_owned(),

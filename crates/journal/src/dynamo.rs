@@ -32,9 +32,15 @@
 //!
 //! # Appending
 //!
-//! An append reads the event at the expected version with a consistent GetItem (its
-//! hash is the new batch's `prev_hash`; if it is missing the stream is elsewhere, and
-//! a consistent Query for the last event gives the actual version). The new events are
+//! [`Journal::append_at`] is given the stream's head (version and last hash) by a caller
+//! that read the stream or appended to it, and reads nothing: events are immutable, so
+//! while the stream is at that version its last hash is the head's, and the write's
+//! conditions refuse it if the stream has moved. [`Journal::append`] reads the event at
+//! the expected version with a consistent GetItem first (its hash is the new batch's
+//! `prev_hash`; if it is missing the stream is elsewhere, and a consistent Query for the
+//! last event gives the actual version). A stream's first append also writes the
+//! campaign index item unless the campaign is known to be listed (one consistent GetItem
+//! per campaign and process; the index is never deleted from). The new events are
 //! written with `attribute_not_exists(pk)` conditions: a single event with a
 //! conditional PutItem, a batch (or the first batch of a campaign, which also writes
 //! the campaign index item) with one TransactWriteItems. A failed condition means
@@ -44,8 +50,9 @@
 //! a client request token derived from the batch's last hash, so DynamoDB applies a
 //! retried transaction once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -68,7 +75,7 @@ use crate::envelope::{
 use crate::error::JournalError;
 use crate::hash::GENESIS_HASH;
 use crate::location::validate_table_name;
-use crate::{FORMAT_VERSION, InitOutcome, Journal};
+use crate::{FORMAT_VERSION, InitOutcome, Journal, StreamHead};
 
 /// An attribute map, as the SDK passes items.
 type Item = HashMap<String, AttributeValue>;
@@ -121,6 +128,10 @@ pub struct DynamoJournal {
     client: Client,
     table: String,
     page_size: Option<i32>,
+    /// Campaigns known to be in the campaign index (read there, written there, or seen
+    /// with events, which are written with it). The index is never deleted from, so a
+    /// campaign once known stays known and a stream's first append needs no read of it.
+    listed: Arc<Mutex<HashSet<String>>>,
 }
 
 impl fmt::Debug for DynamoJournal {
@@ -195,6 +206,7 @@ impl DynamoJournal {
             client,
             table: table.to_owned(),
             page_size: None,
+            listed: Arc::default(),
         })
     }
 
@@ -506,9 +518,26 @@ impl DynamoJournal {
             .map_err(|err| self.sdk_error("GetItem of an event", err))
     }
 
-    /// Whether the campaign index already lists the campaign.
+    fn known_listed(&self, campaign: &str) -> bool {
+        self.listed
+            .lock()
+            .is_ok_and(|listed| listed.contains(campaign))
+    }
+
+    fn remember_listed(&self, campaign: &str) {
+        if let Ok(mut listed) = self.listed.lock() {
+            listed.insert(campaign.to_owned());
+        }
+    }
+
+    /// Whether the campaign index already lists the campaign (read once per campaign
+    /// and process: the index is never deleted from).
     async fn campaign_listed(&self, campaign: &str) -> Result<bool, JournalError> {
-        self.client
+        if self.known_listed(campaign) {
+            return Ok(true);
+        }
+        let listed = self
+            .client
             .get_item()
             .table_name(&self.table)
             .key(PK, s(CAMPAIGNS_PK))
@@ -519,7 +548,11 @@ impl DynamoJournal {
             .send()
             .await
             .map(|answer| answer.item.is_some())
-            .map_err(|err| self.sdk_error("GetItem of the campaign index", err))
+            .map_err(|err| self.sdk_error("GetItem of the campaign index", err))?;
+        if listed {
+            self.remember_listed(campaign);
+        }
+        Ok(listed)
     }
 
     fn envelopes(&self, items: &[Item]) -> Result<Vec<Envelope>, JournalError> {
@@ -734,6 +767,31 @@ impl DynamoJournal {
     }
 }
 
+impl DynamoJournal {
+    /// Seals `events` after (`expected_version`, `prev_hash`) and writes them.
+    async fn write_after(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        prev_hash: &str,
+        events: Vec<NewEvent>,
+    ) -> Result<StreamHead, JournalError> {
+        let with_campaign_item =
+            expected_version == 0 && !self.campaign_listed(stream.campaign()).await?;
+        let count = events.len();
+        let sealed = seal_batch(stream, expected_version, prev_hash, events, now_micros())?;
+        self.write_batch(stream, expected_version, &sealed, with_campaign_item)
+            .await?;
+        if with_campaign_item {
+            self.remember_listed(stream.campaign());
+        }
+        let head = StreamHead::after(&sealed);
+        let version = head.version();
+        tracing::debug!(journal = %self.describe(), expected_version, count, version, "appended");
+        Ok(head)
+    }
+}
+
 /// Why a conditional write failed.
 enum WriteFailure {
     /// An item already exists where the batch writes.
@@ -767,15 +825,23 @@ impl Journal for DynamoJournal {
                 }
             }
         };
-        let with_campaign_item =
-            expected_version == 0 && !self.campaign_listed(stream.campaign()).await?;
-        let count = events.len();
-        let sealed = seal_batch(stream, expected_version, &prev_hash, events, now_micros())?;
-        self.write_batch(stream, expected_version, &sealed, with_campaign_item)
+        let head = self
+            .write_after(stream, expected_version, &prev_hash, events)
             .await?;
-        let version = sealed.last().map_or(expected_version, |last| last.sequence);
-        tracing::debug!(journal = %self.describe(), expected_version, count, version, "appended");
-        Ok(version)
+        Ok(head.version())
+    }
+
+    async fn append_at(
+        &self,
+        stream: &StreamId,
+        head: &StreamHead,
+        events: Vec<NewEvent>,
+    ) -> Result<StreamHead, JournalError> {
+        validate_batch(&events)?;
+        // No read: the conditions on the new sequences refuse the write if the stream
+        // has moved past `head`, and while it is at `head` its last hash is `head`'s.
+        self.write_after(stream, head.version(), head.hash(), events)
+            .await
     }
 
     async fn read_stream(&self, stream: &StreamId) -> Result<Vec<Envelope>, JournalError> {
@@ -795,6 +861,9 @@ impl Journal for DynamoJournal {
             })
             .await?;
         let mut events = self.envelopes(&items)?;
+        if !events.is_empty() {
+            self.remember_listed(campaign);
+        }
         // The sort key orders `E#a!#…` before `E#a#…` (`!` sorts before `#`), while
         // streams order by name: sort to the documented order.
         events.sort_by(|a, b| (a.stream.name(), a.sequence).cmp(&(b.stream.name(), b.sequence)));

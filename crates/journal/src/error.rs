@@ -127,6 +127,14 @@ pub enum JournalError {
     },
 }
 
+/// The error for a head whose hash is not the stream's at that version: a head taken
+/// from another stream (a caller's mistake; nothing is written).
+pub(crate) fn foreign_head(stream: &crate::StreamId, version: u64) -> JournalError {
+    JournalError::rejected(format!(
+        "the head given for stream {stream} at version {version} is not that stream's"
+    ))
+}
+
 impl JournalError {
     /// Builds a [`JournalError::Rejected`] from any message.
     pub(crate) fn rejected(message: impl Into<String>) -> Self {

@@ -53,6 +53,61 @@ pub use query::{AuditFilter, IndexUsed, audit};
 pub use schema::{EventSchema, decode};
 pub use sqlite::SqliteJournal;
 
+/// Where a stream ends, as a read or an append showed it: the sequence of its last
+/// event (its version, 0 when empty) and that event's hash.
+///
+/// Events are immutable, so while the stream is still at this version its last hash is
+/// this one: [`Journal::append_at`] chains new events to it without reading the stream
+/// again, and its condition on the version refuses the append when the stream has moved.
+/// A head can only be made from a stream's envelopes or by an append, never from loose
+/// numbers, so that a wrong hash cannot be chained in by mistake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamHead {
+    version: u64,
+    hash: String,
+}
+
+impl StreamHead {
+    /// The head of a stream with no event.
+    pub fn empty() -> Self {
+        Self {
+            version: 0,
+            hash: GENESIS_HASH.to_owned(),
+        }
+    }
+
+    /// The head after `events`, all of one stream in ascending sequence (as
+    /// [`Journal::read_stream`] returns them, or one stream's part of
+    /// [`Journal::read_campaign`]).
+    pub fn after(events: &[Envelope]) -> Self {
+        events.last().map_or_else(Self::empty, Self::at)
+    }
+
+    /// The head at one event: the stream's head if it is the stream's last.
+    pub fn at(last: &Envelope) -> Self {
+        Self {
+            version: last.sequence,
+            hash: last.hash.clone(),
+        }
+    }
+
+    /// The stream's version: its last sequence, 0 when empty.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The hash of the last event (the genesis hash when empty).
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+}
+
+impl Default for StreamHead {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
 /// The storage format version this build writes and the newest it reads.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -69,13 +124,28 @@ pub trait Journal: Send + Sync + Debug {
     /// stream's new version.
     ///
     /// [`JournalError::Conflict`] (with the actual version) when the stream is elsewhere:
-    /// reload it, decide again, append at the new version.
+    /// reload it, decide again, append at the new version. A caller that knows the
+    /// stream's head uses [`append_at`](Journal::append_at), which needs no read.
     async fn append(
         &self,
         stream: &StreamId,
         expected_version: u64,
         events: Vec<NewEvent>,
     ) -> Result<u64, JournalError>;
+
+    /// [`append`](Journal::append) for a caller that knows the stream's head (from its
+    /// read or its previous append): the new events are chained to `head` without
+    /// reading the stream first, which saves a consistent read per append on DynamoDB.
+    /// Returns the new head.
+    ///
+    /// [`JournalError::Conflict`] (with the actual version) when the stream is no longer
+    /// at `head`'s version, exactly as `append`.
+    async fn append_at(
+        &self,
+        stream: &StreamId,
+        head: &StreamHead,
+        events: Vec<NewEvent>,
+    ) -> Result<StreamHead, JournalError>;
 
     /// Every event of a stream, by ascending sequence.
     async fn read_stream(&self, stream: &StreamId) -> Result<Vec<Envelope>, JournalError>;

@@ -10,12 +10,13 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::Journal;
 use crate::envelope::{
     Envelope, NewEvent, StreamId, now_micros, seal_batch, validate_batch, validate_campaign,
 };
 use crate::error::JournalError;
+use crate::error::foreign_head;
 use crate::hash::GENESIS_HASH;
+use crate::{Journal, StreamHead};
 
 /// A journal that lives in the process's memory and is lost with it.
 #[derive(Debug, Default)]
@@ -83,6 +84,32 @@ impl Journal for MemoryJournal {
         let new_version = sealed.last().map_or(expected_version, |last| last.sequence);
         streams.entry(stream.clone()).or_default().extend(sealed);
         Ok(new_version)
+    }
+
+    async fn append_at(
+        &self,
+        stream: &StreamId,
+        head: &StreamHead,
+        events: Vec<NewEvent>,
+    ) -> Result<StreamHead, JournalError> {
+        validate_batch(&events)?;
+        let mut streams = self.lock()?;
+        let stored = streams.get(stream).map(Vec::as_slice).unwrap_or_default();
+        let actual = StreamHead::after(stored);
+        if actual.version() != head.version() {
+            return Err(JournalError::Conflict {
+                stream: stream.clone(),
+                expected: head.version(),
+                actual: actual.version(),
+            });
+        }
+        if actual.hash() != head.hash() {
+            return Err(foreign_head(stream, head.version()));
+        }
+        let sealed = seal_batch(stream, head.version(), head.hash(), events, now_micros())?;
+        let new_head = StreamHead::after(&sealed);
+        streams.entry(stream.clone()).or_default().extend(sealed);
+        Ok(new_head)
     }
 
     async fn read_stream(&self, stream: &StreamId) -> Result<Vec<Envelope>, JournalError> {

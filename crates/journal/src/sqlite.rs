@@ -33,8 +33,9 @@ use crate::envelope::{
     text_range, validate_batch, validate_campaign,
 };
 use crate::error::JournalError;
+use crate::error::foreign_head;
 use crate::hash::GENESIS_HASH;
-use crate::{FORMAT_VERSION, InitOutcome, Journal};
+use crate::{FORMAT_VERSION, InitOutcome, Journal, StreamHead};
 
 /// How long a call waits for another connection's lock on the file before giving up
 /// with [`JournalError::Unavailable`].
@@ -352,13 +353,18 @@ fn last_of_stream(
     }
 }
 
+/// Appends in one transaction at `expected_version`; with `expected_hash`, the stream's
+/// last hash must be that one too (a caller's [`StreamHead`]). The read of the last
+/// event is local and inside the transaction, so SQLite checks the head rather than
+/// trusting it.
 fn append_blocking(
     connection: &mut Connection,
     backend: &str,
     stream: &StreamId,
     expected_version: u64,
+    expected_hash: Option<&str>,
     events: Vec<NewEvent>,
-) -> Result<u64, JournalError> {
+) -> Result<StreamHead, JournalError> {
     let fail = |err| sqlite_error(backend, err);
     let transaction = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -370,6 +376,11 @@ fn append_blocking(
             expected: expected_version,
             actual,
         });
+    }
+    if let Some(expected_hash) = expected_hash
+        && expected_hash != prev_hash
+    {
+        return Err(foreign_head(stream, expected_version));
     }
     let sealed = seal_batch(stream, expected_version, &prev_hash, events, now_micros())?;
     {
@@ -413,7 +424,7 @@ fn append_blocking(
             .map_err(fail)?;
     }
     transaction.commit().map_err(fail)?;
-    Ok(sealed.last().map_or(expected_version, |last| last.sequence))
+    Ok(StreamHead::after(&sealed))
 }
 
 /// Runs an event query and converts every row.
@@ -505,13 +516,41 @@ impl Journal for SqliteJournal {
         validate_batch(&events)?;
         let stream = stream.clone();
         let count = events.len();
-        let version = self
+        let head = self
             .with_connection(move |connection, backend| {
-                append_blocking(connection, backend, &stream, expected_version, events)
+                append_blocking(connection, backend, &stream, expected_version, None, events)
             })
             .await?;
+        let version = head.version();
         tracing::debug!(journal = %self.describe(), expected_version, count, version, "appended");
         Ok(version)
+    }
+
+    async fn append_at(
+        &self,
+        stream: &StreamId,
+        head: &StreamHead,
+        events: Vec<NewEvent>,
+    ) -> Result<StreamHead, JournalError> {
+        validate_batch(&events)?;
+        let stream = stream.clone();
+        let count = events.len();
+        let expected = head.clone();
+        let head = self
+            .with_connection(move |connection, backend| {
+                append_blocking(
+                    connection,
+                    backend,
+                    &stream,
+                    expected.version(),
+                    Some(expected.hash()),
+                    events,
+                )
+            })
+            .await?;
+        let version = head.version();
+        tracing::debug!(journal = %self.describe(), count, version, "appended at a known head");
+        Ok(head)
     }
 
     async fn read_stream(&self, stream: &StreamId) -> Result<Vec<Envelope>, JournalError> {

@@ -19,7 +19,7 @@ use aws_sdk_dynamodb::types::{
 use contract::{Fixture, Harness, RawAccess};
 use keyturn_journal::{
     Actor, DynamoJournal, InitOutcome, Journal, JournalError, JournalLocation, NewEvent,
-    SchemaVersion, StreamId,
+    SchemaVersion, StreamId, verify_stream,
 };
 use keyturn_testbed::{Emulator, EmulatorOptions, FaultRule};
 
@@ -438,6 +438,85 @@ async fn audit_queries_never_scan_the_table() {
         .unwrap();
     // The counters cover every test of this binary so far: none may have scanned.
     assert_eq!(EMULATOR.counters().await.by_action("dynamodb", "Scan"), 0);
+}
+
+/// With the head known, an append is one write and no read: a single event one PutItem,
+/// a batch one TransactWriteItems. A stream's first append reads the campaign index once
+/// per campaign and handle; a plain `append` still reads the previous event.
+#[tokio::test]
+async fn an_append_at_a_known_head_reads_nothing() {
+    // Its own emulator, so that its request counters count this test only.
+    let emulator = Emulator::start(EmulatorOptions::default());
+    let sdk = emulator.sdk_config().await;
+    let table = unique_table();
+    keyturn_journal::init(&location(&table), Some(&sdk))
+        .await
+        .unwrap();
+    let journal = DynamoJournal::open(&sdk, &table).await.unwrap();
+    let count = |action: &'static str| {
+        let emulator = &emulator;
+        async move { emulator.counters().await.by_action("dynamodb", action) }
+    };
+    let snapshot = || async {
+        [
+            count("GetItem").await,
+            count("Query").await,
+            count("PutItem").await,
+            count("TransactWriteItems").await,
+        ]
+    };
+    emulator.reset_counters().await;
+
+    let first = StreamId::new("c", "user-1").unwrap();
+    let head = journal
+        .append_at(&first, &keyturn_journal::StreamHead::empty(), one_event())
+        .await
+        .unwrap();
+    // The campaign is new: one GetItem of the index, one transaction (event + index item).
+    assert_eq!(snapshot().await, [1, 0, 0, 1]);
+    emulator.reset_counters().await;
+
+    let head = journal.append_at(&first, &head, one_event()).await.unwrap();
+    assert_eq!(snapshot().await, [0, 0, 1, 0], "one event: one PutItem");
+    emulator.reset_counters().await;
+
+    let mut two = one_event();
+    two.extend(one_event());
+    let head = journal.append_at(&first, &head, two).await.unwrap();
+    assert_eq!(head.version(), 4);
+    assert_eq!(snapshot().await, [0, 0, 0, 1], "a batch: one transaction");
+    emulator.reset_counters().await;
+
+    // Another stream of a campaign this handle knows: no read of the index.
+    let second = StreamId::new("c", "user-2").unwrap();
+    journal
+        .append_at(&second, &keyturn_journal::StreamHead::empty(), one_event())
+        .await
+        .unwrap();
+    assert_eq!(snapshot().await, [0, 0, 1, 0]);
+    emulator.reset_counters().await;
+
+    // A handle that read the campaign knows it is listed too.
+    let other = DynamoJournal::open(&sdk, &table).await.unwrap();
+    let events = other.read_campaign("c").await.unwrap();
+    emulator.reset_counters().await;
+    let third = StreamId::new("c", "user-3").unwrap();
+    other
+        .append_at(&third, &keyturn_journal::StreamHead::empty(), one_event())
+        .await
+        .unwrap();
+    assert_eq!(snapshot().await, [0, 0, 1, 0]);
+    assert_eq!(events.len(), 5);
+    emulator.reset_counters().await;
+
+    // The plain append reads the event at the expected version first.
+    journal.append(&first, 4, one_event()).await.unwrap();
+    assert_eq!(snapshot().await, [1, 0, 1, 0]);
+    verify_stream(&journal.read_stream(&first).await.unwrap()).unwrap();
+    assert_eq!(
+        journal.list_campaigns().await.unwrap(),
+        vec!["c".to_owned()]
+    );
 }
 
 #[tokio::test]

@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_iam::Client as IamClient;
-use aws_sdk_iam::types::ReportStateType;
 use chrono::{DateTime, Utc};
 use keyturn_planner::inventory::LastUse;
 
@@ -47,6 +46,12 @@ impl CredentialReport {
             (Some(slot), None) => Some(slot.last_used.clone()),
             _ => None,
         }
+    }
+
+    /// The key slots the report shows for `user` (empty when the user had no key),
+    /// or `None` when the user is not in the report (created after it).
+    pub fn user_keys(&self, user: &str) -> Option<&[ReportKey]> {
+        self.users.get(user).map(Vec::as_slice)
     }
 
     /// Parses the report's CSV text.
@@ -119,48 +124,102 @@ fn report_text(text: &str) -> Option<String> {
 /// How long to wait for IAM to generate a report before giving up.
 const GENERATION_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Generates (or reuses) the account's credential report and downloads it.
-pub async fn fetch(iam: &IamClient) -> Result<CredentialReport, AwsFailure> {
-    let started = tokio::time::Instant::now();
-    let mut pause = Duration::from_millis(100);
-    loop {
-        let generated = iam
-            .generate_credential_report()
-            .send()
-            .await
-            .map_err(|e| AwsFailure::from_sdk("GenerateCredentialReport", &e))?;
-        if generated.state() == Some(&ReportStateType::Complete) {
-            match iam.get_credential_report().send().await {
-                Ok(out) => {
-                    let content = out.content().map(|b| b.as_ref()).unwrap_or_default();
-                    return CredentialReport::parse(content).map_err(|message| AwsFailure {
-                        operation: "GetCredentialReport",
-                        code: "MalformedReport".to_owned(),
-                        message,
-                    });
-                }
-                Err(e) => {
-                    let failure = AwsFailure::from_sdk("GetCredentialReport", &e);
-                    if !matches!(
-                        failure.code.as_str(),
-                        "ReportInProgress" | "ReportNotPresent" | "ReportExpired"
-                    ) {
-                        return Err(failure);
-                    }
-                }
+/// A report generated longer ago than this is generated again (AWS itself regenerates
+/// at most every four hours, so an older report is one nobody asked to refresh).
+pub const MAX_REPORT_AGE: chrono::Duration = chrono::Duration::hours(4);
+
+/// What one GetCredentialReport answered.
+enum Got {
+    /// The report, and when IAM generated it (`None` when the answer does not say).
+    Report(CredentialReport, Option<DateTime<Utc>>),
+    /// `ReportNotPresent` or `ReportExpired`: it must be generated.
+    Missing,
+    /// `ReportInProgress`: a generation is under way.
+    InProgress,
+}
+
+async fn get(iam: &IamClient) -> Result<Got, AwsFailure> {
+    match iam.get_credential_report().send().await {
+        Ok(out) => {
+            let content = out.content().map(|b| b.as_ref()).unwrap_or_default();
+            let report = CredentialReport::parse(content).map_err(|message| AwsFailure {
+                operation: "GetCredentialReport",
+                code: "MalformedReport".to_owned(),
+                message,
+            })?;
+            let generated = out.generated_time().map(crate::iam::to_chrono);
+            Ok(Got::Report(report, generated))
+        }
+        Err(e) => {
+            let failure = AwsFailure::from_sdk("GetCredentialReport", &e);
+            match failure.code.as_str() {
+                "ReportNotPresent" | "ReportExpired" => Ok(Got::Missing),
+                "ReportInProgress" => Ok(Got::InProgress),
+                _ => Err(failure),
             }
         }
-        if started.elapsed() > GENERATION_TIMEOUT {
+    }
+}
+
+async fn generate(iam: &IamClient) -> Result<(), AwsFailure> {
+    iam.generate_credential_report()
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| AwsFailure::from_sdk("GenerateCredentialReport", &e))
+}
+
+/// Downloads the account's credential report, generating it only when there is none,
+/// it has expired or it is older than [`MAX_REPORT_AGE`].
+///
+/// Calls: GetCredentialReport alone when a recent report exists (the usual case after
+/// the first read of the day); otherwise GetCredentialReport, GenerateCredentialReport,
+/// then GetCredentialReport again while it answers `ReportInProgress`, with backoff, for
+/// at most two minutes.
+pub async fn fetch(iam: &IamClient) -> Result<CredentialReport, AwsFailure> {
+    fetch_within(iam, GENERATION_TIMEOUT).await
+}
+
+async fn fetch_within(iam: &IamClient, timeout: Duration) -> Result<CredentialReport, AwsFailure> {
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(100);
+    let mut generated = false;
+    let mut regenerate = false;
+    let mut answer = get(iam).await?;
+    loop {
+        match answer {
+            // After our own generation any report is the new one: its age is not looked
+            // at again (an emulator or a clock skew could otherwise loop).
+            Got::Report(report, at)
+                if generated || at.is_none_or(|at| Utc::now() - at <= MAX_REPORT_AGE) =>
+            {
+                return Ok(report);
+            }
+            Got::Report(..) | Got::Missing if !generated => {
+                generate(iam).await?;
+                generated = true;
+                // The answer may already be ready (a small account, or IAM reusing a
+                // recent report): ask at once, then back off while it is in progress.
+                answer = get(iam).await?;
+                continue;
+            }
+            // Still missing after a generation: ask for one again after the pause.
+            Got::Report(..) | Got::Missing => regenerate = true,
+            Got::InProgress => {}
+        }
+        if started.elapsed() > timeout {
             return Err(AwsFailure {
-                operation: "GenerateCredentialReport",
+                operation: "GetCredentialReport",
                 code: "ReportTimeout".to_owned(),
-                message: format!(
-                    "the credential report was not ready after {GENERATION_TIMEOUT:?}"
-                ),
+                message: format!("the credential report was not ready after {timeout:?}"),
             });
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(2));
+        if std::mem::take(&mut regenerate) {
+            generate(iam).await?;
+        }
+        answer = get(iam).await?;
     }
 }
 
@@ -220,6 +279,163 @@ mod tests {
         );
         let report = CredentialReport::parse(csv.as_bytes()).unwrap();
         assert_eq!(report.last_used("app", at("2026-07-01T12:00:00Z")), None);
+    }
+
+    mod fetching {
+        use aws_config::BehaviorVersion;
+        use aws_credential_types::Credentials;
+        use aws_sdk_iam::operation::generate_credential_report::GenerateCredentialReportOutput;
+        use aws_sdk_iam::operation::get_credential_report::{
+            GetCredentialReportError, GetCredentialReportInput, GetCredentialReportOutput,
+        };
+        use aws_sdk_iam::primitives::{Blob, DateTime as SdkTime};
+        use aws_sdk_iam::types::ReportStateType;
+        use aws_smithy_mocks::{
+            MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock,
+        };
+
+        use super::super::*;
+        use super::HEADER;
+
+        fn client(rules: &[&Rule]) -> IamClient {
+            let interceptor = rules.iter().fold(
+                MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny),
+                |i, r| i.with_rule(r),
+            );
+            let config = aws_sdk_iam::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(aws_sdk_iam::config::Region::new("us-east-1"))
+                .credentials_provider(Credentials::new("AKIDTEST", "x", None, None, "test"))
+                .http_client(create_mock_http_client())
+                .interceptor(interceptor)
+                .build();
+            IamClient::from_conf(config)
+        }
+
+        /// IAM's query-protocol error body for `code`.
+        fn error(code: &str) -> String {
+            format!(
+                "<ErrorResponse xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><Error><Type>Sender</Type><Code>{code}</Code><Message>{code}</Message></Error><RequestId>r</RequestId></ErrorResponse>"
+            )
+        }
+
+        fn report(generated_hours_ago: i64) -> GetCredentialReportOutput {
+            let csv = format!(
+                "{HEADER}\napp,arn,2020-01-01T00:00:00+00:00,false,N/A,N/A,N/A,false,true,2026-07-01T12:00:00+00:00,N/A,N/A,N/A,false,N/A,N/A,N/A,N/A,false,N/A,false,N/A\n"
+            );
+            let at = Utc::now() - chrono::Duration::hours(generated_hours_ago);
+            GetCredentialReportOutput::builder()
+                .content(Blob::new(csv))
+                .generated_time(SdkTime::from_secs(at.timestamp()))
+                .build()
+        }
+
+        type GetRule = aws_smithy_mocks::RuleBuilder<
+            GetCredentialReportInput,
+            GetCredentialReportOutput,
+            GetCredentialReportError,
+        >;
+
+        fn get_rule() -> GetRule {
+            mock!(aws_sdk_iam::Client::get_credential_report).match_requests(|_| true)
+        }
+
+        fn generate_rule(state: ReportStateType) -> Rule {
+            mock!(aws_sdk_iam::Client::generate_credential_report).then_output(move || {
+                GenerateCredentialReportOutput::builder()
+                    .state(state.clone())
+                    .build()
+            })
+        }
+
+        #[tokio::test]
+        async fn a_recent_report_costs_one_call() {
+            let get = get_rule().then_output(|| report(1));
+            let generate = generate_rule(ReportStateType::Complete);
+            let iam = client(&[&get, &generate]);
+            let fetched = fetch(&iam).await.unwrap();
+            assert_eq!(fetched.user_keys("app").map(<[_]>::len), Some(1));
+            assert_eq!((get.num_calls(), generate.num_calls()), (1, 0));
+        }
+
+        #[tokio::test]
+        async fn an_absent_report_is_generated_then_polled_with_get() {
+            let get = get_rule()
+                .sequence()
+                .http_status(410, Some(error("ReportNotPresent")))
+                .http_status(404, Some(error("ReportInProgress")))
+                .times(2)
+                .output(|| report(0))
+                .build();
+            let generate = generate_rule(ReportStateType::Started);
+            let iam = client(&[&get, &generate]);
+            let fetched = fetch(&iam).await.unwrap();
+            assert!(fetched.user_keys("app").is_some());
+            assert!(fetched.user_keys("other").is_none());
+            assert_eq!(
+                (get.num_calls(), generate.num_calls()),
+                (4, 1),
+                "Get (absent), Generate, Get twice in progress, Get: never Generate again"
+            );
+        }
+
+        #[tokio::test]
+        async fn an_expired_report_is_generated_again() {
+            let get = get_rule()
+                .sequence()
+                .http_status(410, Some(error("ReportExpired")))
+                .output(|| report(0))
+                .build();
+            let generate = generate_rule(ReportStateType::Started);
+            let iam = client(&[&get, &generate]);
+            fetch(&iam).await.unwrap();
+            assert_eq!((get.num_calls(), generate.num_calls()), (2, 1));
+        }
+
+        #[tokio::test]
+        async fn a_report_older_than_four_hours_is_generated_again() {
+            let get = get_rule()
+                .sequence()
+                .output(|| report(5))
+                // IAM may hand back the same stale time: it is taken, not looped on.
+                .output(|| report(5))
+                .build();
+            let generate = generate_rule(ReportStateType::Complete);
+            let iam = client(&[&get, &generate]);
+            fetch(&iam).await.unwrap();
+            assert_eq!((get.num_calls(), generate.num_calls()), (2, 1));
+        }
+
+        #[tokio::test]
+        async fn a_report_that_never_comes_times_out() {
+            let get = get_rule()
+                .sequence()
+                .http_status(404, Some(error("ReportInProgress")))
+                .repeatedly()
+                .build();
+            let generate = generate_rule(ReportStateType::Inprogress);
+            let iam = client(&[&get, &generate]);
+            let err = fetch_within(&iam, Duration::from_millis(250))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code, "ReportTimeout");
+            assert_eq!(generate.num_calls(), 0, "someone else is generating it");
+            assert!(get.num_calls() >= 3);
+        }
+
+        #[tokio::test]
+        async fn other_errors_are_returned_with_their_code() {
+            let get = get_rule()
+                .sequence()
+                .http_status(403, Some(error("AccessDenied")))
+                .build();
+            let iam = client(&[&get]);
+            let err = fetch(&iam).await.unwrap_err();
+            assert_eq!(
+                (err.operation, err.code.as_str()),
+                ("GetCredentialReport", "AccessDenied")
+            );
+        }
     }
 
     #[test]

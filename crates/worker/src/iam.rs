@@ -1,24 +1,104 @@
 //! IAM reads of one account: its users, their tags and keys, and each key's last use.
 //!
 //! Calls per account: GetAccountAuthorizationDetails (users with their tags, paginated),
-//! the credential report (two calls), ListAccessKeys per user (paginated), and
-//! GetAccessKeyLastUsed only for keys the report cannot place. Per-user calls run with
-//! a small bound of their own, because IAM's rate limits are per account.
+//! GetCredentialReport (plus GenerateCredentialReport and another Get when the report is
+//! missing or older than four hours), ListAccessKeys only for the users the caller needs
+//! ([`Listing`]), and GetAccessKeyLastUsed only for listed keys the report cannot place.
+//! Per-user calls run with a small bound of their own, because IAM's rate limits are per
+//! account.
+
+use std::collections::BTreeSet;
 
 use aws_sdk_iam::Client as IamClient;
 use aws_sdk_iam::types::EntityType;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
-use keyturn_planner::inventory::{KeyRecord, LastUse};
-use keyturn_planner::policy::UserExclusion;
-use keyturn_planner::{AccessKeyId, Scope, UserName};
+use keyturn_planner::inventory::{KeyRecord, KeyStatus, LastUse};
+use keyturn_planner::policy::{Rotation, UserExclusion};
+use keyturn_planner::rotation::{ObservedKey, PlanAction, classify};
+use keyturn_planner::{AccessKeyId, AccountId, Scope, UserName};
 
-use crate::credential_report::{self, CredentialReport};
+use crate::credential_report::{self, CredentialReport, ReportKey};
 use crate::error::AwsFailure;
 use crate::org::OrgAccount;
 
 /// How many per-user IAM calls of one account run at once.
 pub const PER_ACCOUNT_CONCURRENCY: usize = 4;
+
+/// Whose keys an account read lists: ListAccessKeys costs one call per user, and the
+/// credential report already says which users hold keys and how old and how used they
+/// are (but not their ids).
+#[derive(Debug, Clone, Copy)]
+pub enum Listing<'a> {
+    /// Users the report shows with at least one key, and users absent from the report
+    /// (created after it): every key id there is, for `inventory`.
+    Held,
+    /// Users a campaign may act on (`plan`, `run`): those whose report row holds a key
+    /// the planner's [`classify`] gives an action other than `none` (taking the report's
+    /// status, creation time and last use, ages against now), users absent from the
+    /// report, and the users in `in_flight` (a campaign's users with a key not settled).
+    Actionable {
+        /// The campaign's rotation rules.
+        rules: &'a Rotation,
+        /// Users the campaign is working on, by account.
+        in_flight: &'a BTreeSet<(AccountId, UserName)>,
+    },
+}
+
+impl Listing<'_> {
+    /// Whether the user's keys are to be listed.
+    fn wants(
+        &self,
+        account: &AccountId,
+        user: &UserName,
+        exclusion: Option<&UserExclusion>,
+        report: &CredentialReport,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let Some(slots) = report.user_keys(user.as_str()) else {
+            return true; // created after the report: nothing is known of its keys
+        };
+        match self {
+            Self::Held => !slots.is_empty(),
+            Self::Actionable { rules, in_flight } => {
+                in_flight.contains(&(account.clone(), user.clone()))
+                    || report_needs_action(slots, exclusion, rules, now)
+            }
+        }
+    }
+}
+
+/// Whether the planner would do anything to the keys a report row shows. The report has
+/// no key ids, so the slots stand in under placeholder ids; the caller's own key cannot
+/// be told apart here, so it is planned like any other (a listed user is classified again
+/// with the real ids).
+pub fn report_needs_action(
+    slots: &[ReportKey],
+    exclusion: Option<&UserExclusion>,
+    rules: &Rotation,
+    now: DateTime<Utc>,
+) -> bool {
+    const PLACEHOLDERS: [&str; 2] = ["AKIAREPORTSLOT000001", "AKIAREPORTSLOT000002"];
+    let observed: Vec<ObservedKey> = slots
+        .iter()
+        .zip(PLACEHOLDERS)
+        .filter_map(|(slot, id)| {
+            Some(ObservedKey {
+                key: AccessKeyId::new(id).ok()?,
+                status: if slot.active {
+                    KeyStatus::Active
+                } else {
+                    KeyStatus::Inactive
+                },
+                created_at: slot.created_at,
+                last_used_at: slot.last_used.as_ref().map(|l| l.at),
+            })
+        })
+        .collect();
+    classify(&observed, exclusion, None, rules, now)
+        .iter()
+        .any(|plan| plan.action != PlanAction::None)
+}
 
 /// An IAM user and its tags.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +116,10 @@ pub struct UserKeys {
     pub user: IamUser,
     /// `Some` when the policy excludes or exempts the user.
     pub exclusion: Option<UserExclusion>,
-    /// The user's keys (zero, one or two).
+    /// Whether the user's keys were listed ([`Listing`]); when not, `keys` is empty and
+    /// says nothing.
+    pub listed: bool,
+    /// The user's keys (zero, one or two), when listed.
     pub keys: Vec<KeyRecord>,
 }
 
@@ -49,14 +132,17 @@ pub struct AccountKeys {
     pub users: Vec<UserKeys>,
 }
 
-/// Reads every user of the account, its keys and their last use.
+/// Reads every user of the account and, for the users `listing` selects, their keys
+/// and their last use.
 pub async fn account_keys(
     iam: &IamClient,
     account: &OrgAccount,
     scope: &Scope,
+    listing: Listing<'_>,
 ) -> Result<AccountKeys, AwsFailure> {
     let users = list_users(iam).await?;
     let report = credential_report::fetch(iam).await?;
+    let now = Utc::now();
     let mut users: Vec<UserKeys> = futures::stream::iter(users)
         .map(|user| {
             let report = &report;
@@ -65,10 +151,17 @@ pub async fn account_keys(
                     &user.name,
                     user.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
                 );
-                let keys = user_keys(iam, account, &user.name, report).await?;
+                let listed =
+                    listing.wants(&account.id, &user.name, exclusion.as_ref(), report, now);
+                let keys = if listed {
+                    user_keys(iam, account, &user.name, report).await?
+                } else {
+                    Vec::new()
+                };
                 Ok::<_, AwsFailure>(UserKeys {
                     user,
                     exclusion,
+                    listed,
                     keys,
                 })
             }

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use keyturn_planner::Scope;
 
 use crate::error::{AwsFailure, WorkerError};
-use crate::iam::{self, AccountKeys};
+use crate::iam::{self, AccountKeys, Listing};
 use crate::org::{self, OrgAccount};
 use crate::session::Sessions;
 
@@ -35,11 +35,23 @@ pub struct Inventory {
     pub failures: Vec<AccountFailure>,
 }
 
-/// Reads every key of every account the scope selects.
+/// Reads every key of every account the scope selects (the keys of every user the
+/// credential report shows with keys or does not know: [`Listing::Held`]).
 pub async fn collect(
     sessions: &Sessions,
     scope: &Scope,
     concurrency: usize,
+) -> Result<Inventory, WorkerError> {
+    collect_listing(sessions, scope, concurrency, Listing::Held).await
+}
+
+/// Reads every account the scope selects, listing the keys of the users `listing`
+/// selects.
+pub async fn collect_listing(
+    sessions: &Sessions,
+    scope: &Scope,
+    concurrency: usize,
+    listing: Listing<'_>,
 ) -> Result<Inventory, WorkerError> {
     let org = OrganizationsClient::new(sessions.base());
     let accounts = org::accounts_in_scope(&org, scope).await?;
@@ -49,7 +61,7 @@ pub async fn collect(
                 .for_account(&account.id, &scope.role_name, scope.external_id.as_ref())
                 .await;
             let iam = IamClient::new(&config);
-            iam::account_keys(&iam, &account, scope)
+            iam::account_keys(&iam, &account, scope, listing)
                 .await
                 .map_err(|failure| AccountFailure { account, failure })
         })

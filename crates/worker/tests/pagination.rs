@@ -20,7 +20,7 @@ use aws_sdk_organizations::types::{Account, AccountStatus, Child, ChildType};
 use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
 use keyturn_planner::policy::UserExclusion;
 use keyturn_planner::{AccountId, OrganizationalUnitId, Scope};
-use keyturn_worker::iam::account_keys;
+use keyturn_worker::iam::{Listing, account_keys};
 use keyturn_worker::org::{OrgAccount, accounts_in_scope};
 
 fn interceptor(rules: &[&Rule]) -> MockResponseInterceptor {
@@ -171,7 +171,7 @@ async fn every_page_of_users_and_keys_is_read() {
         email: None,
     };
 
-    let keys = account_keys(&iam, &account, &Scope::default())
+    let keys = account_keys(&iam, &account, &Scope::default(), Listing::Held)
         .await
         .unwrap();
 

@@ -1,8 +1,11 @@
 //! `keyturn plan`: what a campaign with this policy would do to each key. Reads only.
 
+use std::collections::BTreeSet;
+
 use chrono::Utc;
 use keyturn_planner::AccessKeyId;
 use keyturn_planner::rotation::{ObservedKey, classify};
+use keyturn_worker::iam::Listing;
 use keyturn_worker::inventory;
 use keyturn_worker::steps;
 use serde::Serialize;
@@ -47,8 +50,21 @@ pub async fn run(args: PlanArgs) -> Outcome {
     let caller_key = steps::caller_access_key_id(sessions.base())
         .await
         .and_then(|k| AccessKeyId::new(k).ok());
-    let inventory =
-        inventory::collect(&sessions, &policy.scope, usize::from(args.concurrency)).await?;
+    // Only users whose credential-report row shows a key the plan may act on (or who
+    // are missing from the report) have their keys listed: a user whose keys all plan
+    // `none` costs no ListAccessKeys and prints no row (docs/inventory.md).
+    let in_flight = BTreeSet::new();
+    let listing = Listing::Actionable {
+        rules: &policy.rotation,
+        in_flight: &in_flight,
+    };
+    let inventory = inventory::collect_listing(
+        &sessions,
+        &policy.scope,
+        usize::from(args.concurrency),
+        listing,
+    )
+    .await?;
     let now = Utc::now();
     let mut rows = Vec::new();
     for account in &inventory.accounts {

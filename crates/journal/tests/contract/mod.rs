@@ -15,7 +15,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use keyturn_journal::{
     Actor, ChainBreak, Envelope, EventSchema, GENESIS_HASH, Journal, JournalError,
-    MAX_EVENTS_PER_APPEND, NewEvent, SchemaVersion, StreamId, decode, verify_chain, verify_stream,
+    MAX_EVENTS_PER_APPEND, NewEvent, SchemaVersion, StreamHead, StreamId, decode, verify_chain,
+    verify_stream,
 };
 use serde_json::{Value, json};
 
@@ -58,6 +59,8 @@ macro_rules! contract_tests {
         $crate::contract_tests!(@tests $harness;
             round_trip_keeps_every_field,
             a_stale_expected_version_is_a_conflict_with_the_actual_version,
+            append_at_chains_to_the_head_it_is_given,
+            append_at_a_stale_head_is_a_conflict_and_writes_nothing,
             a_batch_is_all_or_nothing,
             racing_writers_never_lose_or_duplicate_an_event,
             read_campaign_reads_every_stream_in_order_across_pages,
@@ -212,6 +215,111 @@ pub async fn round_trip_keeps_every_field(harness: &dyn Harness) {
     // A second handle on the same storage reads the same envelopes.
     let other = fixture.raw.another_handle().await;
     assert_eq!(other.read_stream(&id).await.unwrap(), events);
+}
+
+/// An append at a known head chains to it, returns the new head (the one a read would
+/// give), and mixes with plain appends into one intact chain.
+pub async fn append_at_chains_to_the_head_it_is_given(harness: &dyn Harness) {
+    let fixture = harness.fixture().await;
+    let journal = fixture.journal.as_ref();
+    let id = stream("c", "s");
+    let head = journal
+        .append_at(&id, &StreamHead::empty(), numbered(2))
+        .await
+        .unwrap();
+    assert_eq!(head.version(), 2);
+    let head = journal.append_at(&id, &head, numbered(1)).await.unwrap();
+    assert_eq!(head.version(), 3);
+    let events = journal.read_stream(&id).await.unwrap();
+    assert_eq!(StreamHead::after(&events), head, "the head a read gives");
+    assert_eq!(head.hash(), events[2].hash);
+    assert_eq!(journal.append(&id, 3, numbered(1)).await.unwrap(), 4);
+    let head = StreamHead::after(&journal.read_stream(&id).await.unwrap());
+    let head = journal.append_at(&id, &head, numbered(2)).await.unwrap();
+    assert_eq!(head.version(), 6);
+    let events = journal.read_stream(&id).await.unwrap();
+    assert_eq!(events.len(), 6);
+    verify_stream(&events).unwrap();
+    assert_eq!(StreamHead::after(&events), head);
+
+    // A head from another handle (another process) works the same.
+    let other = fixture.raw.another_handle().await;
+    let head = other.append_at(&id, &head, numbered(1)).await.unwrap();
+    assert_eq!(head.version(), 7);
+    verify_stream(&journal.read_stream(&id).await.unwrap()).unwrap();
+
+    // Another stream of the same campaign starts from the empty head.
+    let second = stream("c", "t");
+    let head = journal
+        .append_at(&second, &StreamHead::empty(), numbered(1))
+        .await
+        .unwrap();
+    assert_eq!(head.version(), 1);
+    assert_eq!(
+        journal.list_campaigns().await.unwrap(),
+        vec!["c".to_owned()]
+    );
+    assert_eq!(journal.read_campaign("c").await.unwrap().len(), 8);
+}
+
+/// A head the stream has moved past is a conflict with the actual version, as for
+/// `append`, and nothing is written; the writer reloads and appends at the new head.
+pub async fn append_at_a_stale_head_is_a_conflict_and_writes_nothing(harness: &dyn Harness) {
+    let fixture = harness.fixture().await;
+    let journal = fixture.journal.as_ref();
+    let id = stream("c", "s");
+    let stale_empty = StreamHead::empty();
+    let head = journal
+        .append_at(&id, &StreamHead::empty(), numbered(1))
+        .await
+        .unwrap();
+    let conflict =
+        |result: Result<StreamHead, JournalError>, expected: u64, actual: u64| match result {
+            Err(JournalError::Conflict {
+                expected: e,
+                actual: a,
+                ..
+            }) => assert_eq!((e, a), (expected, actual)),
+            other => panic!("expected a conflict, got {other:?}"),
+        };
+    conflict(
+        journal.append_at(&id, &stale_empty, numbered(2)).await,
+        0,
+        1,
+    );
+
+    // Another writer moves the stream on: our head is stale.
+    let other = fixture.raw.another_handle().await;
+    let theirs = other.append_at(&id, &head, numbered(1)).await.unwrap();
+    conflict(journal.append_at(&id, &head, numbered(1)).await, 1, 2);
+    conflict(
+        journal
+            .append_at(&id, &head, numbered(MAX_EVENTS_PER_APPEND))
+            .await,
+        1,
+        2,
+    );
+    let events = journal.read_stream(&id).await.unwrap();
+    assert_eq!(
+        events.len(),
+        2,
+        "nothing written by the conflicting appends"
+    );
+    assert_eq!(StreamHead::after(&events), theirs);
+
+    // Reloaded, the writer appends at the new head.
+    let head = journal
+        .append_at(&id, &StreamHead::after(&events), numbered(1))
+        .await
+        .unwrap();
+    assert_eq!(head.version(), 3);
+    verify_stream(&journal.read_stream(&id).await.unwrap()).unwrap();
+
+    // A batch still obeys the input rules.
+    assert!(matches!(
+        journal.append_at(&id, &head, Vec::new()).await,
+        Err(JournalError::Rejected(_))
+    ));
 }
 
 pub async fn a_stale_expected_version_is_a_conflict_with_the_actual_version(harness: &dyn Harness) {

@@ -10,7 +10,7 @@ pub mod status;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use keyturn_journal::{Actor, Envelope, Journal, decode};
+use keyturn_journal::{Actor, Envelope, Journal, StreamHead, decode};
 use keyturn_planner::rotation::{CampaignEvent, UserState};
 use keyturn_planner::{AccountId, CampaignName, Policy, UserName};
 
@@ -121,6 +121,8 @@ pub async fn list(journal: &dyn Journal) -> Result<Vec<Campaign>, WorkerError> {
 pub struct UserEntry {
     /// The stream's version (its last sequence number).
     pub version: u64,
+    /// The stream's head (version and last hash), for appends that need no read.
+    pub head: StreamHead,
     /// The folded state.
     pub state: UserState,
     /// The events, decoded, with their recording times.
@@ -136,6 +138,7 @@ impl UserEntry {
             entry.state.evolve(&event, envelope.recorded_at);
             entry.events.push((event, envelope.recorded_at));
             entry.version = envelope.sequence;
+            entry.head = StreamHead::at(envelope);
         }
         Ok(entry)
     }

@@ -6,7 +6,7 @@
 //! means someone else wrote, so the user is reloaded and decided again. Accounts are
 //! claimed (see `claims`) so that two workers never act on the same account.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -16,7 +16,7 @@ use aws_sdk_iam::Client as IamClient;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use keyturn_journal::{Actor, Journal, JournalError, StreamId};
-use keyturn_planner::inventory::KeyRecord;
+use keyturn_planner::inventory::{KeyRecord, KeyStatus};
 use keyturn_planner::rotation::{
     Action, Decision, FreshUse, ObservedKey, Path, RotationEvent, Step, classify, decide, enroll,
 };
@@ -27,7 +27,7 @@ use super::codec::{rotation_event, user_stream};
 use super::{Campaign, CampaignState, UserEntry, load_state, secret_name};
 use crate::error::{AwsFailure, WorkerError};
 use crate::failpoints::{self as fp, Boundary};
-use crate::iam::{self, UserKeys};
+use crate::iam::{self, Listing, UserKeys};
 use crate::inventory::{self, AccountFailure};
 use crate::org::OrgAccount;
 use crate::secret::NewAccessKey;
@@ -137,7 +137,20 @@ pub async fn run(
         )?),
         None => None,
     };
-    let inventory = inventory::collect(sessions, &policy.scope, options.concurrency).await?;
+    // Keys are listed only for users the campaign may act on (the credential report
+    // says which) and for users it is working on; see `iam::Listing`.
+    let in_flight: BTreeSet<(AccountId, UserName)> = state
+        .users
+        .iter()
+        .filter(|(_, entry)| entry.state.keys.values().any(|k| !k.phase.is_terminal()))
+        .map(|(user, _)| user.clone())
+        .collect();
+    let listing = Listing::Actionable {
+        rules: &policy.rotation,
+        in_flight: &in_flight,
+    };
+    let inventory =
+        inventory::collect_listing(sessions, &policy.scope, options.concurrency, listing).await?;
     let caller_key = steps::caller_access_key_id(sessions.base())
         .await
         .and_then(|k| AccessKeyId::new(k).ok());
@@ -233,8 +246,11 @@ async fn run_account(
     };
 
     // Users IAM lists now, and users the journal knows that IAM no longer lists (deleted).
+    // A user whose keys were not listed has nothing the campaign may act on (and no key
+    // in flight): it is not driven, and not taken for deleted either.
     let mut work: BTreeMap<UserName, (Option<&UserKeys>, UserEntry)> = BTreeMap::new();
-    for user in users {
+    let in_iam: BTreeSet<&UserName> = users.iter().map(|u| &u.user.name).collect();
+    for user in users.iter().filter(|u| u.listed) {
         let entry = state
             .users
             .get(&(account.id.clone(), user.user.name.clone()))
@@ -243,7 +259,7 @@ async fn run_account(
         work.insert(user.user.name.clone(), (Some(user), entry));
     }
     for ((acct, user), entry) in &state.users {
-        if acct == &account.id && !work.contains_key(user) {
+        if acct == &account.id && !in_iam.contains(user) {
             work.insert(user.clone(), (None, entry.clone()));
         }
     }
@@ -289,6 +305,24 @@ struct UserWork {
     stream: StreamId,
     entry: UserEntry,
     observed: Vec<ObservedKey>,
+    /// Enrolment events folded into `entry` but not appended yet: they ride with the
+    /// user's next append (one write instead of two when the first decision acts at
+    /// once), and are appended alone when the turn ends without one.
+    pending: Vec<RotationEvent>,
+}
+
+impl UserWork {
+    /// What IAM shows after this run set the key's status (the call succeeded).
+    fn observe_status(&mut self, key: &AccessKeyId, status: KeyStatus) {
+        if let Some(observed) = self.observed.iter_mut().find(|o| &o.key == key) {
+            observed.status = status;
+        }
+    }
+
+    /// What IAM shows after this run deleted the key (or found it gone).
+    fn observe_gone(&mut self, key: &AccessKeyId) {
+        self.observed.retain(|o| &o.key != key);
+    }
 }
 
 /// How many decisions one user may take in one run (a guard against a loop).
@@ -331,6 +365,7 @@ impl AccountWorker<'_, '_> {
             stream,
             entry,
             observed,
+            pending: Vec::new(),
         };
 
         if let Some(listed) = listed {
@@ -347,10 +382,37 @@ impl AccountWorker<'_, '_> {
                 &plans,
                 ctx.caller_key.as_ref(),
             );
-            if !events.is_empty() && !self.append(&mut work, events, fp::APPEND_ENROLL).await? {
-                return Ok(true);
+            // Folded now, appended with the first intent or outcome of this turn (or
+            // alone at its end): see `append`.
+            let now = Utc::now();
+            for event in &events {
+                work.entry.state.evolve(event, now);
+                work.entry.events.push((event.clone(), now));
+            }
+            work.pending = events;
+        }
+        let driven = self.drive(&mut work, listed).await;
+        if !work.pending.is_empty() && !matches!(driven, Ok(false)) {
+            // The turn ended without an append: record the enrolment alone.
+            let flushed = self.append(&mut work, Vec::new(), fp::APPEND_ENROLL).await;
+            if driven.is_ok() {
+                // A conflict: another run wrote first, this user is left to a later run.
+                return flushed.map(|_| true);
             }
         }
+        driven
+    }
+
+    /// Acts for one user until every key waits or is settled. `Ok(false)` when the
+    /// account's claim was lost.
+    async fn drive(
+        &mut self,
+        work: &mut UserWork,
+        listed: Option<&UserKeys>,
+    ) -> Result<bool, AwsFailure> {
+        let ctx = self.ctx;
+        let rules = &ctx.campaign.policy.rotation;
+        let user = &work.user.clone();
         if work
             .entry
             .state
@@ -358,7 +420,7 @@ impl AccountWorker<'_, '_> {
             .values()
             .all(|k| k.phase.is_terminal())
         {
-            self.notify_due(&mut work, listed).await;
+            self.notify_due(work, listed).await;
             return Ok(true);
         }
         if listed.is_none() {
@@ -379,11 +441,11 @@ impl AccountWorker<'_, '_> {
             );
             match decision {
                 Decision::Idle => {
-                    self.notify_due(&mut work, listed).await;
+                    self.notify_due(work, listed).await;
                     return Ok(true);
                 }
                 Decision::Wait { key, until, reason } => {
-                    self.notify_due(&mut work, listed).await;
+                    self.notify_due(work, listed).await;
                     self.outcome.waiting.push(Waiting {
                         account: self.account.id.clone(),
                         user: user.clone(),
@@ -426,9 +488,10 @@ impl AccountWorker<'_, '_> {
                     }
                     let failures =
                         |work: &UserWork| work.entry.state.keys.get(&key).map_or(0, |k| k.failures);
-                    let before = failures(&work);
-                    if !self.act(&mut work, &key, action).await? {
-                        // Someone else wrote to the stream: reload and decide again.
+                    let before = failures(work);
+                    if !self.act(work, &key, action).await? {
+                        // Someone else wrote to the stream: reload it and what IAM shows
+                        // (both may predate that run's work), and decide again.
                         let envelopes = ctx
                             .journal
                             .read_stream(&work.stream)
@@ -436,8 +499,9 @@ impl AccountWorker<'_, '_> {
                             .map_err(journal_failure)?;
                         work.entry = UserEntry::from_envelopes(&envelopes)
                             .map_err(|e| journal_failure_w(&e))?;
-                    } else if failures(&work) > before
-                        && failures(&work) < keyturn_planner::rotation::decide::MAX_FAILURES
+                        self.refresh(work).await?;
+                    } else if failures(work) > before
+                        && failures(work) < keyturn_planner::rotation::decide::MAX_FAILURES
                     {
                         // A step failed: it is retried with backoff on a later run, and
                         // nothing else of this user is tried against the same fault now.
@@ -518,21 +582,31 @@ impl AccountWorker<'_, '_> {
         at: Boundary,
     ) -> Result<bool, AwsFailure> {
         let ctx = self.ctx;
-        let new: Vec<_> = events
+        // A pending enrolment rides with these events, in one write. Its boundary then
+        // coincides with this append's and is passed right before it (nothing is
+        // written between the two), so a crash there leaves nothing recorded.
+        let pending = std::mem::take(&mut work.pending);
+        if !pending.is_empty() && !events.is_empty() {
+            fp::APPEND_ENROLL.around(async {}).await;
+        }
+        let new: Vec<_> = pending
             .iter()
+            .chain(&events)
             .map(|e| rotation_event(e, &self.account.id, &work.user, &ctx.actor))
             .collect();
+        // At the head this run read or wrote last: no read before the write.
         match at
-            .around(ctx.journal.append(&work.stream, work.entry.version, new))
+            .around(ctx.journal.append_at(&work.stream, &work.entry.head, new))
             .await
         {
-            Ok(version) => {
+            Ok(head) => {
                 let now = Utc::now();
                 for event in events {
                     work.entry.state.evolve(&event, now);
                     work.entry.events.push((event, now));
                 }
-                work.entry.version = version;
+                work.entry.version = head.version();
+                work.entry.head = head;
                 Ok(true)
             }
             Err(e) if e.is_conflict() => Ok(false),
@@ -567,7 +641,9 @@ impl AccountWorker<'_, '_> {
         }
     }
 
-    /// Re-reads the user's keys after a mutation, keeping the last-use data already known.
+    /// Re-reads the user's keys (after another writer's work), keeping the last-use data
+    /// already known. After this run's own mutation the outcome tells the new state
+    /// ([`UserWork::observe_status`], [`UserWork::observe_gone`]): no call.
     async fn refresh(&mut self, work: &mut UserWork) -> Result<(), AwsFailure> {
         let mut keys = self.list_keys(&work.user).await?;
         for key in &mut keys {
@@ -774,7 +850,7 @@ impl AccountWorker<'_, '_> {
                             _ => "deactivated (no use seen for the quiet period)",
                         };
                         self.note(work, key, why.into());
-                        self.refresh(work).await?;
+                        work.observe_status(key, KeyStatus::Inactive);
                         Ok(ok)
                     }
                     Err(failure) => {
@@ -815,7 +891,7 @@ impl AccountWorker<'_, '_> {
                             )
                             .await?;
                         self.note(work, key, "deleted".into());
-                        self.refresh(work).await?;
+                        work.observe_gone(key);
                         Ok(ok)
                     }
                     Err(failure) => {
@@ -849,7 +925,7 @@ impl AccountWorker<'_, '_> {
                             key,
                             "Active again: finished the rollback that was asked for".into(),
                         );
-                        self.refresh(work).await?;
+                        work.observe_status(key, KeyStatus::Active);
                         Ok(ok)
                     }
                     Err(failure) => {
@@ -907,7 +983,12 @@ impl AccountWorker<'_, '_> {
             key,
             format!("replacement {} created", new.access_key_id),
         );
-        self.refresh(work).await?;
+        work.observed.push(ObservedKey {
+            key: new.access_key_id.clone(),
+            status: KeyStatus::Active,
+            created_at: new.created_at,
+            last_used_at: None,
+        });
 
         if !self
             .intend(
@@ -1069,7 +1150,7 @@ impl AccountWorker<'_, '_> {
                     key,
                     format!("deleted {orphan}, a replacement whose secret was never stored"),
                 );
-                self.refresh(work).await?;
+                work.observe_gone(orphan);
                 Ok(ok)
             }
             Err(failure) => {
