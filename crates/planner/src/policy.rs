@@ -631,6 +631,13 @@ impl Policy {
                 "delivery.name_template",
                 "must contain {user_name}, so that every user gets a secret of its own",
             ))
+        } else if !is_secret_name_template(&self.delivery.name_template) {
+            Some((
+                "delivery.name_template",
+                "must be a secret name, not an ARN: letters, digits and /_+=.@- around the \
+                 {account_id} and {user_name} placeholders, so every secret stays in the \
+                 user's own account",
+            ))
         } else if let Some(notify) = &self.notify {
             notify_problem(notify, r)
         } else {
@@ -650,6 +657,17 @@ impl Policy {
             }
         }
     }
+}
+
+/// Whether `template`, placeholders aside, is made of the characters Secrets Manager
+/// allows in a secret's name. A `:` would let the template name a secret by ARN, in
+/// another account or region, so it is refused with everything else outside that set.
+fn is_secret_name_template(template: &str) -> bool {
+    let bare = template
+        .replace("{account_id}", "")
+        .replace("{user_name}", "");
+    bare.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/_+=.@-".contains(c))
 }
 
 /// What is wrong across the fields of `[notify]`, if anything.
@@ -955,6 +973,28 @@ region = "eu-west-1"
             (Some(2), Some("delivery.name_template")),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_secret_name_template_cannot_name_an_arn_or_odd_characters() {
+        for template in [
+            "arn:aws:secretsmanager:us-east-1:999999999999:secret:{user_name}",
+            "keys/{user_name} copy",
+            "keys/{user_name}*",
+        ] {
+            let text = format!("[delivery]\nname_template = \"{template}\"\n");
+            let e = error(&text);
+            assert_eq!(
+                (e.line, e.field.as_deref()),
+                (Some(2), Some("delivery.name_template")),
+                "{template}: {e}"
+            );
+        }
+        let ok = Policy::from_toml(
+            "p.toml",
+            "[delivery]\nname_template = \"a+b=c.d@e-f_g/{account_id}/{user_name}\"\n",
+        );
+        assert!(ok.is_ok(), "{ok:?}");
     }
 
     const NOTIFY: &str = r#"
