@@ -7,7 +7,8 @@
 //!   `permissions.rs`). The member role trusts only the runner role, with the external id
 //!   and the organization's id.
 //! - The journal table the runner template describes is created on the emulator as
-//!   written, `keyturn journal init` accepts it, and a whole rotation on it calls only
+//!   written, `keyturn journal init` accepts it, and a whole rotation on it (with an SNS
+//!   notification) calls only
 //!   what the templates grant: every request the emulator receives is counted by
 //!   service, action and signing account, and each must be granted to the principal
 //!   that signed it.
@@ -88,7 +89,9 @@ fn resources_of(scope: ResourceScope) -> Vec<Value> {
             json!({"Fn::Sub": "${JournalTable.Arn}/index/*"}),
         ],
         ResourceScope::RunnerTopics => {
-            vec![json!({"Fn::Sub": "arn:${AWS::Partition}:sns:*:${AWS::AccountId}:*"})]
+            vec![
+                json!({"Fn::Sub": "arn:${AWS::Partition}:sns:*:${AWS::AccountId}:${NotificationTopics}"}),
+            ]
         }
     }
 }
@@ -413,6 +416,14 @@ async fn a_rotation_on_the_templates_table_calls_only_what_the_templates_grant()
     let dir = TempDir::new("deploy-rotation");
     let journal = "dynamodb://keyturn";
     create_table_as_written(&emulator, "keyturn").await;
+    let topic = aws_sdk_sns::Client::new(&emulator.sdk_config().await)
+        .create_topic()
+        .name("key-owners")
+        .send()
+        .await
+        .expect("CreateTopic")
+        .topic_arn
+        .expect("a topic ARN");
     emulator.reset_counters().await;
 
     // `journal init` accepts the table and records the format version (needed: a table
@@ -438,7 +449,8 @@ async fn a_rotation_on_the_templates_table_calls_only_what_the_templates_grant()
         &format!(
             "[scope]\norganizational_units = [\"{}\"]\nexclude_accounts = [\"{}\"]\n\n\
              [rotation]\nmax_key_age = \"90d\"\nunused_after = \"45d\"\nquiet_period = \"2s\"\n\
-             adoption_timeout = \"1h\"\nobservation_period = \"2s\"\n",
+             adoption_timeout = \"30d\"\nobservation_period = \"2s\"\n\n\
+             [notify]\nsns_topic_arn = \"{topic}\"\non = [\"delivered\"]\n",
             org.root_id, org.management.id
         ),
     );
@@ -524,7 +536,7 @@ async fn a_rotation_on_the_templates_table_calls_only_what_the_templates_grant()
     let runner_account = org.management.id.clone();
     let mut problems = Vec::new();
     let mut seen = BTreeSet::new();
-    for ((service, action, signer), _) in &counted {
+    for (service, action, signer) in counted.keys() {
         let action = format!("{service}:{action}");
         // Calls that need no grant: the key's own verification, and operations that IAM
         // authorises by their parts.
@@ -572,6 +584,7 @@ async fn a_rotation_on_the_templates_table_calls_only_what_the_templates_grant()
         "iam:GetAccessKeyLastUsed",
         "secretsmanager:CreateSecret",
         "secretsmanager:GetSecretValue",
+        "sns:Publish",
     ] {
         assert!(
             seen.contains(action),

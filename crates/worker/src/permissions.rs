@@ -36,7 +36,8 @@ pub enum ResourceScope {
     /// The journal table and its global secondary indexes.
     JournalTableAndIndexes,
     /// The SNS topics of the runner's own account, in any region
-    /// (`arn:…:sns:*:ACCOUNT:*`): the policy's `[notify] sns_topic_arn`.
+    /// (`arn:…:sns:*:ACCOUNT:TOPICS`, every topic unless the `NotificationTopics`
+    /// parameter narrows it): the policy's `[notify] sns_topic_arn`.
     RunnerTopics,
 }
 
