@@ -2503,9 +2503,15 @@ async fn ctrl_c_stops_a_watching_run_cleanly_between_steps() {
             let _ = tx.send(line);
         }
     });
-    let waiting = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the run reports it is watching");
+    // Progress lines (`inventory: …`, `run: …`) come first; then the watch reports.
+    let waiting = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the run reports it is watching");
+        if !line.starts_with("inventory: ") && !line.starts_with("run: ") {
+            break line;
+        }
+    };
     assert!(waiting.starts_with("watching: next check in"), "{waiting}");
 
     let interrupted = std::process::Command::new("kill")

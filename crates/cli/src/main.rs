@@ -5,6 +5,7 @@ use keyturn_cli::args;
 mod commands;
 mod exit;
 mod output;
+mod progress;
 mod telemetry;
 
 use clap::Parser;

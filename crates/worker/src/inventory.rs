@@ -4,15 +4,15 @@
 //! be assumed, an API error) is recorded with its AWS error code and never stops the
 //! others.
 
-use aws_sdk_iam::Client as IamClient;
-use aws_sdk_organizations::Client as OrganizationsClient;
 use futures::StreamExt;
 use keyturn_planner::Scope;
+use tracing::Instrument;
 
 use crate::error::{AwsFailure, WorkerError};
 use crate::iam::{self, AccountKeys, Listing};
 use crate::org::{self, OrgAccount};
 use crate::session::Sessions;
+use crate::telemetry::{self, Progress};
 
 /// How many accounts are read at once unless the caller says otherwise.
 pub const DEFAULT_CONCURRENCY: u16 = 16;
@@ -53,17 +53,53 @@ pub async fn collect_listing(
     concurrency: usize,
     listing: Listing<'_>,
 ) -> Result<Inventory, WorkerError> {
-    let org = OrganizationsClient::new(sessions.base());
+    collect_with_progress(sessions, scope, concurrency, listing, None).await
+}
+
+/// [`collect_listing`], telling `progress` how many accounts there are and when each is
+/// read.
+#[tracing::instrument(name = "keyturn.inventory", skip_all, fields(accounts = tracing::field::Empty))]
+pub async fn collect_with_progress(
+    sessions: &Sessions,
+    scope: &Scope,
+    concurrency: usize,
+    listing: Listing<'_>,
+    progress: Option<&dyn Progress>,
+) -> Result<Inventory, WorkerError> {
+    let org = telemetry::organizations_client(sessions.base());
     let accounts = org::accounts_in_scope(&org, scope).await?;
+    tracing::Span::current().record("accounts", accounts.len());
+    if let Some(progress) = progress {
+        progress.phase("inventory", accounts.len());
+    }
     let results: Vec<_> = futures::stream::iter(accounts)
-        .map(|account| async move {
-            let config = sessions
-                .for_account(&account.id, &scope.role_name, scope.external_id.as_ref())
-                .await;
-            let iam = IamClient::new(&config);
-            iam::account_keys(&iam, &account, scope, listing)
-                .await
-                .map_err(|failure| AccountFailure { account, failure })
+        .map(|account| {
+            let span = tracing::info_span!(
+                "keyturn.account",
+                account.id = %account.id,
+                phase = "inventory",
+                outcome = tracing::field::Empty,
+                aws.error_code = tracing::field::Empty,
+            );
+            async move {
+                let config = sessions
+                    .for_account(&account.id, &scope.role_name, scope.external_id.as_ref())
+                    .await;
+                let iam = telemetry::iam_client(&config);
+                let read = iam::account_keys(&iam, &account, scope, listing).await;
+                let span = tracing::Span::current();
+                match &read {
+                    Ok(_) => span.record("outcome", "ok"),
+                    Err(failure) => span
+                        .record("outcome", "failed")
+                        .record("aws.error_code", failure.code.as_str()),
+                };
+                if let Some(progress) = progress {
+                    progress.account_done();
+                }
+                read.map_err(|failure| AccountFailure { account, failure })
+            }
+            .instrument(span)
         })
         .buffer_unordered(concurrency.max(1))
         .collect()

@@ -118,7 +118,15 @@ pub async fn run(args: InventoryArgs) -> Outcome {
     let format = Format::or_default(args.output);
     let run_id = uuid_like_run_id();
     let sessions = Sessions::new(session::load_sdk_config().await, "inventory", &run_id).await?;
-    let inventory = inventory::collect(&sessions, &scope, usize::from(args.concurrency)).await?;
+    let progress = crate::progress::Reporter::stderr();
+    let inventory = inventory::collect_with_progress(
+        &sessions,
+        &scope,
+        usize::from(args.concurrency),
+        Some(&progress),
+    )
+    .await?;
+    progress.finish();
     let now = Utc::now();
     print(&inventory, format, now)?;
     report_failures(&inventory);

@@ -21,11 +21,13 @@ pub async fn run(journal: &str, args: RunArgs) -> Outcome {
     let sessions = super::sessions(args.name.as_str(), &run_id).await?;
     let journal = super::open_journal(&location, &sessions).await?;
     let actor = super::actor(&sessions, &run_id);
+    let progress = Arc::new(crate::progress::Reporter::stderr());
     let options = RunOptions {
         concurrency: usize::from(args.concurrency),
         claim_ttl: chrono::Duration::from_std(args.claim_ttl)
             .map_err(|e| Failure::new(Exit::InvalidInput, e))?,
         verify_wait: args.verify_wait,
+        progress: Some(progress.clone()),
         ..RunOptions::default()
     };
     // Ctrl-C stops cleanly between steps: the step under way finishes and is recorded.
@@ -45,10 +47,15 @@ pub async fn run(journal: &str, args: RunArgs) -> Outcome {
             &options,
         )
         .await?;
+        progress.finish();
         print_summary(&summary);
         let state = load_state(journal.as_ref(), &args.name).await?;
         let rows = status::rows(&state);
         let counts = status::counts(&rows);
+        keyturn_worker::telemetry::record_key_states(
+            args.name.as_str(),
+            counts.iter().map(|(state, n)| (*state, *n)),
+        );
         println!(
             "{}",
             counts

@@ -33,6 +33,7 @@ use crate::org::OrgAccount;
 use crate::secret::NewAccessKey;
 use crate::session::Sessions;
 use crate::steps::{self, Deletion, DeliveryMeta, SecretTarget};
+use crate::telemetry::{self, Progress};
 
 /// How a run behaves.
 #[derive(Debug, Clone)]
@@ -46,6 +47,8 @@ pub struct RunOptions {
     /// Set (e.g. on Ctrl-C) to stop between steps: no new step starts, a step under
     /// way finishes and is recorded.
     pub stop: Arc<AtomicBool>,
+    /// Told how many accounts there are and when each is done, and which keys were acted on.
+    pub progress: Option<Arc<dyn Progress>>,
 }
 
 impl Default for RunOptions {
@@ -55,6 +58,7 @@ impl Default for RunOptions {
             claim_ttl: chrono::Duration::seconds(120),
             verify_wait: Duration::from_secs(30),
             stop: Arc::new(AtomicBool::new(false)),
+            progress: None,
         }
     }
 }
@@ -120,6 +124,11 @@ struct Ctx<'a> {
 }
 
 /// Advances every key of the campaign as far as its gates allow.
+#[tracing::instrument(
+    name = "keyturn.run",
+    skip_all,
+    fields(campaign = %name, run.id = %actor.run_id, accounts = tracing::field::Empty)
+)]
 pub async fn run(
     journal: Arc<dyn Journal>,
     sessions: &Sessions,
@@ -149,8 +158,18 @@ pub async fn run(
         rules: &policy.rotation,
         in_flight: &in_flight,
     };
-    let inventory =
-        inventory::collect_listing(sessions, &policy.scope, options.concurrency, listing).await?;
+    let inventory = inventory::collect_with_progress(
+        sessions,
+        &policy.scope,
+        options.concurrency,
+        listing,
+        options.progress.as_deref(),
+    )
+    .await?;
+    tracing::Span::current().record("accounts", inventory.accounts.len());
+    if let Some(progress) = &options.progress {
+        progress.phase("run", inventory.accounts.len());
+    }
     let caller_key = steps::caller_access_key_id(sessions.base())
         .await
         .and_then(|k| AccessKeyId::new(k).ok());
@@ -169,7 +188,13 @@ pub async fn run(
         ..RunSummary::default()
     };
     let outcomes: Vec<AccountOutcome> = futures::stream::iter(&inventory.accounts)
-        .map(|account| run_account(&ctx, &state, &account.account, &account.users))
+        .map(|account| async {
+            let outcome = run_account(&ctx, &state, &account.account, &account.users).await;
+            if let Some(progress) = &options.progress {
+                progress.account_done();
+            }
+            outcome
+        })
         .buffer_unordered(options.concurrency.max(1))
         .collect()
         .await;
@@ -197,6 +222,11 @@ struct AccountOutcome {
     failure: Option<AccountFailure>,
 }
 
+#[tracing::instrument(
+    name = "keyturn.account",
+    skip_all,
+    fields(account.id = %account.id, phase = "run")
+)]
 async fn run_account(
     ctx: &Ctx<'_>,
     state: &CampaignState,
@@ -331,12 +361,15 @@ const MAX_STEPS_PER_USER: usize = 64;
 impl AccountWorker<'_, '_> {
     fn iam(&mut self) -> IamClient {
         self.iam
-            .get_or_insert_with(|| IamClient::new(&self.config))
+            .get_or_insert_with(|| telemetry::iam_client(&self.config))
             .clone()
     }
 
     fn note(&mut self, work: &UserWork, key: &AccessKeyId, what: String) {
         tracing::info!(account = %self.account.id, user = %work.user, key = %key, "{what}");
+        if let Some(progress) = &self.ctx.options.progress {
+            progress.key_acted(key);
+        }
         self.outcome.done.push(Done {
             account: self.account.id.clone(),
             user: work.user.clone(),
@@ -457,7 +490,9 @@ impl AccountWorker<'_, '_> {
                 }
                 Decision::CheckLastUse { key } => {
                     let iam = self.iam();
-                    let last_used = iam::last_used(&iam, &key).await?;
+                    let last_used =
+                        telemetry::step("check-last-use", user, &key, iam::last_used(&iam, &key))
+                            .await?;
                     fresh = Some(FreshUse {
                         key,
                         checked_at: Utc::now(),
@@ -746,7 +781,14 @@ impl AccountWorker<'_, '_> {
                 // A failed lookup is a failure of the delivery step like any other:
                 // recorded with its code and retried with backoff, never an account
                 // failure that would starve the account's other users and never count.
-                let found = match steps::find_delivery(&sm, &self.target(&work.user), &token).await
+                let target = self.target(&work.user);
+                let found = match telemetry::step(
+                    "find-delivery",
+                    &work.user,
+                    key,
+                    steps::find_delivery(&sm, &target, &token),
+                )
+                .await
                 {
                     Ok(found) => found,
                     Err(failure) => {
@@ -787,7 +829,14 @@ impl AccountWorker<'_, '_> {
                 };
                 let target = self.target(&work.user);
                 let sm = steps::secrets_manager_client(&self.config, target.region.as_deref());
-                let secret = match steps::read_delivered_key(&sm, &target, &version).await {
+                let read = telemetry::step(
+                    "read-delivery",
+                    &work.user,
+                    key,
+                    steps::read_delivered_key(&sm, &target, &version),
+                )
+                .await;
+                let secret = match read {
                     Ok(secret) if secret.access_key_id == new_key => secret,
                     Ok(_) => {
                         let failure = AwsFailure {
@@ -824,11 +873,16 @@ impl AccountWorker<'_, '_> {
                 }
                 let iam = self.iam();
                 let deactivated = fp::DEACTIVATE
-                    .around(steps::set_access_key_status(
-                        &iam,
+                    .around(telemetry::step(
+                        Step::Deactivate.as_str(),
                         &work.user,
                         key,
-                        keyturn_planner::inventory::KeyStatus::Inactive,
+                        steps::set_access_key_status(
+                            &iam,
+                            &work.user,
+                            key,
+                            keyturn_planner::inventory::KeyStatus::Inactive,
+                        ),
                     ))
                     .await;
                 match deactivated {
@@ -875,7 +929,12 @@ impl AccountWorker<'_, '_> {
                 }
                 let iam = self.iam();
                 let deleted = fp::DELETE
-                    .around(steps::delete_access_key(&iam, &work.user, key))
+                    .around(telemetry::step(
+                        Step::Delete.as_str(),
+                        &work.user,
+                        key,
+                        steps::delete_access_key(&iam, &work.user, key),
+                    ))
                     .await;
                 match deleted {
                     Ok(deletion) => {
@@ -904,11 +963,16 @@ impl AccountWorker<'_, '_> {
                 // The rollback recorded its intent, which stays open until this is done.
                 let iam = self.iam();
                 let reactivated = fp::REACTIVATE
-                    .around(steps::set_access_key_status(
-                        &iam,
+                    .around(telemetry::step(
+                        Step::Reactivate.as_str(),
                         &work.user,
                         key,
-                        keyturn_planner::inventory::KeyStatus::Active,
+                        steps::set_access_key_status(
+                            &iam,
+                            &work.user,
+                            key,
+                            keyturn_planner::inventory::KeyStatus::Active,
+                        ),
                     ))
                     .await;
                 match reactivated {
@@ -960,7 +1024,12 @@ impl AccountWorker<'_, '_> {
         }
         let iam = self.iam();
         let created = fp::CREATE
-            .around(steps::create_access_key(&iam, &work.user))
+            .around(telemetry::step(
+                Step::CreateReplacement.as_str(),
+                &work.user,
+                key,
+                steps::create_access_key(&iam, &work.user),
+            ))
             .await;
         let new = match created {
             Ok(new) => new,
@@ -1013,7 +1082,12 @@ impl AccountWorker<'_, '_> {
         };
         let token = steps::client_request_token(self.ctx.campaign.name.as_str(), key, attempt);
         let delivered = fp::DELIVER
-            .around(steps::deliver_secret(&sm, &target, &new, &meta, &token))
+            .around(telemetry::step(
+                Step::DeliverSecret.as_str(),
+                &work.user,
+                key,
+                steps::deliver_secret(&sm, &target, &new, &meta, &token),
+            ))
             .await;
         let delivery = match delivered {
             Ok(delivery) => delivery,
@@ -1026,7 +1100,14 @@ impl AccountWorker<'_, '_> {
                 }
                 // The secret exists only in this process: settle the replacement now,
                 // so that it never outlives the run without its secret stored.
-                return match steps::find_delivery(&sm, &target, &token).await {
+                let found = telemetry::step(
+                    "find-delivery",
+                    &work.user,
+                    key,
+                    steps::find_delivery(&sm, &target, &token),
+                )
+                .await;
+                return match found {
                     Ok(Some((delivery, stored))) if stored == new.access_key_id => {
                         let event = RotationEvent::SecretDelivered {
                             key: key.clone(),
@@ -1077,11 +1158,16 @@ impl AccountWorker<'_, '_> {
         attempt: u32,
     ) -> Result<bool, AwsFailure> {
         let verified = fp::VERIFY
-            .around(steps::verify_access_key(
-                &self.config,
-                new,
+            .around(telemetry::step(
+                Step::VerifyReplacement.as_str(),
                 &work.user,
-                self.ctx.options.verify_wait,
+                key,
+                steps::verify_access_key(
+                    &self.config,
+                    new,
+                    &work.user,
+                    self.ctx.options.verify_wait,
+                ),
             ))
             .await;
         match verified {
@@ -1131,7 +1217,12 @@ impl AccountWorker<'_, '_> {
         }
         let iam = self.iam();
         let deleted = fp::DELETE_ORPHAN
-            .around(steps::delete_access_key(&iam, &work.user, orphan))
+            .around(telemetry::step(
+                Step::DeleteOrphan.as_str(),
+                &work.user,
+                key,
+                steps::delete_access_key(&iam, &work.user, orphan),
+            ))
             .await;
         match deleted {
             Ok(_) => {
@@ -1272,13 +1363,18 @@ async fn reactivate(
     let config = sessions
         .for_account(account, &scope.role_name, scope.external_id.as_ref())
         .await;
-    let iam = IamClient::new(&config);
+    let iam = telemetry::iam_client(&config);
     let reactivated = fp::REACTIVATE
-        .around(steps::set_access_key_status(
-            &iam,
+        .around(telemetry::step(
+            Step::Reactivate.as_str(),
             user,
             key,
-            keyturn_planner::inventory::KeyStatus::Active,
+            steps::set_access_key_status(
+                &iam,
+                user,
+                key,
+                keyturn_planner::inventory::KeyStatus::Active,
+            ),
         ))
         .await;
     if let Err(failure) = reactivated {
