@@ -441,21 +441,29 @@ mod tests {
             let Some(candidates) = operations.get(&name) else {
                 continue;
             };
-            let referenced: Vec<&(&str, String)> = candidates
+            let mut referenced: Vec<&(&str, String)> = candidates
                 .iter()
                 .filter(|(service, _)| {
                     let krate = SDK_CRATES.iter().find(|(_, s)| s == service).unwrap().0;
                     text.contains(&krate.replace('-', "_"))
                 })
                 .collect();
+            // A client obtained from a helper, in a file that names no SDK crate: the
+            // call is still an SDK call when its builder chain ends in `.send()`.
+            let statement = &text[dot..];
+            let statement = &statement[..statement.find(';').unwrap_or(statement.len())];
+            if referenced.is_empty() && statement.contains(".send()") {
+                referenced = candidates.iter().collect();
+            }
             let line = text[..dot].lines().count();
             let place = format!("{}:{line}", path.display());
             match referenced.as_slice() {
                 [] => {}
                 [(service, operation)] => found.push((format!("{service}:{operation}"), place)),
                 several => panic!(
-                    "{place}: .{name}() is an operation of several SDK crates this file uses \
-                     ({several:?}); call it on a client whose crate the file alone uses"
+                    "{place}: .{name}() is an operation of several SDK crates ({several:?}) \
+                     and the file does not tell which: name the client's crate in the file \
+                     (`use aws_sdk_…::Client`) and no other crate with that operation"
                 ),
             }
         }
@@ -611,7 +619,15 @@ mod tests {
                 ("secretsmanager:TagResource".to_owned(), "x.rs:3".to_owned()),
             ]
         );
-        // Without any SDK crate named, nothing is an SDK call.
-        assert!(calls_in(Path::new("y.rs"), "a.create_access_key();", &operations).is_empty());
+        // Without any SDK crate named, only a call that is sent is an SDK call.
+        assert!(calls_in(Path::new("y.rs"), "a.create_access_key(x);", &operations).is_empty());
+        assert_eq!(
+            calls_in(
+                Path::new("z.rs"),
+                "let iam = helpers::iam_client(c);\niam.create_access_key()\n    .send().await?;",
+                &operations
+            ),
+            [("iam:CreateAccessKey".to_owned(), "z.rs:2".to_owned())]
+        );
     }
 }
