@@ -123,6 +123,7 @@ pub async fn run(args: InventoryArgs) -> Outcome {
         &sessions,
         &scope,
         usize::from(args.concurrency),
+        keyturn_worker::iam::Listing::Held,
         Some(&progress),
     )
     .await?;
