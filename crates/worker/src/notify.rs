@@ -474,6 +474,101 @@ mod tests {
         }
     }
 
+    /// A one-shot HTTP server answering each request with the next status of `statuses`;
+    /// returns its URL and a counter of the requests it got.
+    async fn server(
+        statuses: Vec<u16>,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook/s3cr3t", listener.local_addr().unwrap());
+        let count = std::sync::Arc::new(AtomicUsize::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            for status in statuses {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut buffer = vec![0u8; 65536];
+                let mut got = 0;
+                // Read the head and the body (Content-Length) before answering.
+                loop {
+                    let n = socket.read(&mut buffer[got..]).await.unwrap();
+                    got += n;
+                    let text = String::from_utf8_lossy(&buffer[..got]).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length: usize = text
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if got >= end + 4 + length || n == 0 {
+                            break;
+                        }
+                    }
+                }
+                seen.fetch_add(1, Ordering::SeqCst);
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                socket.write_all(answer.as_bytes()).await.unwrap();
+                socket.shutdown().await.ok();
+            }
+        });
+        (url, count)
+    }
+
+    fn message() -> Message {
+        Message {
+            kind: NotificationKind::Blocked,
+            subject: "s".into(),
+            text: "t".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_webhook_retries_5xx_and_429_but_not_other_client_errors() {
+        use std::sync::atomic::Ordering;
+        let client = https_client();
+        let (url, count) = server(vec![503, 429, 200]).await;
+        let url = WebhookUrl::new(url).unwrap();
+        assert_eq!(post(&client, &url, &message()).await, Ok(()));
+        assert_eq!(count.load(Ordering::SeqCst), 3);
+
+        let (url, count) = server(vec![404, 200]).await;
+        let url = WebhookUrl::new(url).unwrap();
+        let failure = post(&client, &url, &message()).await.unwrap_err();
+        assert_eq!(failure.code, "WebhookStatus404");
+        assert_eq!(count.load(Ordering::SeqCst), 1, "a 404 is not retried");
+
+        let (url, count) = server(vec![500, 500, 500, 200]).await;
+        let url = WebhookUrl::new(url).unwrap();
+        let failure = post(&client, &url, &message()).await.unwrap_err();
+        assert_eq!(failure.code, "WebhookStatus500");
+        assert_eq!(count.load(Ordering::SeqCst), WEBHOOK_TRIES as usize);
+        assert!(!failure.to_string().contains("s3cr3t"), "{failure}");
+    }
+
+    #[test]
+    fn a_webhook_variable_that_is_not_set_refuses_the_run_without_its_value() {
+        let notify = keyturn_planner::Policy::from_toml(
+            "p.toml",
+            "[notify]\nwebhook_url_env = \"KEYTURN_UNIT_TEST_UNSET_HOOK\"\n",
+        )
+        .unwrap()
+        .notify
+        .unwrap();
+        let base = SdkConfig::builder().build();
+        let e = Notifier::from_policy(&notify, &base).unwrap_err();
+        assert!(matches!(e, WorkerError::Rejected(_)), "{e}");
+        assert!(
+            e.to_string().contains("KEYTURN_UNIT_TEST_UNSET_HOOK"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn the_owner_comes_from_the_tag_then_the_account_email() {
         let tags = vec![
