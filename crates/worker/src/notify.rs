@@ -38,8 +38,8 @@ pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 /// backoff), on a connection failure, a timeout, a 429 or a 5xx.
 pub const WEBHOOK_TRIES: u32 = 3;
 const WEBHOOK_BACKOFF: Duration = Duration::from_millis(500);
-/// SNS refuses a subject longer than this.
-const SUBJECT_MAX: usize = 100;
+/// SNS wants a subject of less than 100 ASCII characters, without line breaks.
+const SUBJECT_MAX: usize = 99;
 
 /// A notification that could not be sent, reduced to a code: an AWS error code for SNS,
 /// `WebhookStatus<code>`, `WebhookTimeout` or `WebhookUnreachable` for the webhook.
@@ -55,7 +55,7 @@ pub struct NotifyFailure {
 pub struct Message {
     /// What it is about.
     pub kind: NotificationKind,
-    /// A one-line subject (SNS `Subject`, at most 100 characters).
+    /// A one-line ASCII subject (SNS `Subject`, at most 99 characters).
     pub subject: String,
     /// The whole text.
     pub text: String,
@@ -184,7 +184,7 @@ pub fn compose(kind: NotificationKind, about: &About<'_>) -> Message {
     let text = format!("{body}\nOwner: {owner}. Campaign: {}.", about.campaign);
     Message {
         kind,
-        subject: truncate(&subject, SUBJECT_MAX),
+        subject: sns_subject(&subject, SUBJECT_MAX),
         text,
     }
 }
@@ -204,13 +204,23 @@ fn when(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_owned();
+/// An SNS subject: printable ASCII only (anything else becomes `?`), at most `max`
+/// characters (cut with `...`).
+fn sns_subject(text: &str, max: usize) -> String {
+    let ascii: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    if ascii.len() <= max {
+        return ascii;
     }
-    let mut out: String = text.chars().take(max - 1).collect();
-    out.push('…');
-    out
+    format!("{}...", &ascii[..max - 3])
 }
 
 type Https = HttpClient<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -643,7 +653,15 @@ mod tests {
         ] {
             assert!(m.text.contains(words), "{words:?} missing from {}", m.text);
         }
-        assert!(m.subject.chars().count() <= SUBJECT_MAX, "{}", m.subject);
+        assert!(
+            m.subject.len() <= SUBJECT_MAX && m.subject.is_ascii(),
+            "{}",
+            m.subject
+        );
+        let long = super::sns_subject(&format!("{}é\n", "x".repeat(200)), SUBJECT_MAX);
+        assert_eq!(long.len(), SUBJECT_MAX);
+        assert!(long.is_ascii() && long.ends_with("..."), "{long}");
+        assert_eq!(super::sns_subject("a é\nb", SUBJECT_MAX), "a ??b");
         let json = m.webhook_json();
         assert_eq!(json["text"], json["blocks"][0]["text"]["text"]);
         assert_eq!(json["blocks"][0]["type"], "section");
