@@ -710,3 +710,52 @@ async fn nothing_is_exported_without_an_endpoint_or_when_disabled() {
     );
     assert_eq!(receiver.received().len(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_still_exports_what_was_traced() {
+    let (emulator, _org) = organization().await;
+    let dir = TempDir::new("telemetry-ctrl-c");
+    let receiver = Receiver::start();
+    // Every IAM answer takes two seconds: the inventory is still reading when interrupted.
+    emulator
+        .set_faults(&[FaultRule::latency(2000).service("iam")])
+        .await;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_keyturn"));
+    emulator.configure(&mut command);
+    let child = command
+        .args(["inventory", "-o", "json"])
+        .current_dir(dir.path())
+        .env_remove("KEYTURN_JOURNAL")
+        .env_remove("KEYTURN_LOG")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start keyturn inventory");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted (Ctrl-C)"), "{stderr}");
+    assert!(output.stdout.is_empty(), "no partial output on stdout");
+
+    let received = receiver.received();
+    let spans = spans(&received);
+    let names: BTreeSet<&str> = spans.iter().map(|(_, s)| s.name.as_str()).collect();
+    assert!(names.contains("keyturn.inventory"), "{names:?}");
+    assert!(names.contains("keyturn.account"), "{names:?}");
+    let metrics = Metrics::of(&received);
+    assert!(
+        metrics.max("keyturn.aws.calls", &[("service", "organizations")]) >= 1.0,
+        "{:?}",
+        metrics.points.keys()
+    );
+}
