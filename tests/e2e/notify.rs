@@ -715,6 +715,19 @@ async fn an_unreachable_webhook_is_tried_on_three_runs_then_left() {
             .collect();
         assert_eq!(attempts, [1, 2, 3]);
         assert_eq!(bed.entry(key)["state"], "blocked");
+        // `keyturn audit --key` lists them as failed, with their code.
+        let audit = bed.kt(&["audit", "--key", key, "-o", "json"], &[]);
+        assert_eq!(audit.code, 0, "{}", audit.stderr);
+        let rows: Vec<Value> = audit.json().as_array().unwrap().clone();
+        let failed: Vec<&Value> = rows
+            .iter()
+            .filter(|r| r["event_type"] == "notification-failed")
+            .collect();
+        assert_eq!(failed.len(), 3, "{rows:#?}");
+        for row in failed {
+            assert_eq!(row["outcome"], "failed", "{row:#}");
+            assert_eq!(row["error_code"], "WebhookUnreachable", "{row:#}");
+        }
     }
 }
 

@@ -40,7 +40,7 @@ impl AuditRow {
         };
         let outcome = match event.event_type.as_str() {
             "step-intended" => "intended",
-            "step-failed" | "key-failed" => "failed",
+            "step-failed" | "key-failed" | "notification-failed" => "failed",
             "key-blocked" => "blocked",
             "key-skipped" | "key-released" => "skipped",
             _ => "recorded",
@@ -57,7 +57,7 @@ impl AuditRow {
             event_type: event.event_type.clone(),
             outcome,
             step: text("step"),
-            error_code: text("code"),
+            error_code: text("code").or_else(|| text("error_code")),
             caller_arn: event.actor.caller_arn.clone(),
             run_id: event.actor.run_id.clone(),
             host: event.actor.host.clone(),
