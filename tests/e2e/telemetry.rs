@@ -597,7 +597,12 @@ async fn a_campaign_exports_its_spans_and_metrics_and_never_a_secret() {
         );
     }
     let operations = metrics.values_of("keyturn.aws.calls", "operation");
-    assert!(operations.contains("CreateAccessKey"), "{operations:?}");
+    for operation in ["CreateAccessKey", "AssumeRole", "GetCallerIdentity"] {
+        assert!(
+            operations.contains(operation),
+            "{operation}: {operations:?}"
+        );
+    }
     // The second run met two throttled IAM answers, retried by the SDK.
     assert!(
         metrics.max("keyturn.aws.throttles", &[("service", "iam")]) >= 2.0,

@@ -211,7 +211,7 @@ impl Sessions {
     /// Identifies the caller with STS GetCallerIdentity. `purpose` (the campaign, or the
     /// command) and `run_id` name the member-account sessions in CloudTrail.
     pub async fn new(base: SdkConfig, purpose: &str, run_id: &str) -> Result<Self, WorkerError> {
-        let sts = aws_sdk_sts::Client::new(&base);
+        let sts = crate::telemetry::sts_client(&base);
         let out = sts
             .get_caller_identity()
             .send()
