@@ -613,6 +613,11 @@ async fn failing_channels_are_journaled_and_never_hold_up_the_rotation() {
     let out = bed.run(&env);
     assert!(out.contains("verified"), "{out}");
     assert!(!out.contains("notified the owner"), "{out}");
+    assert!(
+        out.contains("notifying the owner (delivered) via webhook failed with WebhookStatus500")
+            && out.contains("notifying the owner (delivered) via sns failed with NotFound"),
+        "{out}"
+    );
     assert_eq!(bed.entry(&old)["state"], "awaiting-adoption");
     assert_eq!(
         receiver.received("/fail").len(),

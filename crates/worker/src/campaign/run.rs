@@ -583,17 +583,34 @@ impl AccountWorker<'_, '_> {
             return;
         }
         for event in &events {
-            if let RotationEvent::NotificationSent {
-                key, kind, channel, ..
-            } = event
-            {
-                let what = format!(
-                    "notified the owner ({}) via {}",
-                    kind.as_str(),
-                    channel.as_str()
-                );
-                self.note(work, key, what);
-            }
+            let (key, what) = match event {
+                RotationEvent::NotificationSent {
+                    key, kind, channel, ..
+                } => (
+                    key,
+                    format!(
+                        "notified the owner ({}) via {}",
+                        kind.as_str(),
+                        channel.as_str()
+                    ),
+                ),
+                RotationEvent::NotificationFailed {
+                    key,
+                    kind,
+                    channel,
+                    error_code,
+                    ..
+                } => (
+                    key,
+                    format!(
+                        "notifying the owner ({}) via {} failed with {error_code}",
+                        kind.as_str(),
+                        channel.as_str()
+                    ),
+                ),
+                _ => continue,
+            };
+            self.note(work, key, what);
         }
         // A crash or a conflict here loses only the record: the notification is sent
         // again by a later run (at least once).
