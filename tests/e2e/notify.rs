@@ -428,11 +428,12 @@ async fn owners_are_told_on_sns_and_the_webhook_once_per_event_and_never_a_secre
     let topic = bed.topic("key-owners", &receiver.url("/sns")).await;
     let hook = receiver.url("/hook/T0001/B0002/s3cr3t-webhook-token");
     let env = [(HOOK_VAR, hook.as_str())];
-    // Deadline 45s after delivery, warning from 40s before it (5s after delivery).
+    // Deadline 90s after delivery (well after the five runs below), warning from 85s
+    // before it (5s after delivery).
     bed.start(&policy(
-        "quiet_period = \"2s\"\nadoption_timeout = \"45s\"\nobservation_period = \"2s\"",
+        "quiet_period = \"2s\"\nadoption_timeout = \"90s\"\nobservation_period = \"2s\"",
         &format!(
-            "sns_topic_arn = \"{topic}\"\nwebhook_url_env = \"{HOOK_VAR}\"\nwarn_before_adoption_timeout = \"40s\""
+            "sns_topic_arn = \"{topic}\"\nwebhook_url_env = \"{HOOK_VAR}\"\nwarn_before_adoption_timeout = \"85s\""
         ),
     ));
     let broken = bed.account("broken");
