@@ -138,7 +138,8 @@ pub async fn run(
 ) -> Result<RunSummary, WorkerError> {
     let state = load_state(journal.as_ref(), name).await?;
     let policy: &Policy = &state.campaign.policy;
-    // Before any AWS call: a webhook URL variable that is not set refuses the run.
+    // Before the organization is read: a webhook URL variable that is not set refuses
+    // the run.
     let notifier = match &policy.notify {
         Some(notify) => Some(crate::notify::Notifier::from_policy(
             notify,
