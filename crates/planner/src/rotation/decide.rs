@@ -407,6 +407,13 @@ fn decide_key(
                 });
             }
             let Some(fresh) = fresh else {
+                // A last use only ever moves later, so a fresh answer can only push the
+                // deletion further out: while the period is not over even from the last
+                // use already known, the check (one call) is not worth asking.
+                let due = unused_since(current) + chrono(rules.observation_period);
+                if now < due {
+                    return wait(Some(due), "Inactive; waiting for the observation period");
+                }
                 return Decision::CheckLastUse { key: key.clone() };
             };
             let quiet = ObservedKey {

@@ -965,6 +965,40 @@ fn an_inactive_key_is_deleted_after_the_observation_period_since_last_use() {
 }
 
 #[test]
+fn an_inactive_key_is_checked_fresh_only_once_its_deletion_may_be_due() {
+    let now = t0();
+    let given = Given::new().at(now, enrolled(k(1), Path::DeleteInactive, now - days(30)));
+    // Last used 5 days ago as far as known: not due for 2 more days whatever a fresh
+    // check says (a last use only moves later), so no check is asked for.
+    let recent = [inactive(k(1), 30, Some(5), now)];
+    assert_eq!(
+        given.decide(&recent, None, now),
+        Decision::Wait {
+            key: k(1),
+            until: Some(now + days(2)),
+            reason: "Inactive; waiting for the observation period".to_owned()
+        }
+    );
+    // Due as far as known: the fresh check comes first, and decides.
+    let old = [inactive(k(1), 30, Some(8), now)];
+    assert_eq!(
+        given.decide(&old, None, now),
+        Decision::CheckLastUse { key: k(1) }
+    );
+    let used_since = fresh(&k(1), Some(now - days(1)), now);
+    assert!(matches!(
+        given.decide(&old, Some(&used_since), now),
+        Decision::Wait { until: Some(u), .. } if u == now + days(6)
+    ));
+    // Nothing known of its use (listed without the report): counted from creation.
+    let unknown = [inactive(k(1), 3, None, now)];
+    assert!(matches!(
+        given.decide(&unknown, None, now),
+        Decision::Wait { until: Some(u), .. } if u == now + days(4)
+    ));
+}
+
+#[test]
 fn the_slot_is_freed_before_the_rotation_starts() {
     let now = t0();
     let given = Given::new()

@@ -1,0 +1,447 @@
+//! What keyturn costs in AWS requests and journal writes, measured on the emulator's
+//! request counters: the figures of `docs/costs.md`, each asserted exactly.
+//!
+//! - discovery (`inventory`, `plan`): calls per account, with the credential report
+//!   generated on the first read and reused after it;
+//! - a campaign `run` on the DynamoDB journal: calls and writes per key for each path
+//!   (retire an unused key, delete an Inactive key, an Inactive key not due yet, and the
+//!   resumed run that deletes a retired key). The fixed cost of a run (organization,
+//!   campaign load, account claim) is measured on a campaign with nothing to do and
+//!   taken off, so the per-key figures are exact whatever a claim costs.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use keyturn_testbed::seed::{AccountSpec, KeySpec, OrgSpec, SeededOrg, UserSpec, seed};
+use keyturn_testbed::{Counters, Emulator, EmulatorOptions};
+use support::{TempDir, keyturn};
+
+/// Requests by action (`service:Action`), zero counts left out.
+type Costs = BTreeMap<String, i64>;
+
+/// Every request the counters saw, by action, over all accounts.
+fn costs(counters: &Counters) -> Costs {
+    let mut all = Costs::new();
+    for r in &counters.requests {
+        *all.entry(format!("{}:{}", r.service, r.action))
+            .or_default() += r.count as i64;
+    }
+    all.retain(|_, n| *n != 0);
+    all
+}
+
+/// Exactly these counts, every other action at 0.
+fn only(pairs: &[(&str, i64)]) -> Costs {
+    pairs
+        .iter()
+        .filter(|(_, n)| *n != 0)
+        .map(|(a, n)| ((*a).to_owned(), *n))
+        .collect()
+}
+
+fn minus(a: &Costs, b: &Costs) -> Costs {
+    let mut out = a.clone();
+    for (k, v) in b {
+        *out.entry(k.clone()).or_default() -= v;
+    }
+    out.retain(|_, n| *n != 0);
+    out
+}
+
+fn per(total: &Costs, n: i64) -> Costs {
+    total
+        .iter()
+        .map(|(k, v)| {
+            assert_eq!(v % n, 0, "{k}: {v} is not a multiple of {n}: {total:?}");
+            (k.clone(), v / n)
+        })
+        .collect()
+}
+
+fn get(c: &Costs, action: &str) -> i64 {
+    c.get(action).copied().unwrap_or_default()
+}
+
+async fn measured(emulator: &Emulator, step: impl FnOnce()) -> Costs {
+    emulator.reset_counters().await;
+    step();
+    costs(&emulator.counters().await)
+}
+
+// ---- discovery ------------------------------------------------------------------------
+
+/// Each member account: one key of each plan action, a young key in use, a user with two
+/// young keys in use, and a user with no key.
+fn discovery_org(accounts: usize) -> OrgSpec {
+    OrgSpec {
+        management_users: Vec::new(),
+        accounts: (0..accounts)
+            .map(|i| AccountSpec {
+                name: format!("cost-{i}"),
+                ou_path: Vec::new(),
+                users: vec![
+                    UserSpec::new("old-in-use", vec![KeySpec::active(120, Some(1))]),
+                    UserSpec::new("unused", vec![KeySpec::active(200, None)]),
+                    UserSpec::new("stale", vec![KeySpec::inactive(100, Some(50))]),
+                    UserSpec::new("young", vec![KeySpec::active(10, Some(1))]),
+                    UserSpec::new(
+                        "two-young",
+                        vec![KeySpec::active(20, Some(0)), KeySpec::active(5, Some(1))],
+                    ),
+                    UserSpec::new("no-keys", Vec::new()),
+                ],
+            })
+            .collect(),
+    }
+}
+
+const DISCOVERY_POLICY: &str = r#"
+[rotation]
+max_key_age = "90d"
+unused_after = "45d"
+"#;
+
+/// Per account: AssumeRole, GetAccountAuthorizationDetails and GetCredentialReport, the
+/// report generated only on the first read of the account (Get, Generate, Get), and
+/// ListAccessKeys only for the users that need it: `inventory` the five users the report
+/// shows with keys, `plan` the three whose keys it would act on. No GetAccessKeyLastUsed:
+/// the report places every key.
+#[tokio::test(flavor = "multi_thread")]
+async fn discovery_costs_per_account() {
+    const ACCOUNTS: i64 = 3;
+    let emulator = Emulator::start(EmulatorOptions::default());
+    let org = seed(&emulator, &discovery_org(ACCOUNTS as usize), Utc::now()).await;
+    let dir = TempDir::new("costs-discovery");
+    let policy = dir.write("policy.toml", DISCOVERY_POLICY);
+    // The management account is in scope too: read with the caller's own credentials
+    // (no AssumeRole), and it has no user.
+    let all = ACCOUNTS + 1;
+    // The calls of the accounts (Organizations and the caller's identity are once per
+    // command, whatever the organization's size).
+    let accounts_only = |c: Costs| -> Costs {
+        c.into_iter()
+            .filter(|(k, _)| k.starts_with("iam:") || k == "sts:AssumeRole")
+            .collect()
+    };
+    let expect = |more: &[(&str, i64)]| {
+        let mut pairs = vec![
+            ("sts:AssumeRole", ACCOUNTS),
+            ("iam:GetAccountAuthorizationDetails", all),
+        ];
+        pairs.extend_from_slice(more);
+        only(&pairs)
+    };
+
+    let first = measured(&emulator, || {
+        let run = keyturn(&emulator, dir.path(), &["inventory", "-o", "json"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(run.json().as_array().unwrap().len(), 6 * ACCOUNTS as usize);
+    })
+    .await;
+    let expected = expect(&[
+        ("iam:GetCredentialReport", 2 * all),
+        ("iam:GenerateCredentialReport", all),
+        ("iam:ListAccessKeys", 5 * ACCOUNTS),
+    ]);
+    assert_eq!(
+        accounts_only(first),
+        expected,
+        "inventory, reports not generated yet"
+    );
+
+    let again = measured(&emulator, || {
+        let run = keyturn(&emulator, dir.path(), &["inventory", "-o", "json"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+    })
+    .await;
+    let expected = expect(&[
+        ("iam:GetCredentialReport", all),
+        ("iam:ListAccessKeys", 5 * ACCOUNTS),
+    ]);
+    assert_eq!(accounts_only(again), expected, "inventory, reports recent");
+
+    let plan = measured(&emulator, || {
+        let run = keyturn(
+            &emulator,
+            dir.path(),
+            &["plan", "--policy", &policy, "-o", "json"],
+        );
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let rows = run.json();
+        let mut actions: Vec<&str> = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["action"].as_str().unwrap())
+            .collect();
+        actions.sort_unstable();
+        actions.dedup();
+        assert_eq!(
+            actions,
+            ["delete-inactive", "retire-unused", "rotate"],
+            "{rows:#}"
+        );
+        assert_eq!(rows.as_array().unwrap().len(), 3 * ACCOUNTS as usize);
+    })
+    .await;
+    let expected = expect(&[
+        ("iam:GetCredentialReport", all),
+        ("iam:ListAccessKeys", 3 * ACCOUNTS),
+    ]);
+    assert_eq!(accounts_only(plan.clone()), expected, "plan");
+    // Per member account: 3 calls, plus one ListAccessKeys per user with a key to act on.
+    let member = |c: &Costs| {
+        get(c, "sts:AssumeRole")
+            + (get(c, "iam:GetAccountAuthorizationDetails") - 1)
+            + (get(c, "iam:GetCredentialReport") - 1)
+    };
+    assert_eq!(member(&plan), 3 * ACCOUNTS);
+    drop(org);
+}
+
+// ---- a campaign run on the DynamoDB journal --------------------------------------------
+
+const RUN_POLICY: &str = r#"
+[scope]
+accounts = ["ACCOUNT"]
+
+[rotation]
+max_key_age = "90d"
+unused_after = "45d"
+quiet_period = "2s"
+adoption_timeout = "1h"
+observation_period = "OBSERVATION"
+"#;
+
+struct Campaigns {
+    emulator: Emulator,
+    org: SeededOrg,
+    dir: TempDir,
+}
+
+const JOURNAL: &str = "dynamodb://keyturn-costs";
+
+impl Campaigns {
+    fn kt(&self, args: &[&str]) -> support::Run {
+        let mut all = vec!["--journal", JOURNAL];
+        all.extend_from_slice(args);
+        let run = keyturn(&self.emulator, self.dir.path(), &all);
+        assert_eq!(run.code, 0, "keyturn {args:?}: {}", run.stderr);
+        run
+    }
+
+    /// Starts campaign `name` over the account seeded as `name`.
+    fn start(&self, name: &str, observation: &str) {
+        let account = &self.org.account(name).id;
+        let policy = RUN_POLICY
+            .replace("ACCOUNT", account)
+            .replace("OBSERVATION", observation);
+        let path = self.dir.write(&format!("{name}.toml"), &policy);
+        self.kt(&["campaign", "start", name, "--policy", &path]);
+    }
+
+    async fn run(&self, name: &str) -> Costs {
+        measured(&self.emulator, || {
+            self.kt(&["run", name]);
+        })
+        .await
+    }
+}
+
+/// Per key, on DynamoDB: a retirement is 2 writes and no read in its first run
+/// (enrolment and intent in one TransactWriteItems, the outcome in one PutItem) and 2
+/// more when the resumed run deletes it; deleting an Inactive key is 2 writes; an
+/// Inactive key whose observation period cannot be over yet costs its enrolment (1
+/// write) and no GetAccessKeyLastUsed. IAM: ListAccessKeys once per user listed,
+/// GetAccessKeyLastUsed once right before a deactivation or a deletion decided on use,
+/// one mutation; never a re-list after keyturn's own change.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_costs_per_key_on_the_dynamodb_journal() {
+    const KEYS: i64 = 2;
+    let users = |prefix: &str, key: fn() -> KeySpec| {
+        (0..KEYS)
+            .map(|i| UserSpec::new(&format!("{prefix}-{i}"), vec![key()]))
+            .collect::<Vec<_>>()
+    };
+    let spec = OrgSpec {
+        management_users: Vec::new(),
+        accounts: vec![
+            AccountSpec {
+                name: "idle".into(),
+                ou_path: Vec::new(),
+                users: vec![UserSpec::new("young", vec![KeySpec::active(10, Some(1))])],
+            },
+            AccountSpec {
+                name: "rotate".into(),
+                ou_path: Vec::new(),
+                users: users("in-use", || KeySpec::active(120, Some(1))),
+            },
+            AccountSpec {
+                name: "retire".into(),
+                ou_path: Vec::new(),
+                users: users("unused", || KeySpec::active(200, None)),
+            },
+            AccountSpec {
+                name: "inactive".into(),
+                ou_path: Vec::new(),
+                users: users("stale", || KeySpec::inactive(100, Some(50))),
+            },
+            AccountSpec {
+                name: "waiting".into(),
+                ou_path: Vec::new(),
+                users: users("recent", || KeySpec::inactive(100, Some(5))),
+            },
+        ],
+    };
+    let emulator = Emulator::start(EmulatorOptions::default());
+    let org = seed(&emulator, &spec, Utc::now()).await;
+    let bed = Campaigns {
+        emulator,
+        org,
+        dir: TempDir::new("costs-run"),
+    };
+    bed.kt(&["journal", "init"]);
+    // Every account's credential report exists from here on (generated once).
+    bed.kt(&["inventory", "-o", "json"]);
+    bed.start("idle", "2s");
+    bed.start("rotate", "2s");
+    bed.start("retire", "2s");
+    bed.start("inactive", "2s");
+    bed.start("waiting", "30d");
+
+    // A run with nothing to do: what any run over one account costs (organization,
+    // campaign load, the account's claim), whatever the keys. A campaign's first run
+    // creates the account's claim stream, later runs append to it: two fixed costs.
+    let fixed = bed.run("idle").await;
+    let next = bed.run("idle").await;
+    for cost in [&fixed, &next] {
+        assert_eq!(
+            (
+                get(cost, "sts:AssumeRole"),
+                get(cost, "iam:GetAccountAuthorizationDetails"),
+                get(cost, "iam:GetCredentialReport"),
+                get(cost, "iam:GenerateCredentialReport"),
+                get(cost, "iam:ListAccessKeys"),
+                get(cost, "iam:GetAccessKeyLastUsed"),
+                get(cost, "dynamodb:Scan"),
+            ),
+            (1, 1, 1, 0, 0, 0, 0),
+            "one account read for the run, its young key not even listed: {cost:?}"
+        );
+    }
+    assert_eq!(
+        bed.run("idle").await,
+        next,
+        "the fixed cost of a run is stable"
+    );
+
+    let retire = per(&minus(&bed.run("retire").await, &fixed), KEYS);
+    assert_eq!(
+        retire,
+        only(&[
+            ("iam:ListAccessKeys", 1),
+            ("iam:GetAccessKeyLastUsed", 1),
+            ("iam:UpdateAccessKey", 1),
+            ("dynamodb:TransactWriteItems", 1),
+            ("dynamodb:PutItem", 1),
+        ]),
+        "retire an unused key (first run: deactivate)"
+    );
+
+    let inactive = per(&minus(&bed.run("inactive").await, &fixed), KEYS);
+    assert_eq!(
+        inactive,
+        only(&[
+            ("iam:ListAccessKeys", 1),
+            ("iam:GetAccessKeyLastUsed", 1),
+            ("iam:DeleteAccessKey", 1),
+            ("dynamodb:TransactWriteItems", 1),
+            ("dynamodb:PutItem", 1),
+        ]),
+        "delete an Inactive key"
+    );
+
+    let waiting = per(&minus(&bed.run("waiting").await, &fixed), KEYS);
+    assert_eq!(
+        waiting,
+        only(&[("iam:ListAccessKeys", 1), ("dynamodb:PutItem", 1)]),
+        "an Inactive key not due: its enrolment, no GetAccessKeyLastUsed"
+    );
+    let waiting_again = per(&minus(&bed.run("waiting").await, &next), KEYS);
+    assert_eq!(
+        waiting_again,
+        only(&[("iam:ListAccessKeys", 1)]),
+        "in flight and not due: listed, nothing else"
+    );
+
+    // The retired keys' observation period (2s) passes: the resumed run deletes them.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let resumed = per(&minus(&bed.run("retire").await, &next), KEYS);
+    assert_eq!(
+        resumed,
+        only(&[
+            ("iam:ListAccessKeys", 1),
+            ("iam:DeleteAccessKey", 1),
+            ("dynamodb:PutItem", 2)
+        ]),
+        "resume: delete the retired key (intent and outcome), no fresh check needed"
+    );
+    let settled = bed.run("retire").await;
+    assert_eq!(
+        settled, next,
+        "a settled campaign costs only the fixed part"
+    );
+
+    // Rotation: create, deliver, verify (first run); after the quiet period, the fresh
+    // check and the deactivation; after the observation period, the deletion.
+    let created = per(&minus(&bed.run("rotate").await, &fixed), KEYS);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let deactivated = per(&minus(&bed.run("rotate").await, &next), KEYS);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let deleted = per(&minus(&bed.run("rotate").await, &next), KEYS);
+    assert_eq!(
+        created,
+        only(&[
+            ("iam:ListAccessKeys", 1),
+            ("iam:CreateAccessKey", 1),
+            ("secretsmanager:CreateSecret", 1),
+            ("secretsmanager:PutSecretValue", 1),
+            ("secretsmanager:GetSecretValue", 1),
+            ("sts:GetCallerIdentity", 1),
+            ("dynamodb:TransactWriteItems", 1),
+            ("dynamodb:PutItem", 4),
+        ]),
+        "rotate, first run: enrolment + create intent in one write, then created, \
+         deliver intent, delivered, verified; the secret read back, the new key verified"
+    );
+    assert_eq!(
+        deactivated,
+        only(&[
+            ("iam:ListAccessKeys", 1),
+            ("iam:GetAccessKeyLastUsed", 1),
+            ("iam:UpdateAccessKey", 1),
+            ("dynamodb:PutItem", 2),
+        ]),
+        "rotate, after the quiet period: fresh check, deactivation"
+    );
+    assert_eq!(
+        deleted,
+        only(&[
+            ("iam:ListAccessKeys", 1),
+            ("iam:DeleteAccessKey", 1),
+            ("dynamodb:PutItem", 2),
+        ]),
+        "rotate, after the observation period: deletion"
+    );
+
+    // The fixed part of a run over one account, for the record (docs/costs.md): the
+    // journal's open, the campaign load and the account's claim are the only journal
+    // reads; no Scan.
+    assert_eq!(
+        get(&fixed, "dynamodb:Scan") + get(&next, "dynamodb:Scan"),
+        0
+    );
+    eprintln!("fixed cost of a campaign's first run: {fixed:?}\nof a later run: {next:?}");
+}
