@@ -105,3 +105,57 @@ async fn a_malformed_journal_location_is_refused() {
         "nothing was created"
     );
 }
+
+/// The read-only commands never create a SQLite journal: a mistyped path is an error
+/// (exit 5, the journal's code) that names the path, and leaves no file behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn read_only_commands_refuse_a_sqlite_journal_that_does_not_exist() {
+    let emulator = Emulator::start(EmulatorOptions::default());
+    let dir = TempDir::new("journal-missing");
+    for command in [
+        &["status", "q3"][..],
+        &["audit", "--campaign", "q3"],
+        &["campaign", "list"],
+        &["verify"],
+    ] {
+        let mut args = vec!["--journal", "sqlite://typo.db"];
+        args.extend_from_slice(command);
+        let run = keyturn(&emulator, dir.path(), &args);
+        assert_eq!(run.code, 5, "{command:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("typo.db") && run.stderr.contains("no journal file"),
+            "{command:?}: {}",
+            run.stderr
+        );
+        assert!(run.stdout.is_empty(), "{command:?}: {}", run.stdout);
+        assert!(
+            !dir.path().join("typo.db").exists(),
+            "{command:?} created the file"
+        );
+    }
+    assert_eq!(
+        emulator.counters().await.total(),
+        0,
+        "nothing was contacted"
+    );
+    // Commands on a campaign identify the caller first, and then refuse the same way.
+    for command in [
+        &["run", "q3"][..],
+        &[
+            "rollback",
+            "q3",
+            "--key",
+            "AKIAIOSFODNN7EXAMPLE",
+            "--reason",
+            "x",
+        ],
+        &["report", "q3"],
+    ] {
+        let mut args = vec!["--journal", "sqlite://typo.db"];
+        args.extend_from_slice(command);
+        let run = keyturn(&emulator, dir.path(), &args);
+        assert_eq!(run.code, 5, "{command:?}: {}", run.stderr);
+        assert!(run.stderr.contains("no journal file"), "{}", run.stderr);
+        assert!(!dir.path().join("typo.db").exists(), "{command:?}");
+    }
+}

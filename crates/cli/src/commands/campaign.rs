@@ -18,7 +18,7 @@ pub async fn start(journal: &str, name: &CampaignName, policy: &Path) -> Outcome
     let policy = load_policy(policy)?;
     let run_id = super::new_run_id();
     let sessions = super::sessions("campaign", &run_id).await?;
-    let journal = super::open_journal(&location, &sessions).await?;
+    let journal = super::open_journal_creating(&location, &sessions).await?;
     match campaign::start(
         journal.as_ref(),
         name,

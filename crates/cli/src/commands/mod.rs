@@ -14,7 +14,7 @@ mod verify;
 
 use std::sync::Arc;
 
-use keyturn_journal::{Actor, Journal, JournalLocation};
+use keyturn_journal::{Actor, Journal, JournalError, JournalLocation};
 use keyturn_worker::{Sessions, session};
 
 use crate::args::{CampaignCommand, Cli, Command, JournalCommand};
@@ -54,14 +54,40 @@ pub async fn sessions(purpose: &str, run_id: &str) -> Result<Sessions, Failure> 
     Ok(Sessions::new(config, purpose, run_id).await?)
 }
 
-/// Opens the journal at `location` (already validated) with the caller's AWS configuration.
+/// Opens the journal at `location` (already validated) with the caller's AWS
+/// configuration, for a command on an existing campaign: a SQLite file that does not
+/// exist is an error, never created.
 pub async fn open_journal(
+    location: &JournalLocation,
+    sessions: &Sessions,
+) -> Result<Arc<dyn Journal>, Failure> {
+    require_existing_file(location)?;
+    open_journal_creating(location, sessions).await
+}
+
+/// [`open_journal`] for `campaign start`, the one command that creates a SQLite journal
+/// file on first use (a DynamoDB table is always made by `keyturn journal init`).
+pub async fn open_journal_creating(
     location: &JournalLocation,
     sessions: &Sessions,
 ) -> Result<Arc<dyn Journal>, Failure> {
     keyturn_journal::open(location, Some(sessions.base()))
         .await
         .map_err(journal::journal_failure)
+}
+
+/// A SQLite journal's file must exist before any command but `campaign start` and
+/// `journal init` opens it: a mistyped path must not leave an empty journal behind.
+fn require_existing_file(location: &JournalLocation) -> Result<(), Failure> {
+    match location {
+        JournalLocation::Sqlite { path } if !path.exists() => {
+            Err(journal::journal_failure(JournalError::NotInitialised {
+                location: location.to_string(),
+                detail: "there is no journal file at this path".into(),
+            }))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Who records events: the caller's ARN, this run's id and the host it runs on.
@@ -100,13 +126,18 @@ fn host_name() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-/// Opens the journal for a read-only command: AWS is contacted only for a DynamoDB journal.
+/// Opens the journal for a read-only command: AWS is contacted only for a DynamoDB journal,
+/// and a SQLite file that does not exist is an error, never created (a mistyped path must
+/// not leave an empty journal behind).
 pub async fn open_journal_for_reading(
     location: &JournalLocation,
 ) -> Result<Arc<dyn Journal>, Failure> {
     let sdk = match location {
         JournalLocation::DynamoDb { .. } => Some(session::load_sdk_config().await),
-        _ => None,
+        _ => {
+            require_existing_file(location)?;
+            None
+        }
     };
     keyturn_journal::open(location, sdk.as_ref())
         .await
