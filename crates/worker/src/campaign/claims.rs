@@ -2,10 +2,19 @@
 //!
 //! A claim is an event in the account's own stream of the campaign (`account/<id>`),
 //! appended at the stream's expected version, so two workers can never both take it.
-//! It expires unless renewed; a worker renews before each mutation once half the
-//! time is gone, and stops working on the account the moment a renewal conflicts
-//! (someone else took the claim after it expired): the claim's stream version is the
-//! fencing token.
+//! It expires unless renewed. The claim's stream version is the fencing token: every
+//! renewal is an append at the version this run last wrote, so it fails the moment
+//! another run took the account over. A worker calls [`Claim::keep`] before every
+//! append to the account's user streams (and so before every AWS mutation, each of
+//! which follows its intent's append): it renews once half of the time is gone, and
+//! once a renewal conflicts the claim is lost for good and the worker stops working on
+//! the account. A worker that dies simply stops renewing; another takes the account
+//! over when the claim expires (with a higher fencing token) and resumes from the
+//! journal.
+//!
+//! The time-to-live must be longer than the longest step (an AWS call with its SDK
+//! retries, or a verification through IAM's propagation delay): the claim is checked
+//! before a step and its outcome is appended only while the claim is still held.
 
 use chrono::{DateTime, Utc};
 use keyturn_journal::{
@@ -74,6 +83,7 @@ pub struct Claim {
     stream: StreamId,
     version: u64,
     expires_at: DateTime<Utc>,
+    lost: bool,
 }
 
 /// Taking a claim either succeeds or names who holds it until when.
@@ -126,10 +136,17 @@ pub async fn acquire(
             .await
         {
             Ok(version) => {
+                tracing::info!(
+                    run = %actor.run_id,
+                    account = %account,
+                    token = version,
+                    "claimed the account until {expires_at}"
+                );
                 return Ok(Acquired::Held(Claim {
                     stream,
                     version,
                     expires_at,
+                    lost: false,
                 }));
             }
             Err(e) if e.is_conflict() => continue,
@@ -143,14 +160,34 @@ pub async fn acquire(
 }
 
 impl Claim {
+    /// The fencing token: the version of the claim's stream this run last wrote. A run
+    /// that takes the account over holds a higher one.
+    pub fn token(&self) -> u64 {
+        self.version
+    }
+
+    /// Until when the claim holds unless renewed.
+    pub fn expires_at(&self) -> DateTime<Utc> {
+        self.expires_at
+    }
+
+    /// Whether a renewal found the account taken over (then it stays lost).
+    pub fn is_lost(&self) -> bool {
+        self.lost
+    }
+
     /// Renews the claim when less than half of `ttl` is left. `Ok(false)`: the claim was
-    /// lost to another run, and this run must stop acting on the account.
+    /// lost to another run (now or at an earlier call), and this run must stop acting on
+    /// the account.
     pub async fn keep(
         &mut self,
         journal: &dyn Journal,
         actor: &Actor,
         ttl: chrono::Duration,
     ) -> Result<bool, JournalError> {
+        if self.lost {
+            return Ok(false);
+        }
         if self.expires_at - Utc::now() > ttl / 2 {
             return Ok(true);
         }
@@ -168,17 +205,35 @@ impl Claim {
             .await
         {
             Ok(version) => {
+                tracing::debug!(
+                    run = %actor.run_id,
+                    stream = %self.stream,
+                    token = version,
+                    "renewed the claim until {expires_at}"
+                );
                 self.version = version;
                 self.expires_at = expires_at;
                 Ok(true)
             }
-            Err(e) if e.is_conflict() => Ok(false),
+            Err(e) if e.is_conflict() => {
+                tracing::warn!(
+                    run = %actor.run_id,
+                    stream = %self.stream,
+                    "the claim was taken over by another run: stopping work on the account"
+                );
+                self.lost = true;
+                Ok(false)
+            }
             Err(e) => Err(e),
         }
     }
 
-    /// Lets the account go (best effort: an expired claim frees itself).
+    /// Lets the account go (best effort: an expired claim frees itself). A lost claim
+    /// is someone else's now and is left alone.
     pub async fn release(self, journal: &dyn Journal, actor: &Actor) {
+        if self.lost {
+            return;
+        }
         let event = ClaimEvent::ClaimReleased {
             run_id: actor.run_id.clone(),
         };
@@ -192,5 +247,132 @@ impl Claim {
         {
             tracing::warn!("could not release the claim on {}: {e}", self.stream);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keyturn_journal::MemoryJournal;
+
+    use super::*;
+
+    fn actor(run: &str) -> Actor {
+        Actor {
+            caller_arn: "arn:aws:iam::111111111111:user/ops".to_owned(),
+            run_id: run.to_owned(),
+            host: "test".to_owned(),
+        }
+    }
+
+    fn names() -> (CampaignName, AccountId) {
+        (
+            CampaignName::new("c1").unwrap(),
+            AccountId::new("222222222222").unwrap(),
+        )
+    }
+
+    async fn take(
+        journal: &MemoryJournal,
+        run: &str,
+        ttl: chrono::Duration,
+    ) -> Result<Claim, (String, DateTime<Utc>)> {
+        let (campaign, account) = names();
+        match acquire(journal, &campaign, &account, &actor(run), ttl)
+            .await
+            .unwrap()
+        {
+            Acquired::Held(claim) => Ok(claim),
+            Acquired::Busy { run_id, until } => Err((run_id, until)),
+        }
+    }
+
+    async fn claim_events(journal: &MemoryJournal) -> Vec<(String, ClaimEvent)> {
+        let (campaign, account) = names();
+        let stream = claim_stream(&campaign, &account).unwrap();
+        journal
+            .read_stream(&stream)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| (e.actor.run_id.clone(), decode::<ClaimEvent>(e).unwrap()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_held_claim_keeps_other_runs_out_until_it_is_released() {
+        let journal = MemoryJournal::new();
+        let ttl = chrono::Duration::seconds(60);
+        let a = take(&journal, "run-a", ttl).await.unwrap();
+        assert_eq!(a.token(), 1);
+        let (holder, until) = take(&journal, "run-b", ttl).await.unwrap_err();
+        assert_eq!((holder.as_str(), until), ("run-a", a.expires_at()));
+        a.release(&journal, &actor("run-a")).await;
+        let b = take(&journal, "run-b", ttl).await.unwrap();
+        assert_eq!(b.token(), 3, "claim-taken, claim-released, claim-taken");
+    }
+
+    #[tokio::test]
+    async fn keep_renews_only_once_half_of_the_time_is_gone() {
+        let journal = MemoryJournal::new();
+        let a_actor = actor("run-a");
+        let ttl = chrono::Duration::seconds(60);
+        let mut a = take(&journal, "run-a", ttl).await.unwrap();
+        assert!(a.keep(&journal, &a_actor, ttl).await.unwrap());
+        assert_eq!(a.token(), 1, "plenty of time left: nothing written");
+        // A claim taken for one second is renewed for a minute at once.
+        let mut short = {
+            let journal = MemoryJournal::new();
+            let claim = take(&journal, "run-a", chrono::Duration::seconds(1))
+                .await
+                .unwrap();
+            (journal, claim)
+        };
+        assert!(short.1.keep(&short.0, &a_actor, ttl).await.unwrap());
+        assert_eq!(short.1.token(), 2, "renewed");
+        assert!(short.1.expires_at() > Utc::now() + chrono::Duration::seconds(50));
+        short.1.release(&short.0, &a_actor).await;
+        assert!(matches!(
+            claim_events(&short.0).await.last(),
+            Some((_, ClaimEvent::ClaimReleased { .. }))
+        ));
+        a.release(&journal, &a_actor).await;
+    }
+
+    #[tokio::test]
+    async fn an_expired_claim_is_taken_over_with_a_higher_token_and_the_old_holder_stops() {
+        let journal = MemoryJournal::new();
+        let (a_actor, b_actor) = (actor("run-a"), actor("run-b"));
+        // run-a's claim expires at once (it died, or stalled past its time to live).
+        let mut a = take(&journal, "run-a", chrono::Duration::zero())
+            .await
+            .unwrap();
+        let ttl = chrono::Duration::seconds(60);
+        let b = take(&journal, "run-b", ttl).await.unwrap();
+        assert!(b.token() > a.token(), "the fencing token grows");
+
+        // run-a wakes up: its renewal conflicts, and the claim stays lost.
+        assert!(!a.keep(&journal, &a_actor, ttl).await.unwrap());
+        assert!(a.is_lost());
+        assert!(!a.keep(&journal, &a_actor, ttl).await.unwrap());
+        // Its release leaves run-b's claim alone.
+        a.release(&journal, &a_actor).await;
+        let events = claim_events(&journal).await;
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert!(matches!(
+            &events[1],
+            (run, ClaimEvent::ClaimTaken { .. }) if run == "run-b"
+        ));
+        let (holder, _) = take(&journal, "run-c", ttl).await.unwrap_err();
+        assert_eq!(holder, "run-b");
+        b.release(&journal, &b_actor).await;
+    }
+
+    #[tokio::test]
+    async fn a_run_may_take_its_own_claim_again() {
+        let journal = MemoryJournal::new();
+        let ttl = chrono::Duration::seconds(60);
+        let first = take(&journal, "run-a", ttl).await.unwrap();
+        let again = take(&journal, "run-a", ttl).await.unwrap();
+        assert!(again.token() > first.token());
     }
 }

@@ -430,8 +430,9 @@ impl AccountWorker<'_, '_> {
             // The turn ended without an append: record the enrolment alone.
             let flushed = self.append(&mut work, Vec::new(), fp::APPEND_ENROLL).await;
             if driven.is_ok() {
-                // A conflict: another run wrote first, this user is left to a later run.
-                return flushed.map(|_| true);
+                // Another run wrote first (this user is left to a later run), or the
+                // account's claim was lost.
+                return flushed.map(|ok| ok || !self.claim.is_lost());
             }
         }
         driven
@@ -526,6 +527,9 @@ impl AccountWorker<'_, '_> {
                         |work: &UserWork| work.entry.state.keys.get(&key).map_or(0, |k| k.failures);
                     let before = failures(work);
                     if !self.act(work, &key, action).await? {
+                        if self.claim.is_lost() {
+                            return Ok(false);
+                        }
                         // Someone else wrote to the stream: reload it and what IAM shows
                         // (both may predate that run's work), and decide again.
                         let envelopes = ctx
@@ -627,7 +631,8 @@ impl AccountWorker<'_, '_> {
     }
 
     /// Appends events to the user's stream at its version and folds them in, between the
-    /// failpoints of `at`. `Ok(false)` on a version conflict.
+    /// failpoints of `at`, only while this run still holds the account's claim (renewed
+    /// when due). `Ok(false)` on a version conflict or a lost claim.
     async fn append(
         &mut self,
         work: &mut UserWork,
@@ -635,6 +640,14 @@ impl AccountWorker<'_, '_> {
         at: Boundary,
     ) -> Result<bool, AwsFailure> {
         let ctx = self.ctx;
+        if !self
+            .claim
+            .keep(ctx.journal.as_ref(), &ctx.actor, ctx.options.claim_ttl)
+            .await
+            .map_err(journal_failure)?
+        {
+            return Ok(false);
+        }
         // A pending enrolment rides with these events, in one write. Its boundary then
         // coincides with this append's and is passed right before it (nothing is
         // written between the two), so a crash there leaves nothing recorded.
