@@ -103,11 +103,11 @@ max_key_age = "90d"
 unused_after = "45d"
 "#;
 
-/// Per account: AssumeRole, GetAccountAuthorizationDetails and GetCredentialReport, the
-/// report generated only on the first read of the account (Get, Generate, Get), and
-/// ListAccessKeys only for the users that need it: `inventory` the five users the report
-/// shows with keys, `plan` the three whose keys it would act on. No GetAccessKeyLastUsed:
-/// the report places every key.
+/// Per account: AssumeRole, GetAccountAuthorizationDetails, GenerateCredentialReport and
+/// GetCredentialReport (IAM starts a report on the first read of the account and reuses
+/// it for four hours: two report calls either way), and ListAccessKeys only for the users
+/// that need it: `inventory` the five users the report shows with keys, `plan` the three
+/// whose keys it would act on. No GetAccessKeyLastUsed: the report places every key.
 #[tokio::test(flavor = "multi_thread")]
 async fn discovery_costs_per_account() {
     const ACCOUNTS: i64 = 3;
@@ -141,8 +141,8 @@ async fn discovery_costs_per_account() {
     })
     .await;
     let expected = expect(&[
-        ("iam:GetCredentialReport", 2 * all),
         ("iam:GenerateCredentialReport", all),
+        ("iam:GetCredentialReport", all),
         ("iam:ListAccessKeys", 5 * ACCOUNTS),
     ]);
     assert_eq!(
@@ -157,6 +157,7 @@ async fn discovery_costs_per_account() {
     })
     .await;
     let expected = expect(&[
+        ("iam:GenerateCredentialReport", all),
         ("iam:GetCredentialReport", all),
         ("iam:ListAccessKeys", 5 * ACCOUNTS),
     ]);
@@ -187,17 +188,19 @@ async fn discovery_costs_per_account() {
     })
     .await;
     let expected = expect(&[
+        ("iam:GenerateCredentialReport", all),
         ("iam:GetCredentialReport", all),
         ("iam:ListAccessKeys", 3 * ACCOUNTS),
     ]);
     assert_eq!(accounts_only(plan.clone()), expected, "plan");
-    // Per member account: 3 calls, plus one ListAccessKeys per user with a key to act on.
+    // Per member account: 4 calls, plus one ListAccessKeys per user with a key to act on.
     let member = |c: &Costs| {
         get(c, "sts:AssumeRole")
             + (get(c, "iam:GetAccountAuthorizationDetails") - 1)
+            + (get(c, "iam:GenerateCredentialReport") - 1)
             + (get(c, "iam:GetCredentialReport") - 1)
     };
-    assert_eq!(member(&plan), 3 * ACCOUNTS);
+    assert_eq!(member(&plan), 4 * ACCOUNTS);
     drop(org);
 }
 
@@ -303,7 +306,7 @@ async fn run_costs_per_key_on_the_dynamodb_journal() {
         dir: TempDir::new("costs-run"),
     };
     bed.kt(&["journal", "init"]);
-    // Every account's credential report exists from here on (generated once).
+    // Every account has a recent credential report from here on (IAM reuses it).
     bed.kt(&["inventory", "-o", "json"]);
     bed.start("idle", "2s");
     bed.start("rotate", "2s");
@@ -327,7 +330,7 @@ async fn run_costs_per_key_on_the_dynamodb_journal() {
                 get(cost, "iam:GetAccessKeyLastUsed"),
                 get(cost, "dynamodb:Scan"),
             ),
-            (1, 1, 1, 0, 0, 0, 0),
+            (1, 1, 1, 1, 0, 0, 0),
             "one account read for the run, its young key not even listed: {cost:?}"
         );
     }

@@ -124,14 +124,10 @@ fn report_text(text: &str) -> Option<String> {
 /// How long to wait for IAM to generate a report before giving up.
 const GENERATION_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A report generated longer ago than this is generated again (AWS itself regenerates
-/// at most every four hours, so an older report is one nobody asked to refresh).
-pub const MAX_REPORT_AGE: chrono::Duration = chrono::Duration::hours(4);
-
 /// What one GetCredentialReport answered.
 enum Got {
-    /// The report, and when IAM generated it (`None` when the answer does not say).
-    Report(CredentialReport, Option<DateTime<Utc>>),
+    /// The report.
+    Report(CredentialReport),
     /// `ReportNotPresent` or `ReportExpired`: it must be generated.
     Missing,
     /// `ReportInProgress`: a generation is under way.
@@ -147,8 +143,7 @@ async fn get(iam: &IamClient) -> Result<Got, AwsFailure> {
                 code: "MalformedReport".to_owned(),
                 message,
             })?;
-            let generated = out.generated_time().map(crate::iam::to_chrono);
-            Ok(Got::Report(report, generated))
+            Ok(Got::Report(report))
         }
         Err(e) => {
             let failure = AwsFailure::from_sdk("GetCredentialReport", &e);
@@ -161,6 +156,8 @@ async fn get(iam: &IamClient) -> Result<Got, AwsFailure> {
     }
 }
 
+/// Asks IAM for a report. IAM keeps a report for four hours: while it is that recent the
+/// answer is `COMPLETE` at once and nothing is generated; otherwise a new one is started.
 async fn generate(iam: &IamClient) -> Result<(), AwsFailure> {
     iam.generate_credential_report()
         .send()
@@ -169,13 +166,13 @@ async fn generate(iam: &IamClient) -> Result<(), AwsFailure> {
         .map_err(|e| AwsFailure::from_sdk("GenerateCredentialReport", &e))
 }
 
-/// Downloads the account's credential report, generating it only when there is none,
-/// it has expired or it is older than [`MAX_REPORT_AGE`].
-///
-/// Calls: GetCredentialReport alone when a recent report exists (the usual case after
-/// the first read of the day); otherwise GetCredentialReport, GenerateCredentialReport,
-/// then GetCredentialReport again while it answers `ReportInProgress`, with backoff, for
-/// at most two minutes.
+/// Downloads the account's credential report: GenerateCredentialReport, then
+/// GetCredentialReport — two calls whether a recent report exists (IAM reuses it) or a
+/// new one is made (a small account's is ready by the time it is asked for); while the
+/// answer is `ReportInProgress`, GetCredentialReport again with backoff, for at most two
+/// minutes. Generating first costs one call more than reading first when a report under
+/// four hours old exists, and one call less when it does not, which is the usual case
+/// for a scheduled run (daily, say): the first read of the day always generates.
 pub async fn fetch(iam: &IamClient) -> Result<CredentialReport, AwsFailure> {
     fetch_within(iam, GENERATION_TIMEOUT).await
 }
@@ -183,29 +180,15 @@ pub async fn fetch(iam: &IamClient) -> Result<CredentialReport, AwsFailure> {
 async fn fetch_within(iam: &IamClient, timeout: Duration) -> Result<CredentialReport, AwsFailure> {
     let started = tokio::time::Instant::now();
     let mut pause = Duration::from_millis(100);
-    let mut generated = false;
-    let mut regenerate = false;
-    let mut answer = get(iam).await?;
+    generate(iam).await?;
     loop {
-        match answer {
-            // After our own generation any report is the new one: its age is not looked
-            // at again (an emulator or a clock skew could otherwise loop).
-            Got::Report(report, at)
-                if generated || at.is_none_or(|at| Utc::now() - at <= MAX_REPORT_AGE) =>
-            {
-                return Ok(report);
-            }
-            Got::Report(..) | Got::Missing if !generated => {
-                generate(iam).await?;
-                generated = true;
-                // The answer may already be ready (a small account, or IAM reusing a
-                // recent report): ask at once, then back off while it is in progress.
-                answer = get(iam).await?;
-                continue;
-            }
-            // Still missing after a generation: ask for one again after the pause.
-            Got::Report(..) | Got::Missing => regenerate = true,
+        match get(iam).await? {
+            Got::Report(report) => return Ok(report),
             Got::InProgress => {}
+            // Expired or gone between the two calls: ask for a new one.
+            Got::Missing => {
+                generate(iam).await?;
+            }
         }
         if started.elapsed() > timeout {
             return Err(AwsFailure {
@@ -216,10 +199,6 @@ async fn fetch_within(iam: &IamClient, timeout: Duration) -> Result<CredentialRe
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(2));
-        if std::mem::take(&mut regenerate) {
-            generate(iam).await?;
-        }
-        answer = get(iam).await?;
     }
 }
 
@@ -288,7 +267,7 @@ mod tests {
         use aws_sdk_iam::operation::get_credential_report::{
             GetCredentialReportError, GetCredentialReportInput, GetCredentialReportOutput,
         };
-        use aws_sdk_iam::primitives::{Blob, DateTime as SdkTime};
+        use aws_sdk_iam::primitives::Blob;
         use aws_sdk_iam::types::ReportStateType;
         use aws_smithy_mocks::{
             MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock,
@@ -319,14 +298,12 @@ mod tests {
             )
         }
 
-        fn report(generated_hours_ago: i64) -> GetCredentialReportOutput {
+        fn report() -> GetCredentialReportOutput {
             let csv = format!(
                 "{HEADER}\napp,arn,2020-01-01T00:00:00+00:00,false,N/A,N/A,N/A,false,true,2026-07-01T12:00:00+00:00,N/A,N/A,N/A,false,N/A,N/A,N/A,N/A,false,N/A,false,N/A\n"
             );
-            let at = Utc::now() - chrono::Duration::hours(generated_hours_ago);
             GetCredentialReportOutput::builder()
                 .content(Blob::new(csv))
-                .generated_time(SdkTime::from_secs(at.timestamp()))
                 .build()
         }
 
@@ -349,23 +326,22 @@ mod tests {
         }
 
         #[tokio::test]
-        async fn a_recent_report_costs_one_call() {
-            let get = get_rule().then_output(|| report(1));
+        async fn a_recent_report_costs_generate_and_get() {
+            let get = get_rule().then_output(report);
             let generate = generate_rule(ReportStateType::Complete);
             let iam = client(&[&get, &generate]);
             let fetched = fetch(&iam).await.unwrap();
             assert_eq!(fetched.user_keys("app").map(<[_]>::len), Some(1));
-            assert_eq!((get.num_calls(), generate.num_calls()), (1, 0));
+            assert_eq!((generate.num_calls(), get.num_calls()), (1, 1));
         }
 
         #[tokio::test]
-        async fn an_absent_report_is_generated_then_polled_with_get() {
+        async fn a_new_report_is_generated_once_then_polled_with_get() {
             let get = get_rule()
                 .sequence()
-                .http_status(410, Some(error("ReportNotPresent")))
                 .http_status(404, Some(error("ReportInProgress")))
                 .times(2)
-                .output(|| report(0))
+                .output(report)
                 .build();
             let generate = generate_rule(ReportStateType::Started);
             let iam = client(&[&get, &generate]);
@@ -373,37 +349,23 @@ mod tests {
             assert!(fetched.user_keys("app").is_some());
             assert!(fetched.user_keys("other").is_none());
             assert_eq!(
-                (get.num_calls(), generate.num_calls()),
-                (4, 1),
-                "Get (absent), Generate, Get twice in progress, Get: never Generate again"
+                (generate.num_calls(), get.num_calls()),
+                (1, 3),
+                "Generate, Get twice in progress, Get: never Generate again"
             );
         }
 
         #[tokio::test]
-        async fn an_expired_report_is_generated_again() {
+        async fn a_report_gone_between_the_calls_is_generated_again() {
             let get = get_rule()
                 .sequence()
                 .http_status(410, Some(error("ReportExpired")))
-                .output(|| report(0))
-                .build();
-            let generate = generate_rule(ReportStateType::Started);
-            let iam = client(&[&get, &generate]);
-            fetch(&iam).await.unwrap();
-            assert_eq!((get.num_calls(), generate.num_calls()), (2, 1));
-        }
-
-        #[tokio::test]
-        async fn a_report_older_than_four_hours_is_generated_again() {
-            let get = get_rule()
-                .sequence()
-                .output(|| report(5))
-                // IAM may hand back the same stale time: it is taken, not looped on.
-                .output(|| report(5))
+                .output(report)
                 .build();
             let generate = generate_rule(ReportStateType::Complete);
             let iam = client(&[&get, &generate]);
             fetch(&iam).await.unwrap();
-            assert_eq!((get.num_calls(), generate.num_calls()), (2, 1));
+            assert_eq!((generate.num_calls(), get.num_calls()), (2, 2));
         }
 
         #[tokio::test]
@@ -419,7 +381,7 @@ mod tests {
                 .await
                 .unwrap_err();
             assert_eq!(err.code, "ReportTimeout");
-            assert_eq!(generate.num_calls(), 0, "someone else is generating it");
+            assert_eq!(generate.num_calls(), 1, "generated once, then only polled");
             assert!(get.num_calls() >= 3);
         }
 
@@ -429,7 +391,8 @@ mod tests {
                 .sequence()
                 .http_status(403, Some(error("AccessDenied")))
                 .build();
-            let iam = client(&[&get]);
+            let generate = generate_rule(ReportStateType::Complete);
+            let iam = client(&[&get, &generate]);
             let err = fetch(&iam).await.unwrap_err();
             assert_eq!(
                 (err.operation, err.code.as_str()),
