@@ -396,6 +396,105 @@ def set_access_key(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     return 404, {"error": f"no IAM user owns an access key with id {access_key_id}"}
 
 
+def patch_transact_write_items() -> None:
+    """Makes DynamoDB TransactWriteItems back up only the items it touches.
+
+    moto 5.2.5 deep-copies every table a transaction names before it starts, so that it
+    can put the whole table back if an operation fails. That costs a copy of the whole
+    table per transaction (a journal's table grows with every event), and under
+    concurrent requests the copy races with other writers: it fails with HTTP 500
+    (the table changes while it is copied), and a rollback would put back a table that
+    misses other requests' writes. This replacement keeps moto's semantics (conditions,
+    one operation per item, all or nothing, the same errors) and backs up, before each
+    operation, the one item it touches; a rollback restores those items alone.
+    """
+    from moto.dynamodb import models
+    from moto.dynamodb.exceptions import (
+        ConditionalCheckFailed,
+        MockValidationException,
+        MultipleTransactionsException,
+        TooManyTransactionsException,
+        TransactionCanceledException,
+        TransactWriteSingleOpException,
+    )
+
+    if not hasattr(models.DynamoDBBackend, "transact_write_items"):
+        raise SystemExit("moto's DynamoDB backend changed: update patch_transact_write_items")
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        if len(transact_items) > 100:
+            raise TooManyTransactionsException()
+        # (table name, key) -> the item's attributes before the transaction, or None.
+        backup: dict[tuple[str, str], tuple[dict[str, Any], dict[str, Any] | None]] = {}
+
+        def rollback() -> None:
+            for (table_name, _), (key, before) in backup.items():
+                if before is None:
+                    if self.get_item(table_name, key) is not None:
+                        self.delete_item(table_name, key)
+                else:
+                    self.put_item(table_name, before)
+
+        errors: list[tuple[str | None, str | None, dict[str, Any] | None]] = []
+        for item in transact_items:
+            original_item: dict[str, Any] | None = None
+            if len(list(item.keys())) > 1:
+                raise TransactWriteSingleOpException
+            try:
+                op_type, op = next(iter(item.items()))
+                if op_type not in {"ConditionCheck", "Put", "Delete", "Update"}:
+                    raise ValueError("Unsupported transaction operation")
+                table_name = op["TableName"]
+                condition_expression = op.get("ConditionExpression")
+                names = op.get("ExpressionAttributeNames")
+                values = op.get("ExpressionAttributeValues")
+                if op_type == "Put":
+                    attrs = op["Item"]
+                    table = self.get_table(table_name)
+                    key = {table.hash_key_attr: attrs[table.hash_key_attr]}
+                    if table.range_key_attr is not None:
+                        key[table.range_key_attr] = attrs[table.range_key_attr]
+                else:
+                    key = op["Key"]
+                marker = (str(table_name), str(dict(sorted(key.items()))))
+                if marker in backup:
+                    raise MultipleTransactionsException()
+                current = self.get_item(table_name, key)
+                backup[marker] = (key, None if current is None else current.to_json()["Attributes"])
+                if condition_expression is not None:
+                    condition = models.get_filter_expression(condition_expression, names, values)
+                    if not condition.expr(current):
+                        if op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and current:
+                            original_item = current.to_json()["Attributes"]
+                        raise ConditionalCheckFailed(item=original_item)
+                kwargs = {
+                    "condition_expression": condition_expression,
+                    "expression_attribute_names": names,
+                    "expression_attribute_values": values,
+                }
+                if op_type == "Put":
+                    self.put_item(table_name, op["Item"], **kwargs)
+                elif op_type == "Delete":
+                    self.delete_item(table_name, key, **kwargs)
+                elif op_type == "Update":
+                    self.update_item(
+                        table_name, key, update_expression=op["UpdateExpression"], **kwargs
+                    )
+                errors.append((None, None, None))
+            except (MultipleTransactionsException, MockValidationException):
+                rollback()
+                raise
+            except ConditionalCheckFailed as e:
+                errors.append(("ConditionalCheckFailed", str(e.message), original_item))
+            except Exception as e:  # noqa: BLE001 (moto reports any failure per item)
+                errors.append((type(e).__name__, str(e), original_item))
+        if any(code is not None for code, _, _ in errors):
+            rollback()
+            raise TransactionCanceledException(errors)
+
+    models.DynamoDBBackend.transact_write_items = transact_write_items
+
+
 def patch_credential_report() -> None:
     """Makes the credential report's last-used region and service columns real.
 
@@ -703,6 +802,7 @@ def main(argv: list[str] | None = None) -> None:
             f"server.py relies on moto {EXPECTED_MOTO_VERSION} internals, found {moto.__version__}"
         )
     patch_credential_report()
+    patch_transact_write_items()
 
     class QuietRequestHandler(MotoRequestHandler):
         """moto's request handler without the per-request log line."""
