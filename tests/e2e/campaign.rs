@@ -19,7 +19,7 @@ use keyturn_testbed::seed::{
 };
 use keyturn_testbed::{Emulator, EmulatorOptions, FaultRule};
 use serde_json::Value;
-use support::{Run, TempDir, ground_truth, keyturn, keyturn_env};
+use support::{Run, TempDir, ground_truth, keep_using, keyturn, keyturn_env};
 
 const POLICY: &str = r#"
 [scope]
@@ -587,30 +587,6 @@ async fn caller_arn(emulator: &Emulator, key_id: &str, secret: &str) -> String {
         .arn()
         .unwrap()
         .to_owned()
-}
-
-/// An application that keeps signing calls with a key, every 200 ms, until aborted.
-async fn keep_using(emulator: &Emulator, key: &SeededKey) -> tokio::task::JoinHandle<()> {
-    let config = emulator
-        .sdk_config_with(Credentials::new(
-            key.access_key_id.as_str(),
-            key.secret_access_key.as_str(),
-            None,
-            None,
-            "app",
-        ))
-        .await;
-    let sts = aws_sdk_sts::Client::new(&config);
-    sts.get_caller_identity()
-        .send()
-        .await
-        .expect("the application signs with its key");
-    tokio::spawn(async move {
-        loop {
-            let _ = sts.get_caller_identity().send().await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
 }
 
 fn text<'a>(value: &'a Value, field: &str) -> &'a str {

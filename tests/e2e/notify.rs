@@ -13,14 +13,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_credential_types::Credentials;
 use chrono::{DateTime, Utc};
 use keyturn_testbed::seed::{
     AccountSpec, KeySpec, OrgSpec, SeededKey, SeededOrg, UserSpec, member_config, seed,
 };
 use keyturn_testbed::{Emulator, EmulatorOptions, FaultRule};
 use serde_json::Value;
-use support::{Run, TempDir, keyturn_env};
+use support::{Run, TempDir, keep_using, keyturn_env};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -359,30 +358,6 @@ fn time(rfc3339: &str) -> DateTime<Utc> {
 async fn sleep_until(at: DateTime<Utc>, margin: Duration) {
     let wait = (at - Utc::now()).to_std().unwrap_or_default() + margin;
     tokio::time::sleep(wait).await;
-}
-
-/// An application that keeps signing calls with a key, every 200 ms, until aborted.
-async fn keep_using(emulator: &Emulator, key: &SeededKey) -> tokio::task::JoinHandle<()> {
-    let config = emulator
-        .sdk_config_with(Credentials::new(
-            key.access_key_id.as_str(),
-            key.secret_access_key.as_str(),
-            None,
-            None,
-            "app",
-        ))
-        .await;
-    let sts = aws_sdk_sts::Client::new(&config);
-    sts.get_caller_identity()
-        .send()
-        .await
-        .expect("the application signs with its key");
-    tokio::spawn(async move {
-        loop {
-            let _ = sts.get_caller_identity().send().await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
 }
 
 fn count<'a>(kinds: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, usize> {

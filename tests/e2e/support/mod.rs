@@ -6,9 +6,12 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use std::time::Duration;
+
+use aws_credential_types::Credentials;
 use chrono::{DateTime, SecondsFormat, Utc};
 use keyturn_testbed::Emulator;
-use keyturn_testbed::seed::{SeededOrg, member_config};
+use keyturn_testbed::seed::{SeededKey, SeededOrg, member_config};
 use serde_json::{Value, json};
 
 /// The outcome of one keyturn invocation.
@@ -218,4 +221,28 @@ pub fn assert_same_rows(actual: &[Value], expected: &[Value]) {
         unexpected.len(),
         unexpected.iter().take(5).collect::<Vec<_>>()
     );
+}
+
+/// An application that keeps signing calls with a key, every 200 ms, until aborted.
+pub async fn keep_using(emulator: &Emulator, key: &SeededKey) -> tokio::task::JoinHandle<()> {
+    let config = emulator
+        .sdk_config_with(Credentials::new(
+            key.access_key_id.as_str(),
+            key.secret_access_key.as_str(),
+            None,
+            None,
+            "app",
+        ))
+        .await;
+    let sts = aws_sdk_sts::Client::new(&config);
+    sts.get_caller_identity()
+        .send()
+        .await
+        .expect("the application signs with its key");
+    tokio::spawn(async move {
+        loop {
+            let _ = sts.get_caller_identity().send().await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
 }
