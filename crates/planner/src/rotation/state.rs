@@ -159,6 +159,25 @@ impl KeyState {
         }
     }
 
+    /// The log of one notification, last tried at `at` (created on its first try).
+    fn notification_tried(
+        &mut self,
+        kind: NotificationKind,
+        channel: NotificationChannel,
+        at: DateTime<Utc>,
+    ) -> &mut NotificationLog {
+        let log = self
+            .notifications
+            .entry((kind, channel))
+            .or_insert(NotificationLog {
+                sent: false,
+                failures: 0,
+                at,
+            });
+        log.at = at;
+        log
+    }
+
     fn forget_notifications(&mut self, kinds: &[NotificationKind]) {
         self.notifications
             .retain(|(kind, _), _| !kinds.contains(kind));
@@ -361,28 +380,12 @@ impl UserState {
             // Notifications are side notes: they change neither the phase nor the
             // failure count of the rotation.
             RotationEvent::NotificationSent { kind, channel, .. } => {
-                let log = state
-                    .notifications
-                    .entry((*kind, *channel))
-                    .or_insert(NotificationLog {
-                        sent: false,
-                        failures: 0,
-                        at,
-                    });
+                let log = state.notification_tried(*kind, *channel, at);
                 log.sent = true;
-                log.at = at;
             }
             RotationEvent::NotificationFailed { kind, channel, .. } => {
-                let log = state
-                    .notifications
-                    .entry((*kind, *channel))
-                    .or_insert(NotificationLog {
-                        sent: false,
-                        failures: 0,
-                        at,
-                    });
+                let log = state.notification_tried(*kind, *channel, at);
                 log.failures += 1;
-                log.at = at;
             }
         }
     }
