@@ -19,7 +19,7 @@ use keyturn_testbed::seed::{
 };
 use keyturn_testbed::{Emulator, EmulatorOptions, FaultRule};
 use serde_json::Value;
-use support::{Run, TempDir, ground_truth, keep_using, keyturn, keyturn_env};
+use support::{Run, TempDir, ground_truth, keep_using, keyturn, keyturn_env, seed_flat};
 
 const POLICY: &str = r#"
 [scope]
@@ -234,18 +234,7 @@ impl Bed {
         journal: &str,
     ) -> Self {
         let emulator = Emulator::start(EmulatorOptions::default());
-        let spec = OrgSpec {
-            management_users: vec![],
-            accounts: accounts
-                .into_iter()
-                .map(|(name, users)| AccountSpec {
-                    name: name.into(),
-                    ou_path: vec![],
-                    users,
-                })
-                .collect(),
-        };
-        let org = seed(&emulator, &spec, Utc::now()).await;
+        let org = seed_flat(&emulator, accounts).await;
         let dir = TempDir::new(name);
         dir.write("policy.toml", policy);
         Self {

@@ -14,12 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use keyturn_testbed::seed::{
-    AccountSpec, KeySpec, OrgSpec, SeededKey, SeededOrg, UserSpec, member_config, seed,
-};
+use keyturn_testbed::seed::{KeySpec, SeededKey, SeededOrg, UserSpec, member_config};
 use keyturn_testbed::{Emulator, EmulatorOptions, FaultRule};
 use serde_json::Value;
-use support::{Run, TempDir, keep_using, keyturn_env};
+use support::{Run, TempDir, keep_using, keyturn_env, seed_flat};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -181,18 +179,7 @@ struct Bed {
 impl Bed {
     async fn new(name: &str, accounts: Vec<(&str, Vec<UserSpec>)>) -> Self {
         let emulator = Emulator::start(EmulatorOptions::default());
-        let spec = OrgSpec {
-            management_users: vec![],
-            accounts: accounts
-                .into_iter()
-                .map(|(name, users)| AccountSpec {
-                    name: name.into(),
-                    ou_path: vec![],
-                    users,
-                })
-                .collect(),
-        };
-        let org = seed(&emulator, &spec, Utc::now()).await;
+        let org = seed_flat(&emulator, accounts).await;
         Self {
             emulator,
             org,

@@ -11,7 +11,9 @@ use std::time::Duration;
 use aws_credential_types::Credentials;
 use chrono::{DateTime, SecondsFormat, Utc};
 use keyturn_testbed::Emulator;
-use keyturn_testbed::seed::{SeededKey, SeededOrg, member_config};
+use keyturn_testbed::seed::{
+    AccountSpec, OrgSpec, SeededKey, SeededOrg, UserSpec, member_config, seed,
+};
 use serde_json::{Value, json};
 
 /// The outcome of one keyturn invocation.
@@ -245,4 +247,21 @@ pub async fn keep_using(emulator: &Emulator, key: &SeededKey) -> tokio::task::Jo
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })
+}
+
+/// Seeds an organization of member accounts at the root, each with its users, and no
+/// user in the management account.
+pub async fn seed_flat(emulator: &Emulator, accounts: Vec<(&str, Vec<UserSpec>)>) -> SeededOrg {
+    let spec = OrgSpec {
+        management_users: vec![],
+        accounts: accounts
+            .into_iter()
+            .map(|(name, users)| AccountSpec {
+                name: name.into(),
+                ou_path: vec![],
+                users,
+            })
+            .collect(),
+    };
+    seed(emulator, &spec, Utc::now()).await
 }
