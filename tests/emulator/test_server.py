@@ -445,6 +445,90 @@ class TransactionTest(unittest.TestCase):
         self.assertEqual(count, 1 + 8 * 25 * 3)
 
 
+class QueryTest(unittest.TestCase):
+    def test_queries_of_a_partition_answer_as_dynamodb_does(self) -> None:
+        # server.py hands moto's Query only the items the key condition selects; the
+        # answers (order, paging, the 1 MB page, filters, counts) must not change.
+        emu = Emulator()
+        self.addCleanup(emu.stop)
+        ddb = emu.client("dynamodb")
+        ddb.create_table(
+            TableName="q",
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        # Two partitions; in "a", streams x and y, and y's items are large (100 KB
+        # each: a 1 MB page holds nine of them).
+        for n in range(30):
+            ddb.put_item(TableName="q", Item={"pk": {"S": "a"}, "sk": {"S": f"x#{n:03}"}, "n": {"N": str(n)}})
+            ddb.put_item(TableName="q", Item={"pk": {"S": "a"}, "sk": {"S": f"y#{n:03}"}, "pad": {"S": "p" * 100_000}})
+            ddb.put_item(TableName="q", Item={"pk": {"S": "b"}, "sk": {"S": f"x#{n:03}"}})
+
+        def query(prefix: str = "x#", **extra: Any) -> dict[str, Any]:
+            return ddb.query(
+                TableName="q",
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :p)",
+                ExpressionAttributeValues={":pk": {"S": "a"}, ":p": {"S": prefix}},
+                **extra,
+            )
+
+        def sort_keys(answer: dict[str, Any]) -> list[str]:
+            return [item["sk"]["S"] for item in answer["Items"]]
+
+        # The whole of stream x in one page.
+        answer = query()
+        self.assertEqual(sort_keys(answer), [f"x#{n:03}" for n in range(30)])
+        self.assertEqual((answer["Count"], answer["ScannedCount"]), (30, 30))
+        self.assertNotIn("LastEvaluatedKey", answer)
+        # Newest first, one item, projected.
+        answer = query(ScanIndexForward=False, Limit=1, ProjectionExpression="sk")
+        self.assertEqual(answer["Items"], [{"sk": {"S": "x#029"}}])
+        # Paging by Limit, or by the 1 MB page, returns every item once, in order.
+        for prefix, extra, pages in (("x#", {"Limit": 7}, 5), ("y#", {}, 4)):
+            seen: list[str] = []
+            start: dict[str, Any] | None = None
+            count = 0
+            while True:
+                page = query(prefix, **extra, **({"ExclusiveStartKey": start} if start else {}))
+                seen += sort_keys(page)
+                count += 1
+                start = page.get("LastEvaluatedKey")
+                if not start:
+                    break
+            self.assertEqual(seen, [f"{prefix}{n:03}" for n in range(30)])
+            self.assertEqual(count, pages, prefix)
+        # Other key conditions, and a filter, still answer as moto does.
+        answer = ddb.query(
+            TableName="q",
+            KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
+            FilterExpression="n > :five",
+            ExpressionAttributeValues={
+                ":pk": {"S": "a"}, ":lo": {"S": "x#003"}, ":hi": {"S": "x#009"}, ":five": {"N": "5"},
+            },
+        )
+        self.assertEqual(sort_keys(answer), ["x#006", "x#007", "x#008", "x#009"])
+        self.assertEqual(answer["ScannedCount"], 7)
+        answer = ddb.query(
+            TableName="q",
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": "b"}},
+        )
+        self.assertEqual(answer["Count"], 30)
+        answer = ddb.query(
+            TableName="q",
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": "none"}},
+        )
+        self.assertEqual((answer["Items"], answer["Count"]), ([], 0))
+
+
 class StdinTest(unittest.TestCase):
     def test_stdin_eof_stops_the_process(self) -> None:
         emu = Emulator()
