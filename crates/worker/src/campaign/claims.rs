@@ -3,8 +3,8 @@
 //! A claim is an event in the account's own stream of the campaign (`account/<id>`),
 //! appended at the stream's expected version, so two workers can never both take it.
 //! It expires unless renewed. The claim's stream version is the fencing token: every
-//! renewal is an append at the version this run last wrote, so it fails the moment
-//! another run took the account over. A worker calls [`Claim::keep`] before every
+//! renewal is an append at the head this run last wrote (no read first), so it fails
+//! the moment another run took the account over. A worker calls [`Claim::keep`] before every
 //! append to the account's user streams (and so before every AWS mutation, each of
 //! which follows its intent's append): it renews once half of the time is gone, and
 //! once a renewal conflicts the claim is lost for good and the worker stops working on
@@ -18,7 +18,8 @@
 
 use chrono::{DateTime, Utc};
 use keyturn_journal::{
-    Actor, EventSchema, Journal, JournalError, NewEvent, SchemaVersion, StreamId, decode,
+    Actor, Envelope, EventSchema, Journal, JournalError, NewEvent, SchemaVersion, StreamHead,
+    StreamId, decode,
 };
 use keyturn_planner::{AccountId, CampaignName};
 use serde::{Deserialize, Serialize};
@@ -77,11 +78,16 @@ pub fn claim_stream(
     StreamId::new(campaign.as_str(), format!("account/{account}"))
 }
 
+/// The account of a claim stream's name (`account/<id>`).
+pub fn parse_claim_stream(name: &str) -> Option<AccountId> {
+    AccountId::new(name.strip_prefix("account/")?).ok()
+}
+
 /// A claim this run holds.
 #[derive(Debug, Clone)]
 pub struct Claim {
     stream: StreamId,
-    version: u64,
+    head: StreamHead,
     expires_at: DateTime<Utc>,
     lost: bool,
 }
@@ -101,22 +107,37 @@ pub enum Acquired {
 }
 
 /// Claims one account for `ttl`.
+///
+/// `seen` is the claim stream as the caller already read it (the campaign read at the
+/// start of a run), or `None` to read it now. What was seen may be stale: the append is
+/// conditional on the stream's head, so a claim written since makes it conflict, and
+/// the stream is then read afresh. A claim that looked busy is read afresh too before
+/// the account is reported busy.
 pub async fn acquire(
     journal: &dyn Journal,
     campaign: &CampaignName,
     account: &AccountId,
     actor: &Actor,
     ttl: chrono::Duration,
+    seen: Option<&[Envelope]>,
 ) -> Result<Acquired, JournalError> {
     let stream = claim_stream(campaign, account)?;
-    for _ in 0..3 {
-        let events = journal.read_stream(&stream).await?;
-        let version = events.last().map_or(0, |e| e.sequence);
+    // Three reads of the stream at most, after the look at what was seen.
+    let attempts = 3 + usize::from(seen.is_some());
+    let mut seen = seen.map(<[Envelope]>::to_vec);
+    for _ in 0..attempts {
+        let (events, fresh) = match seen.take() {
+            Some(events) => (events, false),
+            None => (journal.read_stream(&stream).await?, true),
+        };
         if let Some(last) = events.last()
             && let ClaimEvent::ClaimTaken { run_id, expires_at } = decode::<ClaimEvent>(last)?
             && run_id != actor.run_id
             && expires_at > Utc::now()
         {
+            if !fresh {
+                continue;
+            }
             return Ok(Acquired::Busy {
                 run_id,
                 until: expires_at,
@@ -128,23 +149,23 @@ pub async fn acquire(
             expires_at,
         };
         match journal
-            .append(
+            .append_at(
                 &stream,
-                version,
+                &StreamHead::after(&events),
                 vec![NewEvent::encode(&event, actor.clone()).with_account(account.as_str())],
             )
             .await
         {
-            Ok(version) => {
+            Ok(head) => {
                 tracing::info!(
                     run = %actor.run_id,
                     account = %account,
-                    token = version,
+                    token = head.version(),
                     "claimed the account until {expires_at}"
                 );
                 return Ok(Acquired::Held(Claim {
                     stream,
-                    version,
+                    head,
                     expires_at,
                     lost: false,
                 }));
@@ -163,7 +184,7 @@ impl Claim {
     /// The fencing token: the version of the claim's stream this run last wrote. A run
     /// that takes the account over holds a higher one.
     pub fn token(&self) -> u64 {
-        self.version
+        self.head.version()
     }
 
     /// Until when the claim holds unless renewed.
@@ -197,21 +218,21 @@ impl Claim {
             expires_at,
         };
         match journal
-            .append(
+            .append_at(
                 &self.stream,
-                self.version,
+                &self.head,
                 vec![NewEvent::encode(&event, actor.clone())],
             )
             .await
         {
-            Ok(version) => {
+            Ok(head) => {
                 tracing::debug!(
                     run = %actor.run_id,
                     stream = %self.stream,
-                    token = version,
+                    token = head.version(),
                     "renewed the claim until {expires_at}"
                 );
-                self.version = version;
+                self.head = head;
                 self.expires_at = expires_at;
                 Ok(true)
             }
@@ -238,9 +259,9 @@ impl Claim {
             run_id: actor.run_id.clone(),
         };
         if let Err(e) = journal
-            .append(
+            .append_at(
                 &self.stream,
-                self.version,
+                &self.head,
                 vec![NewEvent::encode(&event, actor.clone())],
             )
             .await
@@ -277,7 +298,7 @@ mod tests {
         ttl: chrono::Duration,
     ) -> Result<Claim, (String, DateTime<Utc>)> {
         let (campaign, account) = names();
-        match acquire(journal, &campaign, &account, &actor(run), ttl)
+        match acquire(journal, &campaign, &account, &actor(run), ttl, None)
             .await
             .unwrap()
         {
@@ -365,6 +386,69 @@ mod tests {
         let (holder, _) = take(&journal, "run-c", ttl).await.unwrap_err();
         assert_eq!(holder, "run-b");
         b.release(&journal, &b_actor).await;
+    }
+
+    #[tokio::test]
+    async fn what_a_run_saw_earlier_is_checked_against_the_journal() {
+        let journal = MemoryJournal::new();
+        let (campaign, account) = names();
+        let ttl = chrono::Duration::seconds(60);
+        let stream = claim_stream(&campaign, &account).unwrap();
+        let seen_empty = journal.read_stream(&stream).await.unwrap();
+        // run-a takes the account after run-b looked: run-b's append conflicts, it reads
+        // the stream afresh and finds the account busy.
+        let a = take(&journal, "run-a", ttl).await.unwrap();
+        let busy = acquire(
+            &journal,
+            &campaign,
+            &account,
+            &actor("run-b"),
+            ttl,
+            Some(&seen_empty),
+        )
+        .await
+        .unwrap();
+        assert!(
+            matches!(&busy, Acquired::Busy { run_id, .. } if run_id == "run-a"),
+            "{busy:?}"
+        );
+        // run-b saw run-a's claim, which run-a released since: run-b reads afresh and
+        // takes the account instead of reporting it busy.
+        let seen_busy = journal.read_stream(&stream).await.unwrap();
+        a.release(&journal, &actor("run-a")).await;
+        let b = acquire(
+            &journal,
+            &campaign,
+            &account,
+            &actor("run-b"),
+            ttl,
+            Some(&seen_busy),
+        )
+        .await
+        .unwrap();
+        let Acquired::Held(b) = b else {
+            panic!("run-b should hold the account: {b:?}")
+        };
+        assert_eq!(b.token(), 3, "claim-taken, claim-released, claim-taken");
+        // What was seen is current: the claim is appended at its head.
+        let seen_now = journal.read_stream(&stream).await.unwrap();
+        b.release(&journal, &actor("run-b")).await;
+        let seen_released = journal.read_stream(&stream).await.unwrap();
+        assert_eq!(seen_released.len(), seen_now.len() + 1);
+        let c = acquire(
+            &journal,
+            &campaign,
+            &account,
+            &actor("run-c"),
+            ttl,
+            Some(&seen_released),
+        )
+        .await
+        .unwrap();
+        assert!(
+            matches!(&c, Acquired::Held(claim) if claim.token() == 5),
+            "{c:?}"
+        );
     }
 
     #[tokio::test]

@@ -151,6 +151,8 @@ pub struct CampaignState {
     pub campaign: Campaign,
     /// Users by (account, user).
     pub users: BTreeMap<(AccountId, UserName), UserEntry>,
+    /// The last event of each account's claim stream, as read (see `claims::acquire`).
+    pub claims: BTreeMap<AccountId, Envelope>,
 }
 
 /// Loads everything a campaign has recorded.
@@ -161,6 +163,7 @@ pub async fn load_state(
     let envelopes = journal.read_campaign(name.as_str()).await?;
     let mut campaign = None;
     let mut streams: BTreeMap<(AccountId, UserName), Vec<Envelope>> = BTreeMap::new();
+    let mut claims = BTreeMap::new();
     for envelope in envelopes {
         let stream = envelope.stream.name().to_owned();
         if stream == CAMPAIGN_STREAM {
@@ -169,6 +172,9 @@ pub async fn load_state(
             }
         } else if let Some(user) = parse_user_stream(&stream) {
             streams.entry(user).or_default().push(envelope);
+        } else if let Some(account) = claims::parse_claim_stream(&stream) {
+            // Envelopes come in ascending sequence per stream: the last one stays.
+            claims.insert(account, envelope);
         }
     }
     let campaign = campaign.ok_or_else(|| unknown(name))?;
@@ -176,7 +182,11 @@ pub async fn load_state(
         .into_iter()
         .map(|(user, envelopes)| Ok((user, UserEntry::from_envelopes(&envelopes)?)))
         .collect::<Result<_, WorkerError>>()?;
-    Ok(CampaignState { campaign, users })
+    Ok(CampaignState {
+        campaign,
+        users,
+        claims,
+    })
 }
 
 /// The secret name for a user, from the policy's template.

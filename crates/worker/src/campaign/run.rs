@@ -239,12 +239,41 @@ async fn run_account(
         account: account.clone(),
         failure,
     };
+    // Users IAM lists now, and users the journal knows that IAM no longer lists (deleted).
+    // A user whose keys were not listed has nothing the campaign may act on (and no key
+    // in flight): it is not driven, and not taken for deleted either.
+    let mut work: BTreeMap<UserName, (Option<&UserKeys>, UserEntry)> = BTreeMap::new();
+    let in_iam: BTreeSet<&UserName> = users.iter().map(|u| &u.user.name).collect();
+    for user in users.iter().filter(|u| u.listed) {
+        let entry = state
+            .users
+            .get(&(account.id.clone(), user.user.name.clone()))
+            .cloned()
+            .unwrap_or_default();
+        work.insert(user.user.name.clone(), (Some(user), entry));
+    }
+    for ((acct, user), entry) in &state.users {
+        if acct == &account.id && !in_iam.contains(user) {
+            work.insert(user.clone(), (None, entry.clone()));
+        }
+    }
+    if work.is_empty() {
+        // Nothing here the campaign may act on: no claim, no write.
+        return outcome;
+    }
+    // The claim stream as the run's campaign read found it: in the common case the
+    // claim is appended at once, with no read of its own.
+    let seen_claim = state
+        .claims
+        .get(&account.id)
+        .map_or(&[][..], std::slice::from_ref);
     let claim = match claims::acquire(
         ctx.journal.as_ref(),
         &ctx.campaign.name,
         &account.id,
         &ctx.actor,
         ctx.options.claim_ttl,
+        Some(seen_claim),
     )
     .await
     {
@@ -276,24 +305,6 @@ async fn run_account(
         outcome: &mut outcome,
     };
 
-    // Users IAM lists now, and users the journal knows that IAM no longer lists (deleted).
-    // A user whose keys were not listed has nothing the campaign may act on (and no key
-    // in flight): it is not driven, and not taken for deleted either.
-    let mut work: BTreeMap<UserName, (Option<&UserKeys>, UserEntry)> = BTreeMap::new();
-    let in_iam: BTreeSet<&UserName> = users.iter().map(|u| &u.user.name).collect();
-    for user in users.iter().filter(|u| u.listed) {
-        let entry = state
-            .users
-            .get(&(account.id.clone(), user.user.name.clone()))
-            .cloned()
-            .unwrap_or_default();
-        work.insert(user.user.name.clone(), (Some(user), entry));
-    }
-    for ((acct, user), entry) in &state.users {
-        if acct == &account.id && !in_iam.contains(user) {
-            work.insert(user.clone(), (None, entry.clone()));
-        }
-    }
     for (user, (listed, entry)) in work {
         if ctx.options.stop.load(Ordering::SeqCst) {
             break;
@@ -1330,8 +1341,15 @@ pub async fn rollback(
             phase.status_word()
         )));
     }
-    let claim = match claims::acquire(journal.as_ref(), name, &account, &actor, options.claim_ttl)
-        .await?
+    let claim = match claims::acquire(
+        journal.as_ref(),
+        name,
+        &account,
+        &actor,
+        options.claim_ttl,
+        None,
+    )
+    .await?
     {
         Acquired::Held(claim) => claim,
         Acquired::Busy { run_id, until } => {
