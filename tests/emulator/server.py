@@ -686,6 +686,8 @@ class KeyturnMiddleware:
         self.resolver = resolver
         self.rules: list[FaultRule] = []
         self.counts: dict[tuple[str, str, str], int] = {}
+        # Thread CPU time moto spent serving each (service, action), in seconds.
+        self.cpu: dict[tuple[str, str], float] = {}
         self.total = 0
         self.faults_injected = 0
         self.latency_injected = 0
@@ -728,10 +730,15 @@ class KeyturnMiddleware:
                 start_response(denied[0], denied[1])
                 return [denied[2]]
         if not self.serial:
-            return self.app(environ, start_response)
+            started = time.thread_time()
+            try:
+                return self.app(environ, start_response)
+            finally:
+                self.add_cpu(c, time.thread_time() - started)
         with self.serial_lock:
             # Run moto and drain its response while holding the lock, so each request
             # is atomic (moto's threaded server is not, for conditional writes).
+            started = time.thread_time()
             result = self.app(environ, start_response)
             try:
                 body = b"".join(result)
@@ -739,7 +746,13 @@ class KeyturnMiddleware:
                 close = getattr(result, "close", None)
                 if close is not None:
                     close()
+                self.add_cpu(c, time.thread_time() - started)
         return [body]
+
+    def add_cpu(self, c: Classified, seconds: float) -> None:
+        with self.state_lock:
+            key = (c.service, c.action)
+            self.cpu[key] = self.cpu.get(key, 0.0) + seconds
 
     def note_assume_role(self, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes] | None:
         """Records an AssumeRole request's parameters; answers AccessDenied when it sets a
@@ -835,15 +848,21 @@ class KeyturnMiddleware:
                     {"service": s, "action": a, "account": acct, "count": n}
                     for (s, a, acct), n in sorted(self.counts.items())
                 ]
+                cpu = [
+                    {"service": s, "action": a, "micros": round(seconds * 1e6)}
+                    for (s, a), seconds in sorted(self.cpu.items())
+                ]
                 return 200, {
                     "total": self.total,
                     "faults_injected": self.faults_injected,
                     "latency_injected": self.latency_injected,
                     "requests": requests,
+                    "cpu": cpu,
                 }
         if path == "counters/reset" and method == "POST":
             with self.state_lock:
                 self.counts = {}
+                self.cpu = {}
                 self.total = 0
                 self.faults_injected = 0
                 self.latency_injected = 0

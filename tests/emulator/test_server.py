@@ -314,6 +314,14 @@ class EmulatorTest(unittest.TestCase):
         )
         # Control calls are never counted.
         self.assertEqual(counters["total"], 4)
+        # moto's CPU by action: the served ListUsers and ListAccounts, not the throttled
+        # request (moto never saw it); a reset zeroes it.
+        cpu = {(c["service"], c["action"]): c["micros"] for c in counters["cpu"]}
+        self.assertEqual(set(cpu), {("iam", "ListUsers"), ("organizations", "ListAccounts")})
+        self.assertTrue(all(micros > 0 for micros in cpu.values()), cpu)
+        self.emu.control("POST", "/_keyturn/counters/reset")
+        _, counters = self.emu.control("GET", "/_keyturn/counters")
+        self.assertEqual((counters["total"], counters["cpu"]), (0, []))
 
     def test_assume_role_parameters_are_recorded_and_source_identity_can_be_refused(self) -> None:
         sts = self.emu.client("sts")

@@ -249,6 +249,21 @@ pub struct Counters {
     pub latency_injected: u64,
     /// Counts by service, action and account.
     pub requests: Vec<RequestCount>,
+    /// The CPU time moto spent serving each service and action.
+    #[serde(default)]
+    pub cpu: Vec<ActionCpu>,
+}
+
+/// The CPU time moto spent serving one (service, action): its handling threads' CPU
+/// time, injected latency and faults not included.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ActionCpu {
+    /// The SigV4 service, such as `iam`.
+    pub service: String,
+    /// The action, such as `ListUsers`.
+    pub action: String,
+    /// CPU time in microseconds.
+    pub micros: u64,
 }
 
 /// How many requests one (service, action, account) triple received.

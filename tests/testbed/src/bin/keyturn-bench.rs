@@ -1468,6 +1468,8 @@ fn report(r: &Results, args: &Args) -> String {
     }
     let _ = writeln!(o);
 
+    emulator_cpu_by_action(&mut o, &all);
+
     let _ = writeln!(o, "Every run's wall time, in seconds:\n");
     for (name, series) in &all {
         let _ = writeln!(o, "- {name}: {}", series.walls());
@@ -1491,6 +1493,65 @@ fn report(r: &Results, args: &Args) -> String {
         );
     }
     o
+}
+
+/// The emulator's CPU per request by action, for keyturn's runs (median run): what each
+/// kind of request costs the one core that bounds them.
+fn emulator_cpu_by_action(o: &mut String, all: &[(String, &Series)]) {
+    let keyturn: Vec<_> = all
+        .iter()
+        .filter(|(name, series)| {
+            name.starts_with("`keyturn") && !series.median().counters.cpu.is_empty()
+        })
+        .collect();
+    if keyturn.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "The emulator's CPU time per request, by action (median run; moto's handling \
+         threads, injected latency not included), and the action's share of the run's \
+         emulator CPU:\n"
+    );
+    let _ = writeln!(
+        o,
+        "| run | requests | emulator CPU | by action: CPU per request (share) |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|");
+    for (name, series) in keyturn {
+        let s = series.median();
+        let total: u64 = s.counters.cpu.iter().map(|c| c.micros).sum();
+        let mut rows: Vec<(u64, String)> = s
+            .counters
+            .cpu
+            .iter()
+            .filter(|c| c.micros > 0)
+            .map(|c| {
+                let count = s.counters.by_action(&c.service, &c.action).max(1);
+                (
+                    c.micros,
+                    format!(
+                        "{} {:.1} ms ({:.0} %)",
+                        c.action,
+                        c.micros as f64 / 1000.0 / count as f64,
+                        100.0 * c.micros as f64 / total.max(1) as f64
+                    ),
+                )
+            })
+            .collect();
+        rows.sort_by_key(|row| std::cmp::Reverse(row.0));
+        let _ = writeln!(
+            o,
+            "| {name} | {} | {} | {} |",
+            s.counters.total,
+            secs(total as f64 / 1e6),
+            rows.into_iter()
+                .map(|(_, r)| r)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let _ = writeln!(o);
 }
 
 /// The counters without one service's requests.
