@@ -282,6 +282,27 @@ impl Bed {
         args.extend_from_slice(extra);
         let run = self.kt_env(&args, env);
         assert_eq!(run.code, 0, "run: {}\n{}", run.stdout, run.stderr);
+        // The run's closing counts come from its own account of the campaign (the state
+        // it loaded and what it appended), not from a second read: they must be what
+        // the journal says.
+        let printed: BTreeMap<String, u64> = run
+            .stdout
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .split(", ")
+            .filter(|part| !part.is_empty())
+            .map(|part| {
+                let (n, state) = part.split_once(' ').expect("`N state` in the counts line");
+                (state.to_owned(), n.parse().expect("a count"))
+            })
+            .collect();
+        assert_eq!(
+            printed,
+            counts(&self.status()),
+            "the run's closing counts against the journal's: {}",
+            run.stdout
+        );
         run.stdout
     }
 

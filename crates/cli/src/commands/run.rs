@@ -39,7 +39,7 @@ pub async fn run(journal: &str, args: RunArgs) -> Outcome {
         }
     });
     loop {
-        let summary = run_campaign(
+        let mut summary = run_campaign(
             Arc::clone(&journal),
             &sessions,
             &args.name,
@@ -49,7 +49,12 @@ pub async fn run(journal: &str, args: RunArgs) -> Outcome {
         .await?;
         progress.finish();
         print_summary(&summary);
-        let state = load_state(journal.as_ref(), &args.name).await?;
+        // The run's own account of the campaign, unless it met another worker or a
+        // failure: then the journal is read again.
+        let state = match summary.state.take() {
+            Some(state) => state,
+            None => load_state(journal.as_ref(), &args.name).await?,
+        };
         let rows = status::rows(&state);
         let counts = status::counts(&rows);
         keyturn_worker::telemetry::record_key_states(

@@ -102,6 +102,12 @@ pub struct RunSummary {
     pub failed_accounts: Vec<AccountFailure>,
     /// Accounts another worker holds, and until when.
     pub busy_accounts: Vec<(AccountId, String, DateTime<Utc>)>,
+    /// The campaign as this run leaves it: the state it loaded with its own appends
+    /// folded in, so that the caller need not read the whole campaign again. `None`
+    /// when the run cannot know it exactly, because it met another worker (a busy
+    /// account, a conflicting append, a lost claim) or a failure: read the journal then.
+    /// Its `claims` leave out the accounts this run claimed (their heads moved).
+    pub state: Option<CampaignState>,
 }
 
 impl RunSummary {
@@ -136,7 +142,7 @@ pub async fn run(
     actor: Actor,
     options: &RunOptions,
 ) -> Result<RunSummary, WorkerError> {
-    let state = load_state(journal.as_ref(), name).await?;
+    let mut state = load_state(journal.as_ref(), name).await?;
     let policy: &Policy = &state.campaign.policy;
     // Before the organization is read: a webhook URL variable that is not set refuses
     // the run.
@@ -199,19 +205,27 @@ pub async fn run(
         .buffer_unordered(options.concurrency.max(1))
         .collect()
         .await;
+    drop(ctx);
+    let mut exact = summary.failed_accounts.is_empty();
     for outcome in outcomes {
         summary.done.extend(outcome.done);
         summary.waiting.extend(outcome.waiting);
+        exact &= !outcome.stale && outcome.busy.is_none() && outcome.failure.is_none();
         if let Some(busy) = outcome.busy {
             summary.busy_accounts.push(busy);
         }
         if let Some(failure) = outcome.failure {
             summary.failed_accounts.push(failure);
         }
+        if let Some(account) = outcome.claimed {
+            state.claims.remove(&account);
+        }
+        state.users.extend(outcome.users);
     }
     summary
         .failed_accounts
         .sort_by(|a, b| a.account.id.cmp(&b.account.id));
+    summary.state = exact.then_some(state);
     Ok(summary)
 }
 
@@ -221,6 +235,13 @@ struct AccountOutcome {
     waiting: Vec<Waiting>,
     busy: Option<(AccountId, String, DateTime<Utc>)>,
     failure: Option<AccountFailure>,
+    /// The account, when this run claimed it.
+    claimed: Option<AccountId>,
+    /// The streams of the users this run drove, as it left them.
+    users: Vec<((AccountId, UserName), UserEntry)>,
+    /// Set when the journal may hold what `users` does not: an append conflicted or
+    /// failed, or the claim was lost.
+    stale: bool,
 }
 
 #[tracing::instrument(
@@ -277,7 +298,10 @@ async fn run_account(
     )
     .await
     {
-        Ok(Acquired::Held(claim)) => claim,
+        Ok(Acquired::Held(claim)) => {
+            outcome.claimed = Some(account.id.clone());
+            claim
+        }
         Ok(Acquired::Busy { run_id, until }) => {
             outcome.busy = Some((account.id.clone(), run_id, until));
             return outcome;
@@ -296,30 +320,52 @@ async fn run_account(
             policy.scope.external_id.as_ref(),
         )
         .await;
-    let mut worker = AccountWorker {
+    let worker = AccountWorker {
         ctx,
         account,
+        iam: telemetry::iam_client(&config),
         config,
-        iam: None,
-        claim,
-        outcome: &mut outcome,
+        claim: tokio::sync::Mutex::new(claim),
+        outcome: std::sync::Mutex::new(outcome),
+        halted: AtomicBool::new(false),
     };
 
-    for (user, (listed, entry)) in work {
-        if ctx.options.stop.load(Ordering::SeqCst) {
-            break;
-        }
-        match worker.drive_user(&user, listed, entry).await {
-            Ok(true) => {}
-            Ok(false) => break, // the claim was lost: another worker owns the account now
-            Err(failure) => {
-                worker.outcome.failure = Some(fail(failure));
-                break;
+    // The account's users are driven concurrently, each user's steps in order, under
+    // the same per-account bound as the reads (IAM's rate limits are per account). A
+    // lost claim or a failure halts the account: no user starts after it.
+    futures::stream::iter(work)
+        .map(|(user, (listed, entry))| {
+            let worker = &worker;
+            async move {
+                if ctx.options.stop.load(Ordering::SeqCst) || worker.halted.load(Ordering::SeqCst) {
+                    return;
+                }
+                match worker.drive_user(&user, listed, entry).await {
+                    Ok(true) => {}
+                    // The claim was lost: another worker owns the account now.
+                    Ok(false) => worker.halted.store(true, Ordering::SeqCst),
+                    Err(failure) => {
+                        worker.halted.store(true, Ordering::SeqCst);
+                        worker
+                            .outcome()
+                            .failure
+                            .get_or_insert_with(|| fail(failure));
+                    }
+                }
             }
-        }
-    }
-    let claim = worker.claim;
+        })
+        .buffer_unordered(iam::PER_ACCOUNT_CONCURRENCY)
+        .collect::<()>()
+        .await;
+    let claim = worker.claim.into_inner();
     claim.release(ctx.journal.as_ref(), &ctx.actor).await;
+    let mut outcome = worker
+        .outcome
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Users finish in any order; what each did stays in its own order.
+    outcome.done.sort_by(|a, b| a.user.cmp(&b.user));
+    outcome.waiting.sort_by(|a, b| a.user.cmp(&b.user));
     outcome
 }
 
@@ -331,14 +377,18 @@ fn journal_failure(e: JournalError) -> AwsFailure {
     }
 }
 
-/// The work on one account, under its claim.
-struct AccountWorker<'c, 'o> {
+/// The work on one account, under its claim, shared by the account's user tasks.
+struct AccountWorker<'c> {
     ctx: &'c Ctx<'c>,
     account: &'c OrgAccount,
     config: SdkConfig,
-    iam: Option<IamClient>,
-    claim: Claim,
-    outcome: &'o mut AccountOutcome,
+    iam: IamClient,
+    /// Held across a renewal, so that the account's tasks renew it one at a time.
+    claim: tokio::sync::Mutex<Claim>,
+    /// Locked only between awaits.
+    outcome: std::sync::Mutex<AccountOutcome>,
+    /// Set when the claim was lost or a user failed: no other user starts.
+    halted: AtomicBool,
 }
 
 /// A user's stream, its folded state and what IAM shows now.
@@ -370,19 +420,38 @@ impl UserWork {
 /// How many decisions one user may take in one run (a guard against a loop).
 const MAX_STEPS_PER_USER: usize = 64;
 
-impl AccountWorker<'_, '_> {
-    fn iam(&mut self) -> IamClient {
-        self.iam
-            .get_or_insert_with(|| telemetry::iam_client(&self.config))
-            .clone()
+impl AccountWorker<'_> {
+    fn iam(&self) -> IamClient {
+        self.iam.clone()
     }
 
-    fn note(&mut self, work: &UserWork, key: &AccessKeyId, what: String) {
+    fn outcome(&self) -> std::sync::MutexGuard<'_, AccountOutcome> {
+        self.outcome
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Renews the account's claim when due; `Ok(false)` when it was lost.
+    async fn keep_claim(&self) -> Result<bool, AwsFailure> {
+        let ctx = self.ctx;
+        self.claim
+            .lock()
+            .await
+            .keep(ctx.journal.as_ref(), &ctx.actor, ctx.options.claim_ttl)
+            .await
+            .map_err(journal_failure)
+    }
+
+    async fn claim_lost(&self) -> bool {
+        self.claim.lock().await.is_lost()
+    }
+
+    fn note(&self, work: &UserWork, key: &AccessKeyId, what: String) {
         tracing::info!(account = %self.account.id, user = %work.user, key = %key, "{what}");
         if let Some(progress) = &self.ctx.options.progress {
             progress.key_acted(key);
         }
-        self.outcome.done.push(Done {
+        self.outcome().done.push(Done {
             account: self.account.id.clone(),
             user: work.user.clone(),
             key: key.clone(),
@@ -393,7 +462,7 @@ impl AccountWorker<'_, '_> {
     /// Enrolls the user's new keys, then acts until every key waits or is settled.
     /// `Ok(false)` when the account's claim was lost.
     async fn drive_user(
-        &mut self,
+        &self,
         user: &UserName,
         listed: Option<&UserKeys>,
         entry: UserEntry,
@@ -436,23 +505,30 @@ impl AccountWorker<'_, '_> {
             }
             work.pending = events;
         }
-        let driven = self.drive(&mut work, listed).await;
+        let mut driven = self.drive(&mut work, listed).await;
         if !work.pending.is_empty() && !matches!(driven, Ok(false)) {
             // The turn ended without an append: record the enrolment alone.
             let flushed = self.append(&mut work, Vec::new(), fp::APPEND_ENROLL).await;
             if driven.is_ok() {
                 // Another run wrote first (this user is left to a later run), or the
                 // account's claim was lost.
-                return flushed.map(|ok| ok || !self.claim.is_lost());
+                let lost = self.claim_lost().await;
+                driven = flushed.map(|ok| ok || !lost);
             }
         }
+        if !matches!(driven, Ok(true)) || self.claim_lost().await {
+            self.outcome().stale = true;
+        }
+        self.outcome()
+            .users
+            .push(((self.account.id.clone(), work.user), work.entry));
         driven
     }
 
     /// Acts for one user until every key waits or is settled. `Ok(false)` when the
     /// account's claim was lost.
     async fn drive(
-        &mut self,
+        &self,
         work: &mut UserWork,
         listed: Option<&UserKeys>,
     ) -> Result<bool, AwsFailure> {
@@ -492,7 +568,7 @@ impl AccountWorker<'_, '_> {
                 }
                 Decision::Wait { key, until, reason } => {
                     self.notify_due(work, listed).await;
-                    self.outcome.waiting.push(Waiting {
+                    self.outcome().waiting.push(Waiting {
                         account: self.account.id.clone(),
                         user: user.clone(),
                         key,
@@ -517,7 +593,7 @@ impl AccountWorker<'_, '_> {
                     let disabling = matches!(action, Action::Deactivate { .. } | Action::Delete);
                     if disabling && ctx.caller_key.as_ref() == Some(&key) {
                         // Never cut off the credentials this run is signed with.
-                        self.outcome.waiting.push(Waiting {
+                        self.outcome().waiting.push(Waiting {
                             account: self.account.id.clone(),
                             user: user.clone(),
                             key,
@@ -526,19 +602,14 @@ impl AccountWorker<'_, '_> {
                         });
                         return Ok(true);
                     }
-                    if !self
-                        .claim
-                        .keep(ctx.journal.as_ref(), &ctx.actor, ctx.options.claim_ttl)
-                        .await
-                        .map_err(journal_failure)?
-                    {
+                    if !self.keep_claim().await? {
                         return Ok(false);
                     }
                     let failures =
                         |work: &UserWork| work.entry.state.keys.get(&key).map_or(0, |k| k.failures);
                     let before = failures(work);
                     if !self.act(work, &key, action).await? {
-                        if self.claim.is_lost() {
+                        if self.claim_lost().await {
                             return Ok(false);
                         }
                         // Someone else wrote to the stream: reload it and what IAM shows
@@ -557,7 +628,7 @@ impl AccountWorker<'_, '_> {
                         // A step failed: it is retried with backoff on a later run, and
                         // nothing else of this user is tried against the same fault now.
                         let ks = &work.entry.state.keys[&key];
-                        self.outcome.waiting.push(Waiting {
+                        self.outcome().waiting.push(Waiting {
                             account: self.account.id.clone(),
                             user: user.clone(),
                             key: key.clone(),
@@ -580,7 +651,7 @@ impl AccountWorker<'_, '_> {
 
     /// Sends the notifications due for the user now (`[notify]`) and records their
     /// outcomes. Never fails the user's turn: a notification is a side note.
-    async fn notify_due(&mut self, work: &mut UserWork, listed: Option<&UserKeys>) {
+    async fn notify_due(&self, work: &mut UserWork, listed: Option<&UserKeys>) {
         let ctx = self.ctx;
         let (Some(notifier), Some(notify)) = (&ctx.notifier, &ctx.campaign.policy.notify) else {
             return;
@@ -645,18 +716,14 @@ impl AccountWorker<'_, '_> {
     /// failpoints of `at`, only while this run still holds the account's claim (renewed
     /// when due). `Ok(false)` on a version conflict or a lost claim.
     async fn append(
-        &mut self,
+        &self,
         work: &mut UserWork,
         events: Vec<RotationEvent>,
         at: Boundary,
     ) -> Result<bool, AwsFailure> {
         let ctx = self.ctx;
-        if !self
-            .claim
-            .keep(ctx.journal.as_ref(), &ctx.actor, ctx.options.claim_ttl)
-            .await
-            .map_err(journal_failure)?
-        {
+        if !self.keep_claim().await? {
+            self.outcome().stale = true;
             return Ok(false);
         }
         // A pending enrolment rides with these events, in one write. Its boundary then
@@ -686,14 +753,20 @@ impl AccountWorker<'_, '_> {
                 work.entry.head = head;
                 Ok(true)
             }
-            Err(e) if e.is_conflict() => Ok(false),
-            Err(e) => Err(journal_failure(e)),
+            Err(e) => {
+                self.outcome().stale = true;
+                if e.is_conflict() {
+                    Ok(false)
+                } else {
+                    Err(journal_failure(e))
+                }
+            }
         }
     }
 
     /// Appends one event, treating a conflict as "reload and decide again".
     async fn record(
-        &mut self,
+        &self,
         work: &mut UserWork,
         event: RotationEvent,
         at: Boundary,
@@ -701,7 +774,7 @@ impl AccountWorker<'_, '_> {
         self.append(work, vec![event], at).await
     }
 
-    async fn list_keys(&mut self, user: &UserName) -> Result<Vec<ObservedKey>, AwsFailure> {
+    async fn list_keys(&self, user: &UserName) -> Result<Vec<ObservedKey>, AwsFailure> {
         let iam = self.iam();
         match steps::list_access_keys(&iam, user).await {
             Ok(keys) => Ok(keys
@@ -721,7 +794,7 @@ impl AccountWorker<'_, '_> {
     /// Re-reads the user's keys (after another writer's work), keeping the last-use data
     /// already known. After this run's own mutation the outcome tells the new state
     /// ([`UserWork::observe_status`], [`UserWork::observe_gone`]): no call.
-    async fn refresh(&mut self, work: &mut UserWork) -> Result<(), AwsFailure> {
+    async fn refresh(&self, work: &mut UserWork) -> Result<(), AwsFailure> {
         let mut keys = self.list_keys(&work.user).await?;
         for key in &mut keys {
             key.last_used_at = work
@@ -744,7 +817,7 @@ impl AccountWorker<'_, '_> {
 
     /// Records a failed step; the key is retried with backoff on a later decision.
     async fn failed(
-        &mut self,
+        &self,
         work: &mut UserWork,
         key: &AccessKeyId,
         step: Step,
@@ -767,7 +840,7 @@ impl AccountWorker<'_, '_> {
     }
 
     async fn intend(
-        &mut self,
+        &self,
         work: &mut UserWork,
         key: &AccessKeyId,
         step: Step,
@@ -786,7 +859,7 @@ impl AccountWorker<'_, '_> {
 
     /// Performs one decided action. `Ok(false)` when the stream moved under us.
     async fn act(
-        &mut self,
+        &self,
         work: &mut UserWork,
         key: &AccessKeyId,
         action: Action,
@@ -1046,7 +1119,7 @@ impl AccountWorker<'_, '_> {
     /// Create → deliver (read back) → verify, with an intent before each mutation and
     /// the secret only ever in this process's memory and in the delivery target.
     async fn replace(
-        &mut self,
+        &self,
         work: &mut UserWork,
         key: &AccessKeyId,
         attempt: u32,
@@ -1193,7 +1266,7 @@ impl AccountWorker<'_, '_> {
     }
 
     async fn verify(
-        &mut self,
+        &self,
         work: &mut UserWork,
         key: &AccessKeyId,
         new: &NewAccessKey,
@@ -1238,7 +1311,7 @@ impl AccountWorker<'_, '_> {
     }
 
     async fn delete_orphan(
-        &mut self,
+        &self,
         work: &mut UserWork,
         key: &AccessKeyId,
         orphan: &AccessKeyId,
