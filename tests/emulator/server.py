@@ -608,6 +608,43 @@ def patch_dispatch(resolver: "AccountResolver") -> None:
     DomainDispatcherApplication.get_backend_for_host = get_backend_for_host
 
 
+def patch_access_key_last_used() -> None:
+    """Finds the key of GetAccessKeyLastUsed in the asking account first.
+
+    moto 5.2.5's ``IAMBackend.get_access_key_last_used`` (also how CreateAccessKey,
+    UpdateAccessKey, ListAccessKeys and DeleteAccessKey find the user when no UserName
+    is given) lists every access key of every user of every account (creating any
+    account's missing backend of the partition on the way) and answers the first key
+    with the id, or NotFound: at 500 accounts of 7 keys, 5.2 ms of the emulator's one
+    core per GetAccessKeyLastUsed (1.3 ms with this patch). This wrapper first looks the
+    id up in the asking backend's own ``access_keys`` dict, and answers from it when the
+    key is a user's: the backend has a user of the key's ``user_name`` whose
+    ``access_keys`` list holds this very key, which is exactly what moto's walk finds
+    (a key id embeds its account, so no other account holds one with the same id).
+    Anything else (a key of another account, an STS temporary key, a deleted or renamed
+    user's key, an unknown id) goes to moto's own method, so every answer and error is
+    moto's.
+    """
+    from moto.iam import models
+
+    if not hasattr(models.IAMBackend, "get_access_key_last_used") or not hasattr(
+        models.IAMBackend, "get_all_access_keys_for_all_users"
+    ):
+        raise SystemExit("moto's IAM backend changed: update patch_access_key_last_used")
+
+    original = models.IAMBackend.get_access_key_last_used
+
+    def get_access_key_last_used(self: Any, access_key_id: str) -> dict[str, Any]:
+        key = self.access_keys.get(access_key_id)
+        if key is not None and key.user_name is not None:
+            user = self.users.get(key.user_name)
+            if user is not None and any(own is key for own in user.access_keys):
+                return {"user_name": key.user_name, "last_used": key.last_used}
+        return original(self, access_key_id)
+
+    models.IAMBackend.get_access_key_last_used = get_access_key_last_used
+
+
 def patch_credential_report() -> None:
     """Makes the credential report's last-used region and service columns real.
 
@@ -935,6 +972,7 @@ def main(argv: list[str] | None = None) -> None:
     patch_credential_report()
     patch_transact_write_items()
     patch_query_partition()
+    patch_access_key_last_used()
     patch_dispatch(resolver)
 
     dispatcher = DomainDispatcherApplication(create_backend_app)

@@ -537,6 +537,130 @@ class QueryTest(unittest.TestCase):
         self.assertEqual((answer["Items"], answer["Count"]), ([], 0))
 
 
+class AccessKeyLastUsedTest(unittest.TestCase):
+    def test_answers_are_the_same_with_and_without_the_patch(self) -> None:
+        # server.py answers GetAccessKeyLastUsed for a key of the asking account's own
+        # users without moto's walk over every key of every account, and leaves every
+        # other id to moto. The answers must not change: this runs moto in this process
+        # (mock_aws), asks each question of each account with moto's own method and with
+        # the patched one, and compares.
+        import importlib.util
+
+        from moto import mock_aws
+        from moto.iam import models
+
+        spec = importlib.util.spec_from_file_location("keyturn_emulator_server", SERVER)
+        assert spec is not None and spec.loader is not None
+        server = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(server)
+
+        original = models.IAMBackend.get_access_key_last_used
+        self.addCleanup(setattr, models.IAMBackend, "get_access_key_last_used", original)
+        server.patch_access_key_last_used()
+        patched = models.IAMBackend.get_access_key_last_used
+        self.assertIsNot(patched, original)
+        walk = models.IAMBackend.get_all_access_keys_for_all_users
+        self.addCleanup(setattr, models.IAMBackend, "get_all_access_keys_for_all_users", walk)
+        walks = [0]
+
+        def counting_walk(backend: Any) -> Any:
+            walks[0] += 1
+            return walk(backend)
+
+        models.IAMBackend.get_all_access_keys_for_all_users = counting_walk
+
+        mock = mock_aws()
+        mock.start()
+        self.addCleanup(mock.stop)
+
+        def client(service: str, **credentials: str) -> Any:
+            credentials = credentials or {
+                "aws_access_key_id": "testing",
+                "aws_secret_access_key": "testing",
+            }
+            return boto3.client(service, region_name="us-east-1", **credentials)
+
+        # The management account (the dummy key): alice has a key never used and one
+        # used (a request signed with it); dave's key outlived him (a new dave has none);
+        # erin was renamed after her key was made.
+        iam = client("iam")
+        iam.create_user(UserName="alice")
+        never = iam.create_access_key(UserName="alice")["AccessKey"]["AccessKeyId"]
+        used = iam.create_access_key(UserName="alice")["AccessKey"]
+        client(
+            "sts", aws_access_key_id=used["AccessKeyId"], aws_secret_access_key=used["SecretAccessKey"]
+        ).get_caller_identity()
+        iam.create_user(UserName="dave")
+        orphan = iam.create_access_key(UserName="dave")["AccessKey"]["AccessKeyId"]
+        iam.delete_user(UserName="dave")
+        iam.create_user(UserName="dave")
+        iam.create_user(UserName="erin")
+        renamed = iam.create_access_key(UserName="erin")["AccessKey"]["AccessKeyId"]
+        iam.update_user(UserName="erin", NewUserName="erin2")
+
+        # Another account, reached with STS temporary credentials: carol's key.
+        creds = client("sts").assume_role(
+            RoleArn="arn:aws:iam::210987654321:role/Keyturn", RoleSessionName="test"
+        )["Credentials"]
+        member_iam = client(
+            "iam",
+            aws_access_key_id=creds["AccessKeyId"],
+            aws_secret_access_key=creds["SecretAccessKey"],
+            aws_session_token=creds["SessionToken"],
+        )
+        member_iam.create_user(UserName="carol")
+        carol = member_iam.create_access_key(UserName="carol")["AccessKey"]["AccessKeyId"]
+        temporary = creds["AccessKeyId"]
+        unknown = "AKIAIOSFODNN7EXAMPLE"
+
+        def ask(asker: Any, access_key_id: str) -> tuple[Any, ...]:
+            try:
+                answer = asker.get_access_key_last_used(AccessKeyId=access_key_id)
+            except ClientError as err:
+                error = err.response["Error"]
+                status = err.response["ResponseMetadata"]["HTTPStatusCode"]
+                return ("error", error.get("Code"), error.get("Message"), status)
+            answer.pop("ResponseMetadata")
+            return ("ok", answer)
+
+        ids = {
+            "never used": never, "used": used["AccessKeyId"], "deleted user's": orphan,
+            "renamed user's": renamed, "other account's": carol, "sts temporary": temporary,
+            "unknown": unknown,
+        }
+        answers: dict[tuple[str, str], tuple[Any, ...]] = {}
+        for asker_name, asker in (("management", iam), ("member", member_iam)):
+            for name, access_key_id in ids.items():
+                models.IAMBackend.get_access_key_last_used = original
+                moto_answer = ask(asker, access_key_id)
+                models.IAMBackend.get_access_key_last_used = patched
+                walks[0] = 0
+                patched_answer = ask(asker, access_key_id)
+                self.assertEqual(patched_answer, moto_answer, f"{name} key asked by {asker_name}")
+                answers[(asker_name, name)] = patched_answer
+                # A key of the asking account's own user is answered without the walk.
+                own = (asker_name, name) in {
+                    ("management", "never used"), ("management", "used"), ("member", "other account's"),
+                }
+                self.assertEqual(walks[0], 0 if own else 1, f"{name} key asked by {asker_name}")
+
+        # And the answers are what moto answers.
+        _, never_answer = answers[("management", "never used")]
+        self.assertEqual(never_answer["UserName"], "alice")
+        self.assertNotIn("LastUsedDate", never_answer["AccessKeyLastUsed"])
+        _, used_answer = answers[("management", "used")]
+        self.assertEqual(
+            (used_answer["AccessKeyLastUsed"]["ServiceName"], used_answer["AccessKeyLastUsed"]["Region"]),
+            ("sts", "us-east-1"),
+        )
+        self.assertIn("LastUsedDate", used_answer["AccessKeyLastUsed"])
+        for asker_name in ("management", "member"):
+            self.assertEqual(answers[(asker_name, "other account's")][1]["UserName"], "carol")
+            self.assertEqual(answers[(asker_name, "renamed user's")][1]["UserName"], "erin")
+            for name in ("deleted user's", "sts temporary", "unknown"):
+                self.assertEqual(answers[(asker_name, name)][:2], ("error", "NoSuchEntity"), name)
+
+
 class StdinTest(unittest.TestCase):
     def test_stdin_eof_stops_the_process(self) -> None:
         emu = Emulator()
