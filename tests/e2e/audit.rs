@@ -345,6 +345,39 @@ async fn verify_detects_edits_deletions_and_reordering_in_sqlite() {
         )]
     );
 
+    // The commands that decide or report from the campaign refuse it, print nothing on
+    // stdout and write nothing.
+    let count = |db: &rusqlite::Connection| -> i64 {
+        db.query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap()
+    };
+    let before = count(&db);
+    let old_key = org.accounts[0].users[0].keys[0].access_key_id.clone();
+    for args in [
+        &["run", "q3"][..],
+        &["status", "q3"],
+        &["report", "q3", "--format", "csv"],
+        &["rollback", "q3", "--key", &old_key, "--reason", "test"],
+    ] {
+        let mut full = vec!["--journal", journal];
+        full.extend_from_slice(args);
+        let run = keyturn(&emulator, dir.path(), &full);
+        assert_eq!(
+            (run.code, run.stdout.as_str()),
+            (6, ""),
+            "{args:?} refuses a broken chain: {}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains(&format!(
+                "the hash chain of stream q3/{stream} is broken at sequence 1"
+            )) && run.stderr.contains("`keyturn verify`"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    assert_eq!(count(&db), before, "nothing was written");
+
     let idle = format!("user/{}/idle", org.accounts[1].id);
     db.execute(
         "DELETE FROM events WHERE stream = ?1 AND sequence = 2",
@@ -417,6 +450,20 @@ async fn verify_detects_edits_deletions_and_reordering_in_dynamodb() {
         [format!(
             "BROKEN q3/{app} #1: modified: its content no longer matches its hash"
         )]
+    );
+    let refused = keyturn(&emulator, dir.path(), &["--journal", journal, "run", "q3"]);
+    assert_eq!(
+        (refused.code, refused.stdout.as_str()),
+        (6, ""),
+        "a run refuses a broken chain before it acts: {}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains(&format!(
+            "the hash chain of stream q3/{app} is broken at sequence 1"
+        )),
+        "{}",
+        refused.stderr
     );
 
     let idle = format!("user/{}/idle", org.accounts[1].id);

@@ -64,6 +64,7 @@ impl From<keyturn_worker::WorkerError> for Failure {
             keyturn_worker::WorkerError::Rejected(_) => Exit::InvalidInput,
             keyturn_worker::WorkerError::Aws(_) => Exit::Aws,
             keyturn_worker::WorkerError::Unexpected(_) => Exit::Internal,
+            keyturn_worker::WorkerError::Tampered(_) => Exit::Tampered,
             keyturn_worker::WorkerError::Journal(e) => {
                 return crate::commands::journal::journal_failure(e);
             }

@@ -117,4 +117,11 @@ pub enum WorkerError {
     /// The journal could not be used.
     #[error(transparent)]
     Journal(#[from] keyturn_journal::JournalError),
+    /// A campaign's events fail their hash chain: nothing is decided or reported from
+    /// them.
+    #[error(
+        "{0}; keyturn does not act on or report from a journal whose events were modified, \
+         removed or reordered (`keyturn verify` lists every break)"
+    )]
+    Tampered(#[from] keyturn_journal::ChainError),
 }

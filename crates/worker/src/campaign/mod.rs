@@ -130,7 +130,8 @@ pub struct UserEntry {
 }
 
 impl UserEntry {
-    /// Folds envelopes of one user stream.
+    /// Folds envelopes of one user stream, all of it from sequence 1 (its hash chain
+    /// is checked by the caller: `load_state` checks the whole campaign's at once).
     pub fn from_envelopes(envelopes: &[Envelope]) -> Result<Self, WorkerError> {
         let mut entry = UserEntry::default();
         for envelope in envelopes {
@@ -155,12 +156,15 @@ pub struct CampaignState {
     pub claims: BTreeMap<AccountId, Envelope>,
 }
 
-/// Loads everything a campaign has recorded.
+/// Loads everything a campaign has recorded, after checking every stream's hash chain:
+/// a run decides from these events, so a campaign whose events were modified, removed
+/// or reordered is refused (`WorkerError::Tampered`) before anything is folded.
 pub async fn load_state(
     journal: &dyn Journal,
     name: &CampaignName,
 ) -> Result<CampaignState, WorkerError> {
     let envelopes = journal.read_campaign(name.as_str()).await?;
+    keyturn_journal::verify_chain(&envelopes)?;
     let mut campaign = None;
     let mut streams: BTreeMap<(AccountId, UserName), Vec<Envelope>> = BTreeMap::new();
     let mut claims = BTreeMap::new();

@@ -619,6 +619,8 @@ impl AccountWorker<'_> {
                             .read_stream(&work.stream)
                             .await
                             .map_err(journal_failure)?;
+                        keyturn_journal::verify_stream(&envelopes)
+                            .map_err(|e| journal_failure_w(&WorkerError::Tampered(e)))?;
                         work.entry = UserEntry::from_envelopes(&envelopes)
                             .map_err(|e| journal_failure_w(&e))?;
                         self.refresh(work).await?;
