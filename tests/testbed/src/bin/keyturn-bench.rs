@@ -1450,8 +1450,9 @@ fn report(r: &Results, args: &Args) -> String {
             ),
         ]);
     }
-    // With the default as the best setting, the "best" series repeats the default's.
-    all.dedup_by(|a, b| std::ptr::eq(a.1, b.1));
+    // With the default as the best setting, the "best" series is a copy of the
+    // default's under the same name: list it once.
+    all.dedup_by(|a, b| a.0 == b.0);
     let all: Vec<_> = all
         .into_iter()
         .filter(|(_, s)| !s.samples.is_empty())
