@@ -12,7 +12,7 @@ use keyturn_testbed::seed::{
 };
 use keyturn_testbed::{Emulator, EmulatorOptions};
 use serde_json::Value;
-use support::{TempDir, keyturn};
+use support::{Run, TempDir, keyturn};
 
 const POLICY: &str =
     "[rotation]\nquiet_period = \"2s\"\nadoption_timeout = \"1h\"\nobservation_period = \"2s\"\n";
@@ -319,6 +319,24 @@ fn broken_lines(stdout: &str) -> Vec<String> {
         .collect()
 }
 
+/// A command that decides or reports from campaign q3, whose `stream` was modified at
+/// its first event, refused it with the tamper exit code, before printing anything.
+fn assert_refused(run: &Run, stream: &str) {
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (6, ""),
+        "a broken chain is refused: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "the hash chain of stream q3/{stream} is broken at sequence 1"
+        )) && run.stderr.contains("`keyturn verify`"),
+        "{}",
+        run.stderr
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_detects_edits_deletions_and_reordering_in_sqlite() {
     let journal = "sqlite://journal.db";
@@ -361,20 +379,7 @@ async fn verify_detects_edits_deletions_and_reordering_in_sqlite() {
     ] {
         let mut full = vec!["--journal", journal];
         full.extend_from_slice(args);
-        let run = keyturn(&emulator, dir.path(), &full);
-        assert_eq!(
-            (run.code, run.stdout.as_str()),
-            (6, ""),
-            "{args:?} refuses a broken chain: {}",
-            run.stderr
-        );
-        assert!(
-            run.stderr.contains(&format!(
-                "the hash chain of stream q3/{stream} is broken at sequence 1"
-            )) && run.stderr.contains("`keyturn verify`"),
-            "{args:?}: {}",
-            run.stderr
-        );
+        assert_refused(&keyturn(&emulator, dir.path(), &full), &stream);
     }
     assert_eq!(count(&db), before, "nothing was written");
 
@@ -451,19 +456,9 @@ async fn verify_detects_edits_deletions_and_reordering_in_dynamodb() {
             "BROKEN q3/{app} #1: modified: its content no longer matches its hash"
         )]
     );
-    let refused = keyturn(&emulator, dir.path(), &["--journal", journal, "run", "q3"]);
-    assert_eq!(
-        (refused.code, refused.stdout.as_str()),
-        (6, ""),
-        "a run refuses a broken chain before it acts: {}",
-        refused.stderr
-    );
-    assert!(
-        refused.stderr.contains(&format!(
-            "the hash chain of stream q3/{app} is broken at sequence 1"
-        )),
-        "{}",
-        refused.stderr
+    assert_refused(
+        &keyturn(&emulator, dir.path(), &["--journal", journal, "run", "q3"]),
+        &app,
     );
 
     let idle = format!("user/{}/idle", org.accounts[1].id);

@@ -103,7 +103,9 @@ pub struct RunSummary {
     /// Accounts another worker holds, and until when.
     pub busy_accounts: Vec<(AccountId, String, DateTime<Utc>)>,
     /// The campaign as this run leaves it: the state it loaded with its own appends
-    /// folded in, so that the caller need not read the whole campaign again. `None`
+    /// folded in (at the times this process made them, within milliseconds of the
+    /// journal's `recorded_at`), so that the caller need not read the whole campaign
+    /// again. `None`
     /// when the run cannot know it exactly, because it met another worker (a busy
     /// account, a conflicting append, a lost claim) or a failure: read the journal then.
     /// Its `claims` leave out the accounts this run claimed (their heads moved).
