@@ -1,6 +1,8 @@
 //! Org scale under faults: a campaign over 20+ accounts with 20% throttling, 5% HTTP
 //! 5xx and 50 ms of added latency on every call (journal included) ends in the same
 //! state as a clean run of the same organization, with no rotation step done twice.
+//! And the fan-out's bounds, from the emulator's in-flight counters: accounts at once
+//! (`--concurrency`), requests at once per account, users of an account worked at once.
 
 mod support;
 
@@ -231,5 +233,95 @@ async fn a_campaign_under_throttling_errors_and_latency_ends_like_a_clean_one() 
     assert_eq!(
         faulty_replacements, clean_replacements,
         "one replacement per rotated key, never two"
+    );
+}
+
+/// The fan-out's bounds, read off the emulator's in-flight counters, with 100 ms added
+/// to every call so that whatever keyturn runs at once overlaps: `--concurrency` bounds
+/// the member accounts worked at once; within an account at most four requests run at
+/// once (IAM's rate limits are per account); and an account's users are worked
+/// concurrently, not one after another (their deactivations overlap).
+#[tokio::test(flavor = "multi_thread")]
+async fn accounts_and_their_users_are_worked_concurrently_within_their_bounds() {
+    const ACCOUNTS: usize = 8;
+    const USERS: usize = 6;
+    let emulator = Emulator::start(EmulatorOptions::default());
+    let users: Vec<UserSpec> = (0..USERS)
+        .map(|u| UserSpec::new(&format!("user-{u}"), vec![KeySpec::active(100, None)]))
+        .collect();
+    let names: Vec<String> = (0..ACCOUNTS).map(|i| format!("acct-{i}")).collect();
+    let org = support::seed_flat(
+        &emulator,
+        names.iter().map(|n| (n.as_str(), users.clone())).collect(),
+    )
+    .await;
+    let dir = TempDir::new("bounds");
+    let policy = dir.write(
+        "policy.toml",
+        "[rotation]\nmax_key_age = \"36500d\"\nunused_after = \"45d\"\nobservation_period = \"3650d\"\n",
+    );
+    let journal = "sqlite://journal.db";
+    let start = keyturn(
+        &emulator,
+        dir.path(),
+        &[
+            "--journal",
+            journal,
+            "campaign",
+            "start",
+            "b1",
+            "--policy",
+            &policy,
+        ],
+    );
+    assert_eq!(start.code, 0, "{}", start.stderr);
+
+    emulator.reset_counters().await;
+    emulator.set_faults(&[FaultRule::latency(100)]).await;
+    let run = keyturn(
+        &emulator,
+        dir.path(),
+        &["--journal", journal, "run", "b1", "--concurrency", "3"],
+    );
+    emulator.set_faults(&[]).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.stdout
+            .lines()
+            .filter(|l| l.starts_with("done "))
+            .count(),
+        ACCOUNTS * USERS,
+        "every unused key deactivated: {}",
+        run.stdout
+    );
+
+    let counters = emulator.counters().await.concurrency;
+    let members: std::collections::BTreeSet<&str> =
+        org.accounts.iter().map(|a| a.id.as_str()).collect();
+    let overall: BTreeMap<&str, u64> = counters
+        .max_in_flight
+        .iter()
+        .filter(|m| members.contains(m.account.as_str()))
+        .map(|m| (m.account.as_str(), m.max))
+        .collect();
+    assert_eq!(overall.len(), ACCOUNTS, "{counters:?}");
+    assert!(
+        overall.values().all(|&n| n <= 4),
+        "at most four requests at once per account: {overall:?}"
+    );
+    let deactivations: BTreeMap<&str, u64> = counters
+        .max_in_flight_by_action
+        .iter()
+        .filter(|m| members.contains(m.account.as_str()) && m.action == "UpdateAccessKey")
+        .map(|m| (m.account.as_str(), m.max))
+        .collect();
+    assert_eq!(deactivations.len(), ACCOUNTS, "{counters:?}");
+    assert!(
+        deactivations.values().all(|&n| n >= 2),
+        "an account's users are worked at once: {deactivations:?}"
+    );
+    assert!(
+        (2..=3).contains(&counters.max_member_accounts_in_flight),
+        "accounts are worked concurrently, at most --concurrency at once: {counters:?}"
     );
 }

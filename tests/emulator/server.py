@@ -730,6 +730,15 @@ class KeyturnMiddleware:
         self.latency_injected = 0
         self.assume_role_requests: list[dict[str, str]] = []
         self.deny_source_identity: set[str] = set()
+        # Signed requests being handled now (injected latency included), by account, and
+        # the most ever at once: how many requests a client keeps in flight per account
+        # and across member accounts (every account but the default one).
+        self.in_flight: dict[str, int] = {}
+        self.max_in_flight: dict[str, int] = {}
+        self.action_in_flight: dict[tuple[str, str, str], int] = {}
+        self.max_action_in_flight: dict[tuple[str, str, str], int] = {}
+        self.member_accounts_in_flight = 0
+        self.max_member_accounts_in_flight = 0
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -739,6 +748,36 @@ class KeyturnMiddleware:
             self.resolver.clear()
 
         c = classify(environ, self.resolver)
+        if not c.signed:
+            return self.serve(c, environ, start_response)
+        with self.state_lock:
+            n = self.in_flight.get(c.account, 0) + 1
+            self.in_flight[c.account] = n
+            self.max_in_flight[c.account] = max(self.max_in_flight.get(c.account, 0), n)
+            key = (c.service, c.action, c.account)
+            k = self.action_in_flight.get(key, 0) + 1
+            self.action_in_flight[key] = k
+            self.max_action_in_flight[key] = max(self.max_action_in_flight.get(key, 0), k)
+            member = c.account != DEFAULT_ACCOUNT_ID
+            if n == 1 and member:
+                self.member_accounts_in_flight += 1
+                self.max_member_accounts_in_flight = max(
+                    self.max_member_accounts_in_flight, self.member_accounts_in_flight
+                )
+        try:
+            return self.serve(c, environ, start_response)
+        finally:
+            with self.state_lock:
+                n = self.in_flight[c.account] - 1
+                self.in_flight[c.account] = n
+                self.action_in_flight[key] -= 1
+                if n == 0 and member:
+                    self.member_accounts_in_flight -= 1
+
+    def serve(
+        self, c: Classified, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        """Counts the request, injects its faults and latency, or has moto answer it."""
         delay = 0.0
         answer: FaultRule | None = None
         key = (c.service, c.action, c.account)
@@ -895,11 +934,25 @@ class KeyturnMiddleware:
                     "latency_injected": self.latency_injected,
                     "requests": requests,
                     "cpu": cpu,
+                    "concurrency": {
+                        "max_in_flight": [
+                            {"account": a, "max": n}
+                            for a, n in sorted(self.max_in_flight.items())
+                        ],
+                        "max_in_flight_by_action": [
+                            {"service": s, "action": a, "account": acct, "max": n}
+                            for (s, a, acct), n in sorted(self.max_action_in_flight.items())
+                        ],
+                        "max_member_accounts_in_flight": self.max_member_accounts_in_flight,
+                    },
                 }
         if path == "counters/reset" and method == "POST":
             with self.state_lock:
                 self.counts = {}
                 self.cpu = {}
+                self.max_in_flight = {}
+                self.max_action_in_flight = {}
+                self.max_member_accounts_in_flight = 0
                 self.total = 0
                 self.faults_injected = 0
                 self.latency_injected = 0

@@ -323,6 +323,66 @@ class EmulatorTest(unittest.TestCase):
         _, counters = self.emu.control("GET", "/_keyturn/counters")
         self.assertEqual((counters["total"], counters["cpu"]), (0, []))
 
+    def test_requests_in_flight_are_counted_by_account(self) -> None:
+        org = self.emu.client("organizations")
+        org.create_organization(FeatureSet="ALL")
+        sts = self.emu.client("sts")
+        members = []
+        for name in ("a", "b"):
+            status = org.create_account(AccountName=name, Email=f"{name}@example.com")
+            account = status["CreateAccountStatus"]["AccountId"]
+            creds = sts.assume_role(
+                RoleArn=f"arn:aws:iam::{account}:role/OrganizationAccountAccessRole",
+                RoleSessionName="test",
+            )["Credentials"]
+            members.append((account, creds))
+        self.emu.control("POST", "/_keyturn/counters/reset")
+        self.emu.control(
+            "POST", "/_keyturn/faults", {"rules": [{"kind": "latency", "latency_ms": 300}]}
+        )
+        self.addCleanup(self.emu.control, "DELETE", "/_keyturn/faults")
+
+        def client(creds: dict[str, str]) -> Any:
+            return self.emu.client(
+                "iam",
+                aws_access_key_id=creds["AccessKeyId"],
+                aws_secret_access_key=creds["SecretAccessKey"],
+                aws_session_token=creds["SessionToken"],
+            )
+
+        # Three requests at once in member a, one in member b (overlapping them), one
+        # in the management account (not a member); then one more in b alone.
+        (a, a_creds), (b, b_creds) = members
+        calls = [client(a_creds) for _ in range(3)] + [client(b_creds), self.emu.client("iam")]
+        barrier = threading.Barrier(len(calls))
+
+        def call(iam: Any) -> None:
+            barrier.wait()
+            iam.list_users()
+
+        threads = [threading.Thread(target=call, args=(iam,)) for iam in calls]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        client(b_creds).list_users()
+
+        _, counters = self.emu.control("GET", "/_keyturn/counters")
+        by_account = {m["account"]: m["max"] for m in counters["concurrency"]["max_in_flight"]}
+        self.assertEqual(by_account, {a: 3, b: 1, "123456789012": 1})
+        self.assertIn(
+            {"service": "iam", "action": "ListUsers", "account": a, "max": 3},
+            counters["concurrency"]["max_in_flight_by_action"],
+        )
+        self.assertEqual(len(counters["concurrency"]["max_in_flight_by_action"]), 3)
+        self.assertEqual(counters["concurrency"]["max_member_accounts_in_flight"], 2)
+        self.emu.control("POST", "/_keyturn/counters/reset")
+        _, counters = self.emu.control("GET", "/_keyturn/counters")
+        self.assertEqual(
+            counters["concurrency"],
+            {"max_in_flight": [], "max_in_flight_by_action": [], "max_member_accounts_in_flight": 0},
+        )
+
     def test_assume_role_parameters_are_recorded_and_source_identity_can_be_refused(self) -> None:
         sts = self.emu.client("sts")
         role = "arn:aws:iam::111111111111:role/Keyturn"

@@ -252,6 +252,44 @@ pub struct Counters {
     /// The CPU time moto spent serving each service and action.
     #[serde(default)]
     pub cpu: Vec<ActionCpu>,
+    /// The most signed requests in flight at once (injected latency included).
+    #[serde(default)]
+    pub concurrency: InFlight,
+}
+
+/// The most signed requests the emulator was handling at once, since the last reset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct InFlight {
+    /// By account: the most requests in flight at once in that account.
+    pub max_in_flight: Vec<AccountInFlight>,
+    /// By service, action and account: the most requests of that action in flight at
+    /// once in that account.
+    pub max_in_flight_by_action: Vec<ActionInFlight>,
+    /// The most member accounts (every account but moto's default one, the
+    /// organization's management account) with a request in flight at once.
+    pub max_member_accounts_in_flight: u64,
+}
+
+/// The most requests of one action one account had in flight at once.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ActionInFlight {
+    /// The SigV4 service, such as `iam`.
+    pub service: String,
+    /// The action, such as `UpdateAccessKey`.
+    pub action: String,
+    /// The account id.
+    pub account: String,
+    /// The most requests in flight at once.
+    pub max: u64,
+}
+
+/// The most requests one account had in flight at once.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AccountInFlight {
+    /// The account id.
+    pub account: String,
+    /// The most requests in flight at once.
+    pub max: u64,
 }
 
 /// The CPU time moto spent serving one (service, action): its handling threads' CPU
