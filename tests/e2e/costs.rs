@@ -7,7 +7,10 @@
 //!   (retire an unused key, delete an Inactive key, an Inactive key not due yet, and the
 //!   resumed run that deletes a retired key). The fixed cost of a run (organization,
 //!   campaign load, account claim) is measured on a campaign with nothing to do and
-//!   taken off, so the per-key figures are exact whatever a claim costs.
+//!   taken off, so the per-key figures are exact whatever a claim costs. The journal
+//!   writes of an account's users that coincide share one request (group commit), so
+//!   their count is asserted between its bounds: one write per step when every user's
+//!   append went together, the ungrouped figure when none did.
 
 mod support;
 
@@ -67,6 +70,30 @@ fn per(total: &Costs, n: i64) -> Costs {
             (k.clone(), v / n)
         })
         .collect()
+}
+
+/// The journal's write requests.
+const WRITES: [&str; 2] = ["dynamodb:PutItem", "dynamodb:TransactWriteItems"];
+
+/// A path's cost beyond `overhead` over `keys` keys (one per user, all in one account):
+/// every call but the journal's writes per key, exactly, and the writes checked against
+/// their bounds. Ungrouped, each key costs `writes_per_key`; at best every user's append
+/// of a step shares one write, so `writes_per_key` writes in all.
+fn path_cost(total: &Costs, overhead: &Costs, keys: i64, writes_per_key: i64) -> Costs {
+    let mut delta = minus(total, overhead);
+    let writes: i64 = WRITES.iter().map(|action| get(&delta, action)).sum();
+    delta.retain(|action, _| !WRITES.contains(&action.as_str()));
+    assert!(
+        (writes_per_key..=writes_per_key * keys).contains(&writes),
+        "{writes} journal writes for {keys} keys: between {writes_per_key} (every step's \
+         appends grouped) and {} (none): {total:?}",
+        writes_per_key * keys
+    );
+    let mut calls = per(&delta, keys);
+    if writes_per_key > 0 {
+        calls.insert("journal writes (ungrouped)".to_owned(), writes_per_key);
+    }
+    calls
 }
 
 fn get(c: &Costs, action: &str) -> i64 {
@@ -363,39 +390,37 @@ async fn run_costs_per_key_on_the_dynamodb_journal() {
     let claim = only(&[("dynamodb:PutItem", 2)]);
     let overhead = plus(&fixed, &claim);
 
-    let retire = per(&minus(&bed.run("retire").await, &overhead), KEYS);
+    let retire = path_cost(&bed.run("retire").await, &overhead, KEYS, 2);
     assert_eq!(
         retire,
         only(&[
             ("iam:ListAccessKeys", 1),
             ("iam:GetAccessKeyLastUsed", 1),
             ("iam:UpdateAccessKey", 1),
-            ("dynamodb:TransactWriteItems", 1),
-            ("dynamodb:PutItem", 1),
+            ("journal writes (ungrouped)", 2),
         ]),
         "retire an unused key (first run: deactivate)"
     );
 
-    let inactive = per(&minus(&bed.run("inactive").await, &overhead), KEYS);
+    let inactive = path_cost(&bed.run("inactive").await, &overhead, KEYS, 2);
     assert_eq!(
         inactive,
         only(&[
             ("iam:ListAccessKeys", 1),
             ("iam:GetAccessKeyLastUsed", 1),
             ("iam:DeleteAccessKey", 1),
-            ("dynamodb:TransactWriteItems", 1),
-            ("dynamodb:PutItem", 1),
+            ("journal writes (ungrouped)", 2),
         ]),
         "delete an Inactive key"
     );
 
-    let waiting = per(&minus(&bed.run("waiting").await, &overhead), KEYS);
+    let waiting = path_cost(&bed.run("waiting").await, &overhead, KEYS, 1);
     assert_eq!(
         waiting,
-        only(&[("iam:ListAccessKeys", 1), ("dynamodb:PutItem", 1)]),
+        only(&[("iam:ListAccessKeys", 1), ("journal writes (ungrouped)", 1)]),
         "an Inactive key not due: its enrolment, no GetAccessKeyLastUsed"
     );
-    let waiting_again = per(&minus(&bed.run("waiting").await, &overhead), KEYS);
+    let waiting_again = path_cost(&bed.run("waiting").await, &overhead, KEYS, 0);
     assert_eq!(
         waiting_again,
         only(&[("iam:ListAccessKeys", 1)]),
@@ -404,13 +429,13 @@ async fn run_costs_per_key_on_the_dynamodb_journal() {
 
     // The retired keys' observation period (2s) passes: the resumed run deletes them.
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    let resumed = per(&minus(&bed.run("retire").await, &overhead), KEYS);
+    let resumed = path_cost(&bed.run("retire").await, &overhead, KEYS, 2);
     assert_eq!(
         resumed,
         only(&[
             ("iam:ListAccessKeys", 1),
             ("iam:DeleteAccessKey", 1),
-            ("dynamodb:PutItem", 2)
+            ("journal writes (ungrouped)", 2)
         ]),
         "resume: delete the retired key (intent and outcome), no fresh check needed"
     );
@@ -422,11 +447,11 @@ async fn run_costs_per_key_on_the_dynamodb_journal() {
 
     // Rotation: create, deliver, verify (first run); after the quiet period, the fresh
     // check and the deactivation; after the observation period, the deletion.
-    let created = per(&minus(&bed.run("rotate").await, &overhead), KEYS);
+    let created = path_cost(&bed.run("rotate").await, &overhead, KEYS, 5);
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    let deactivated = per(&minus(&bed.run("rotate").await, &overhead), KEYS);
+    let deactivated = path_cost(&bed.run("rotate").await, &overhead, KEYS, 2);
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    let deleted = per(&minus(&bed.run("rotate").await, &overhead), KEYS);
+    let deleted = path_cost(&bed.run("rotate").await, &overhead, KEYS, 2);
     assert_eq!(
         created,
         only(&[
@@ -436,8 +461,7 @@ async fn run_costs_per_key_on_the_dynamodb_journal() {
             ("secretsmanager:PutSecretValue", 1),
             ("secretsmanager:GetSecretValue", 1),
             ("sts:GetCallerIdentity", 1),
-            ("dynamodb:TransactWriteItems", 1),
-            ("dynamodb:PutItem", 4),
+            ("journal writes (ungrouped)", 5),
         ]),
         "rotate, first run: enrolment + create intent in one write, then created, \
          deliver intent, delivered, verified; the secret read back, the new key verified"
@@ -448,7 +472,7 @@ async fn run_costs_per_key_on_the_dynamodb_journal() {
             ("iam:ListAccessKeys", 1),
             ("iam:GetAccessKeyLastUsed", 1),
             ("iam:UpdateAccessKey", 1),
-            ("dynamodb:PutItem", 2),
+            ("journal writes (ungrouped)", 2),
         ]),
         "rotate, after the quiet period: fresh check, deactivation"
     );
@@ -457,11 +481,58 @@ async fn run_costs_per_key_on_the_dynamodb_journal() {
         only(&[
             ("iam:ListAccessKeys", 1),
             ("iam:DeleteAccessKey", 1),
-            ("dynamodb:PutItem", 2),
+            ("journal writes (ungrouped)", 2),
         ]),
         "rotate, after the observation period: deletion"
     );
 
     // The fixed part of a run over one account, for the record (docs/costs.md).
     eprintln!("fixed cost of a run: {fixed:?}");
+}
+
+/// The users of one account are driven concurrently, and their appends that coincide
+/// share one write (group commit). With 100 ms on every call the users move in step, so
+/// most of a step's appends coincide: 8 retirements take far fewer than the 16 writes
+/// they would cost alone, and every key is retired exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_accounts_users_share_journal_writes() {
+    const USERS: usize = 8;
+    let spec = OrgSpec {
+        management_users: Vec::new(),
+        accounts: vec![AccountSpec {
+            name: "group".into(),
+            ou_path: Vec::new(),
+            users: (0..USERS)
+                .map(|i| UserSpec::new(&format!("unused-{i}"), vec![KeySpec::active(200, None)]))
+                .collect(),
+        }],
+    };
+    let emulator = Emulator::start(EmulatorOptions::default());
+    let org = seed(&emulator, &spec, Utc::now()).await;
+    let bed = Campaigns {
+        emulator,
+        org,
+        dir: TempDir::new("costs-group"),
+    };
+    bed.kt(&["journal", "init"]);
+    bed.start("group", "30d");
+    bed.emulator
+        .set_faults(&[keyturn_testbed::FaultRule::latency(100)])
+        .await;
+    let run = bed.run("group").await;
+    bed.emulator.set_faults(&[]).await;
+    assert_eq!(get(&run, "iam:UpdateAccessKey"), USERS as i64, "{run:?}");
+    let writes: i64 = WRITES.iter().map(|action| get(&run, action)).sum();
+    // Ungrouped: the claim and its release, and 2 writes per key.
+    let ungrouped = 2 + 2 * USERS as i64;
+    eprintln!("{writes} journal writes for {USERS} retirements ({ungrouped} ungrouped)");
+    assert!(
+        writes <= 2 + USERS as i64 + 2,
+        "{writes} journal writes for {USERS} retirements ({ungrouped} ungrouped): {run:?}"
+    );
+    // Each key once, each deactivated and now observed: nothing lost in a group.
+    let status = bed.kt(&["status", "group", "-o", "json"]).json();
+    let keys = status["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), USERS, "{status:#}");
+    assert!(keys.iter().all(|k| k["state"] == "observing"), "{status:#}");
 }

@@ -50,7 +50,7 @@
 //! a client request token derived from the batch's last hash, so DynamoDB applies a
 //! retried transaction once.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -70,12 +70,12 @@ use chrono::{DateTime, Utc};
 
 use crate::envelope::{
     Actor, Envelope, NewEvent, SchemaVersion, StreamId, now_micros, parse_timestamp, seal_batch,
-    text_range, validate_batch, validate_campaign,
+    text_range, validate_batch, validate_campaign, validate_many,
 };
 use crate::error::JournalError;
 use crate::hash::GENESIS_HASH;
 use crate::location::validate_table_name;
-use crate::{FORMAT_VERSION, InitOutcome, Journal, StreamHead};
+use crate::{Append, FORMAT_VERSION, InitOutcome, Journal, StreamHead};
 
 /// An attribute map, as the SDK passes items.
 type Item = HashMap<String, AttributeValue>;
@@ -609,19 +609,103 @@ impl DynamoJournal {
             .iter()
             .map(envelope_to_item)
             .collect::<Result<Vec<_>, _>>()?;
-        let outcome = if items.len() == 1 && !with_campaign_item {
-            self.put_single(items.into_iter().next()).await
-        } else {
-            self.transact(stream, sealed, items, with_campaign_item)
-                .await
-        };
-        match outcome {
+        let campaign = with_campaign_item.then(|| stream.campaign());
+        match self.write_items(items, campaign, sealed).await {
             Ok(()) => Ok(()),
-            Err(WriteFailure::ConditionFailed) => {
+            Err(WriteFailure::ConditionFailed(_)) => {
                 self.resolve_condition_failure(stream, expected_version, sealed)
                     .await
             }
             Err(WriteFailure::Other(err)) => Err(err),
+        }
+    }
+
+    /// Writes several streams' sealed batches in one request, and again without the
+    /// streams whose condition failed (each resolved as `write_batch` does) until every
+    /// batch has its outcome. `campaign`: the campaign index item to write with them.
+    async fn write_group(
+        &self,
+        mut sealed: Vec<(usize, Vec<Envelope>)>,
+        mut campaign: Option<&str>,
+        results: &mut [Option<Result<StreamHead, JournalError>>],
+    ) {
+        while !sealed.is_empty() {
+            let mut items = Vec::new();
+            // For each item, the position in `sealed` of the batch it belongs to.
+            let mut owners = Vec::new();
+            for (position, (_, batch)) in sealed.iter().enumerate() {
+                for envelope in batch {
+                    match envelope_to_item(envelope) {
+                        Ok(item) => items.push(item),
+                        Err(e) => {
+                            for (index, _) in sealed.drain(..) {
+                                results[index] = Some(Err(e.clone()));
+                            }
+                            return;
+                        }
+                    }
+                    owners.push(position);
+                }
+            }
+            let envelopes: Vec<Envelope> = sealed.iter().flat_map(|(_, b)| b.clone()).collect();
+            match self.write_items(items, campaign, &envelopes).await {
+                Ok(()) => {
+                    if let Some(campaign) = campaign {
+                        self.remember_listed(campaign);
+                    }
+                    for (index, batch) in sealed.drain(..) {
+                        results[index] = Some(Ok(StreamHead::after(&batch)));
+                    }
+                }
+                Err(WriteFailure::ConditionFailed(failed)) => {
+                    // Nothing was written. The batches that failed their condition are
+                    // resolved (written by a lost earlier answer, or a conflict); the
+                    // others go again. Without reasons, every batch is resolved.
+                    let mut failed: BTreeSet<usize> = failed
+                        .iter()
+                        .filter_map(|&item| owners.get(item).copied())
+                        .collect();
+                    if failed.is_empty() {
+                        failed = (0..sealed.len()).collect();
+                    }
+                    let mut remaining = Vec::new();
+                    for (position, (index, batch)) in sealed.drain(..).enumerate() {
+                        if !failed.contains(&position) {
+                            remaining.push((index, batch));
+                            continue;
+                        }
+                        let first = &batch[0];
+                        let resolved = self
+                            .resolve_condition_failure(&first.stream, first.sequence - 1, &batch)
+                            .await;
+                        results[index] = Some(resolved.map(|()| StreamHead::after(&batch)));
+                    }
+                    sealed = remaining;
+                    if campaign.is_some_and(|c| self.known_listed(c)) {
+                        campaign = None;
+                    }
+                }
+                Err(WriteFailure::Other(e)) => {
+                    for (index, _) in sealed.drain(..) {
+                        results[index] = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes event items, each on condition that nothing is at its key: one PutItem
+    /// for a single item, else one transaction (with the campaign index item, if any).
+    async fn write_items(
+        &self,
+        items: Vec<Item>,
+        campaign: Option<&str>,
+        sealed: &[Envelope],
+    ) -> Result<(), WriteFailure> {
+        if items.len() == 1 && campaign.is_none() {
+            self.put_single(items.into_iter().next()).await
+        } else {
+            self.transact(sealed, items, campaign).await
         }
     }
 
@@ -637,7 +721,7 @@ impl DynamoJournal {
             .map(drop)
             .map_err(|err| {
                 if err.code() == Some("ConditionalCheckFailedException") {
-                    WriteFailure::ConditionFailed
+                    WriteFailure::ConditionFailed(vec![0])
                 } else {
                     WriteFailure::Other(self.sdk_error("PutItem of an event", err))
                 }
@@ -646,10 +730,9 @@ impl DynamoJournal {
 
     async fn transact(
         &self,
-        stream: &StreamId,
         sealed: &[Envelope],
         items: Vec<Item>,
-        with_campaign_item: bool,
+        campaign: Option<&str>,
     ) -> Result<(), WriteFailure> {
         let mut writes = Vec::with_capacity(items.len() + 1);
         for item in items {
@@ -662,22 +745,20 @@ impl DynamoJournal {
                 .map_err(|e| WriteFailure::Other(self.build_error("TransactWriteItems", e)))?;
             writes.push(TransactWriteItem::builder().put(put).build());
         }
-        if with_campaign_item {
+        if let Some(campaign) = campaign {
             let put = Put::builder()
                 .table_name(&self.table)
                 .item(PK, s(CAMPAIGNS_PK))
-                .item(SK, s(stream.campaign()))
-                .item("campaign", s(stream.campaign()))
+                .item(SK, s(campaign))
+                .item("campaign", s(campaign))
                 .build()
                 .map_err(|e| WriteFailure::Other(self.build_error("TransactWriteItems", e)))?;
             writes.push(TransactWriteItem::builder().put(put).build());
         }
-        // The token makes a retried request idempotent on DynamoDB; the last hash is
-        // unique to this batch (it covers the time and every event).
-        let token: String = sealed
-            .last()
-            .map(|last| last.hash.chars().take(32).collect())
-            .unwrap_or_default();
+        // The token makes a retried request idempotent on DynamoDB. It digests the hash
+        // of every event written, each unique to its batch (it covers the time and the
+        // event), so that another set of batches never reuses it.
+        let token = transaction_token(sealed);
         let mut attempt = 1;
         loop {
             // The SDK's own retries of one request reuse its token; a new attempt after
@@ -708,7 +789,13 @@ impl DynamoJournal {
             };
             let has = |code: &str| reasons.iter().any(|reason| reason == code);
             if has("ConditionalCheckFailed") {
-                return Err(WriteFailure::ConditionFailed);
+                let failed = reasons
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, reason)| *reason == "ConditionalCheckFailed")
+                    .map(|(item, _)| item)
+                    .collect();
+                return Err(WriteFailure::ConditionFailed(failed));
             }
             if has("TransactionConflict") && attempt < TRANSACTION_ATTEMPTS {
                 tracing::debug!(journal = %self.describe(), attempt, "transaction conflict, retrying");
@@ -794,8 +881,9 @@ impl DynamoJournal {
 
 /// Why a conditional write failed.
 enum WriteFailure {
-    /// An item already exists where the batch writes.
-    ConditionFailed,
+    /// An item already exists where the batch writes: nothing was written. The indexes
+    /// of the items whose condition failed, when DynamoDB said.
+    ConditionFailed(Vec<usize>),
     /// Anything else.
     Other(JournalError),
 }
@@ -842,6 +930,52 @@ impl Journal for DynamoJournal {
         // has moved past `head`, and while it is at `head` its last hash is `head`'s.
         self.write_after(stream, head.version(), head.hash(), events)
             .await
+    }
+
+    async fn append_many(&self, appends: Vec<Append>) -> Vec<Result<StreamHead, JournalError>> {
+        let count = appends.len();
+        if let Err(e) = validate_many(&appends) {
+            return vec![Err(e); count];
+        }
+        let campaign = appends[0].stream.campaign().to_owned();
+        let with_campaign_item = if appends.iter().any(|a| a.head.version() == 0) {
+            match self.campaign_listed(&campaign).await {
+                Ok(listed) => !listed,
+                Err(e) => return vec![Err(e); count],
+            }
+        } else {
+            false
+        };
+        let now = now_micros();
+        let mut results: Vec<Option<Result<StreamHead, JournalError>>> = vec![None; count];
+        let mut sealed = Vec::with_capacity(count);
+        for (index, append) in appends.into_iter().enumerate() {
+            let head = &append.head;
+            match seal_batch(
+                &append.stream,
+                head.version(),
+                head.hash(),
+                append.events,
+                now,
+            ) {
+                Ok(batch) => sealed.push((index, batch)),
+                Err(e) => results[index] = Some(Err(e)),
+            }
+        }
+        let campaign = with_campaign_item.then_some(campaign.as_str());
+        self.write_group(sealed, campaign, &mut results).await;
+        tracing::debug!(journal = %self.describe(), count, "appended to several streams");
+        results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|| {
+                    Err(JournalError::Unexpected {
+                        backend: self.describe(),
+                        detail: "a group append left an append without an outcome".into(),
+                    })
+                })
+            })
+            .collect()
     }
 
     async fn read_stream(&self, stream: &StreamId) -> Result<Vec<Envelope>, JournalError> {
@@ -982,6 +1116,17 @@ where
 }
 
 // ----- Keys and attribute mapping -----
+
+/// The idempotency token of a transaction writing these events (32 hex digits): a
+/// digest of their hashes.
+fn transaction_token(sealed: &[Envelope]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    for envelope in sealed {
+        digest.update(envelope.hash.as_bytes());
+    }
+    hex::encode(digest.finalize())[..32].to_owned()
+}
 
 fn s(value: &str) -> AttributeValue {
     AttributeValue::S(value.to_owned())

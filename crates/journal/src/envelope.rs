@@ -368,6 +368,44 @@ pub(crate) fn validate_batch(events: &[NewEvent]) -> Result<(), JournalError> {
     Ok(())
 }
 
+/// Validates a [`crate::Journal::append_many`]: every batch, and the rules of the call
+/// (see there). The error is every append's: a refused call writes nothing.
+pub(crate) fn validate_many(appends: &[crate::Append]) -> Result<(), JournalError> {
+    let Some(first) = appends.first() else {
+        return Err(JournalError::rejected(
+            "a group append must carry at least one append",
+        ));
+    };
+    let mut streams = std::collections::BTreeSet::new();
+    let mut total = 0;
+    for append in appends {
+        if append.stream.campaign() != first.stream.campaign() {
+            return Err(JournalError::rejected(format!(
+                "a group append writes to one campaign, not to both {} and {}",
+                first.stream.campaign(),
+                append.stream.campaign()
+            )));
+        }
+        if !streams.insert(&append.stream) {
+            return Err(JournalError::rejected(format!(
+                "a group append names stream {} twice: put its events in one append",
+                append.stream
+            )));
+        }
+        validate_batch(&append.events).map_err(|e| {
+            JournalError::rejected(format!("the append to {} is refused: {e}", append.stream))
+        })?;
+        total += append.events.len();
+    }
+    if total > MAX_EVENTS_PER_APPEND {
+        return Err(JournalError::rejected(format!(
+            "a group append carries {total} events, more than the {MAX_EVENTS_PER_APPEND} \
+             allowed in one call: split it"
+        )));
+    }
+    Ok(())
+}
+
 fn validate_event(event: &NewEvent) -> Result<(), String> {
     if event.event_type.is_empty() {
         return Err("its event type is empty".into());

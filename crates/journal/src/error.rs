@@ -23,7 +23,7 @@ use crate::envelope::{SchemaVersion, StreamId};
 /// [`std::error::Error`] source: the text already holds the backend's error code and
 /// message (rendered with the AWS SDK's `DisplayErrorContext`), so printing the error
 /// once with `{}` tells the whole story, and printing its source chain does not repeat it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum JournalError {
     /// The stream is not at the version the caller expected: another writer appended

@@ -19,7 +19,7 @@
 //!
 //! Module map: [`envelope`] (the data model and input rules), [`hash`] (canonical form
 //! and chain verification), [`schema`] (typed decoding), [`error`], [`location`],
-//! [`memory`], [`sqlite`], [`dynamo`].
+//! [`group`] (group commit of concurrent appends), [`memory`], [`sqlite`], [`dynamo`].
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -30,6 +30,7 @@ use chrono::{DateTime, Utc};
 pub mod dynamo;
 pub mod envelope;
 pub mod error;
+pub mod group;
 pub mod hash;
 pub mod location;
 pub mod memory;
@@ -43,6 +44,7 @@ pub use envelope::{
     SchemaVersion, StreamId, format_timestamp, validate_campaign,
 };
 pub use error::JournalError;
+pub use group::GroupCommit;
 pub use hash::{
     ChainBreak, ChainError, GENESIS_HASH, envelope_hash, find_chain_breaks, verify_chain,
     verify_stream,
@@ -108,6 +110,18 @@ impl Default for StreamHead {
     }
 }
 
+/// One stream's part of a [`Journal::append_many`]: events to chain to `head`, as
+/// [`Journal::append_at`] would.
+#[derive(Debug, Clone)]
+pub struct Append {
+    /// The stream to append to.
+    pub stream: StreamId,
+    /// Where the caller last saw the stream end.
+    pub head: StreamHead,
+    /// 1 or more events.
+    pub events: Vec<NewEvent>,
+}
+
 /// The storage format version this build writes and the newest it reads.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -146,6 +160,18 @@ pub trait Journal: Send + Sync + Debug {
         head: &StreamHead,
         events: Vec<NewEvent>,
     ) -> Result<StreamHead, JournalError>;
+
+    /// [`append_at`](Journal::append_at) to several streams of one campaign in one write
+    /// where the backend can (one TransactWriteItems on DynamoDB, one transaction on
+    /// SQLite): a group commit of concurrent writers. Returns one result per append, in
+    /// order, each exactly what `append_at` would have returned for it: a conflict on one
+    /// stream writes nothing to that stream and does not keep the others from being
+    /// written.
+    ///
+    /// Every append is [`JournalError::Rejected`] (and nothing written) when the call
+    /// breaks a rule: no append, appends to two campaigns or twice to one stream, or more
+    /// than [`MAX_EVENTS_PER_APPEND`] events in all.
+    async fn append_many(&self, appends: Vec<Append>) -> Vec<Result<StreamHead, JournalError>>;
 
     /// Every event of a stream, by ascending sequence.
     async fn read_stream(&self, stream: &StreamId) -> Result<Vec<Envelope>, JournalError>;

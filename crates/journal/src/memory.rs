@@ -12,11 +12,12 @@ use chrono::{DateTime, Utc};
 
 use crate::envelope::{
     Envelope, NewEvent, StreamId, now_micros, seal_batch, validate_batch, validate_campaign,
+    validate_many,
 };
 use crate::error::JournalError;
 use crate::error::foreign_head;
 use crate::hash::GENESIS_HASH;
-use crate::{Journal, StreamHead};
+use crate::{Append, Journal, StreamHead};
 
 /// A journal that lives in the process's memory and is lost with it.
 #[derive(Debug, Default)]
@@ -94,22 +95,19 @@ impl Journal for MemoryJournal {
     ) -> Result<StreamHead, JournalError> {
         validate_batch(&events)?;
         let mut streams = self.lock()?;
-        let stored = streams.get(stream).map(Vec::as_slice).unwrap_or_default();
-        let actual = StreamHead::after(stored);
-        if actual.version() != head.version() {
-            return Err(JournalError::Conflict {
-                stream: stream.clone(),
-                expected: head.version(),
-                actual: actual.version(),
-            });
-        }
-        if actual.hash() != head.hash() {
-            return Err(foreign_head(stream, head.version()));
-        }
-        let sealed = seal_batch(stream, head.version(), head.hash(), events, now_micros())?;
-        let new_head = StreamHead::after(&sealed);
-        streams.entry(stream.clone()).or_default().extend(sealed);
-        Ok(new_head)
+        append_locked(&mut streams, stream, head, events)
+    }
+
+    async fn append_many(&self, appends: Vec<Append>) -> Vec<Result<StreamHead, JournalError>> {
+        let count = appends.len();
+        let mut streams = match validate_many(&appends).and_then(|()| self.lock()) {
+            Ok(streams) => streams,
+            Err(e) => return vec![Err(e); count],
+        };
+        appends
+            .into_iter()
+            .map(|append| append_locked(&mut streams, &append.stream, &append.head, append.events))
+            .collect()
     }
 
     async fn read_stream(&self, stream: &StreamId) -> Result<Vec<Envelope>, JournalError> {
@@ -178,4 +176,29 @@ impl Journal for MemoryJournal {
     fn describe(&self) -> String {
         "memory".to_owned()
     }
+}
+
+/// `append_at` under the journal's lock.
+fn append_locked(
+    streams: &mut BTreeMap<StreamId, Vec<Envelope>>,
+    stream: &StreamId,
+    head: &StreamHead,
+    events: Vec<NewEvent>,
+) -> Result<StreamHead, JournalError> {
+    let stored = streams.get(stream).map(Vec::as_slice).unwrap_or_default();
+    let actual = StreamHead::after(stored);
+    if actual.version() != head.version() {
+        return Err(JournalError::Conflict {
+            stream: stream.clone(),
+            expected: head.version(),
+            actual: actual.version(),
+        });
+    }
+    if actual.hash() != head.hash() {
+        return Err(foreign_head(stream, head.version()));
+    }
+    let sealed = seal_batch(stream, head.version(), head.hash(), events, now_micros())?;
+    let new_head = StreamHead::after(&sealed);
+    streams.entry(stream.clone()).or_default().extend(sealed);
+    Ok(new_head)
 }

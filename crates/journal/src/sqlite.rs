@@ -26,16 +26,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{
+    Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior, params,
+};
 
 use crate::envelope::{
     Actor, Envelope, NewEvent, SchemaVersion, StreamId, now_micros, parse_timestamp, seal_batch,
-    text_range, validate_batch, validate_campaign,
+    text_range, validate_batch, validate_campaign, validate_many,
 };
 use crate::error::JournalError;
 use crate::error::foreign_head;
 use crate::hash::GENESIS_HASH;
-use crate::{FORMAT_VERSION, InitOutcome, Journal, StreamHead};
+use crate::{Append, FORMAT_VERSION, InitOutcome, Journal, StreamHead};
 
 /// How long a call waits for another connection's lock on the file before giving up
 /// with [`JournalError::Unavailable`].
@@ -365,24 +367,86 @@ fn append_blocking(
     expected_hash: Option<&str>,
     events: Vec<NewEvent>,
 ) -> Result<StreamHead, JournalError> {
-    let fail = |err| sqlite_error(backend, err);
     let transaction = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(fail)?;
-    let (actual, prev_hash) = last_of_stream(&transaction, backend, stream)?;
+        .map_err(|err| sqlite_error(backend, err))?;
+    let head = append_in(
+        &transaction,
+        backend,
+        stream,
+        expected_version,
+        expected_hash,
+        events,
+    )??;
+    transaction
+        .commit()
+        .map_err(|err| sqlite_error(backend, err))?;
+    Ok(head)
+}
+
+/// Appends to several streams in one transaction: each stream's batch at its head, or
+/// not at all when the stream is elsewhere. A storage failure writes nothing and is
+/// every append's.
+fn append_many_blocking(
+    connection: &mut Connection,
+    backend: &str,
+    appends: Vec<Append>,
+) -> Vec<Result<StreamHead, JournalError>> {
+    let count = appends.len();
+    let written = (|| {
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|err| sqlite_error(backend, err))?;
+        let results = appends
+            .into_iter()
+            .map(|append| {
+                append_in(
+                    &transaction,
+                    backend,
+                    &append.stream,
+                    append.head.version(),
+                    Some(append.head.hash()),
+                    append.events,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        transaction
+            .commit()
+            .map_err(|err| sqlite_error(backend, err))?;
+        Ok(results)
+    })();
+    written.unwrap_or_else(|e: JournalError| vec![Err(e); count])
+}
+
+/// One stream's append inside an open transaction. The outer error is the storage's
+/// (roll the transaction back); the inner one is this stream's alone (a conflict, a
+/// foreign head), and nothing of it was written.
+fn append_in(
+    transaction: &Transaction<'_>,
+    backend: &str,
+    stream: &StreamId,
+    expected_version: u64,
+    expected_hash: Option<&str>,
+    events: Vec<NewEvent>,
+) -> Result<Result<StreamHead, JournalError>, JournalError> {
+    let fail = |err| sqlite_error(backend, err);
+    let (actual, prev_hash) = last_of_stream(transaction, backend, stream)?;
     if actual != expected_version {
-        return Err(JournalError::Conflict {
+        return Ok(Err(JournalError::Conflict {
             stream: stream.clone(),
             expected: expected_version,
             actual,
-        });
+        }));
     }
     if let Some(expected_hash) = expected_hash
         && expected_hash != prev_hash
     {
-        return Err(foreign_head(stream, expected_version));
+        return Ok(Err(foreign_head(stream, expected_version)));
     }
-    let sealed = seal_batch(stream, expected_version, &prev_hash, events, now_micros())?;
+    let sealed = match seal_batch(stream, expected_version, &prev_hash, events, now_micros()) {
+        Ok(sealed) => sealed,
+        Err(e) => return Ok(Err(e)),
+    };
     {
         let mut insert = transaction.prepare_cached(INSERT_EVENT).map_err(fail)?;
         for event in &sealed {
@@ -423,8 +487,7 @@ fn append_blocking(
             )
             .map_err(fail)?;
     }
-    transaction.commit().map_err(fail)?;
-    Ok(StreamHead::after(&sealed))
+    Ok(Ok(StreamHead::after(&sealed)))
 }
 
 /// Runs an event query and converts every row.
@@ -551,6 +614,21 @@ impl Journal for SqliteJournal {
         let version = head.version();
         tracing::debug!(journal = %self.describe(), count, version, "appended at a known head");
         Ok(head)
+    }
+
+    async fn append_many(&self, appends: Vec<Append>) -> Vec<Result<StreamHead, JournalError>> {
+        let count = appends.len();
+        if let Err(e) = validate_many(&appends) {
+            return vec![Err(e); count];
+        }
+        let results = self
+            .with_connection(move |connection, backend| {
+                Ok(append_many_blocking(connection, backend, appends))
+            })
+            .await
+            .unwrap_or_else(|e| vec![Err(e); count]);
+        tracing::debug!(journal = %self.describe(), count, "appended to several streams");
+        results
     }
 
     async fn read_stream(&self, stream: &StreamId) -> Result<Vec<Envelope>, JournalError> {

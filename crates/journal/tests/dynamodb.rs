@@ -18,8 +18,8 @@ use aws_sdk_dynamodb::types::{
 };
 use contract::{Fixture, Harness, RawAccess};
 use keyturn_journal::{
-    Actor, DynamoJournal, InitOutcome, Journal, JournalError, JournalLocation, NewEvent,
-    SchemaVersion, StreamId, verify_stream,
+    Actor, Append, DynamoJournal, InitOutcome, Journal, JournalError, JournalLocation, NewEvent,
+    SchemaVersion, StreamHead, StreamId, verify_stream,
 };
 use keyturn_testbed::{Emulator, EmulatorOptions, FaultRule};
 
@@ -517,6 +517,52 @@ async fn an_append_at_a_known_head_reads_nothing() {
         journal.list_campaigns().await.unwrap(),
         vec!["c".to_owned()]
     );
+    emulator.reset_counters().await;
+
+    // A group append: one transaction for every stream, no read; one event alone is a
+    // PutItem. After a conflict on one stream, one more transaction for the others.
+    let head = StreamHead::after(&journal.read_stream(&first).await.unwrap());
+    let second_head = StreamHead::after(&journal.read_stream(&second).await.unwrap());
+    emulator.reset_counters().await;
+    let group = |stream: &StreamId, head: &StreamHead| Append {
+        stream: stream.clone(),
+        head: head.clone(),
+        events: one_event(),
+    };
+    let fourth = StreamId::new("c", "user-4").unwrap();
+    let heads = journal
+        .append_many(vec![
+            group(&first, &head),
+            group(&second, &second_head),
+            group(&fourth, &StreamHead::empty()),
+        ])
+        .await;
+    assert!(heads.iter().all(Result::is_ok), "{heads:?}");
+    assert_eq!(
+        snapshot().await,
+        [0, 0, 0, 1],
+        "three streams: one transaction"
+    );
+    emulator.reset_counters().await;
+    let fourth_head = heads[2].clone().unwrap();
+    journal
+        .append_many(vec![group(&fourth, &fourth_head)])
+        .await
+        .remove(0)
+        .unwrap();
+    assert_eq!(snapshot().await, [0, 0, 1, 0], "one event: one PutItem");
+    emulator.reset_counters().await;
+    let results = journal
+        .append_many(vec![
+            group(&first, &head),
+            group(&second, heads[1].as_ref().unwrap()),
+        ])
+        .await;
+    assert!(results[0].as_ref().unwrap_err().is_conflict());
+    assert_eq!(results[1].as_ref().unwrap().version(), 3);
+    // The failed transaction, the conflict's resolution (the GetItem of the sequence and
+    // the Query of the stream's version), then the other stream's PutItem.
+    assert_eq!(snapshot().await, [1, 1, 1, 1]);
 }
 
 #[tokio::test]

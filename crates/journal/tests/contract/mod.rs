@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use keyturn_journal::{
-    Actor, ChainBreak, Envelope, EventSchema, GENESIS_HASH, Journal, JournalError,
+    Actor, Append, ChainBreak, Envelope, EventSchema, GENESIS_HASH, Journal, JournalError,
     MAX_EVENTS_PER_APPEND, NewEvent, SchemaVersion, StreamHead, StreamId, decode, verify_chain,
     verify_stream,
 };
@@ -63,6 +63,10 @@ macro_rules! contract_tests {
             append_at_a_stale_head_is_a_conflict_and_writes_nothing,
             a_batch_is_all_or_nothing,
             racing_writers_never_lose_or_duplicate_an_event,
+            append_many_writes_each_stream_at_its_head,
+            append_many_conflict_on_one_stream_spares_the_others,
+            append_many_refuses_a_call_that_breaks_its_rules,
+            racing_group_appends_never_lose_or_duplicate_an_event,
             read_campaign_reads_every_stream_in_order_across_pages,
             list_campaigns_lists_campaigns_with_events,
             events_for_access_key_finds_both_key_slots_in_time_order,
@@ -479,6 +483,293 @@ pub async fn racing_writers_never_lose_or_duplicate_an_event(harness: &dyn Harne
     }
     verify_stream(&events).unwrap();
     eprintln!("{TASKS} racing writers, {total} events, {conflicts} conflicts");
+}
+
+fn append(stream: &StreamId, head: &StreamHead, events: Vec<NewEvent>) -> Append {
+    Append {
+        stream: stream.clone(),
+        head: head.clone(),
+        events,
+    }
+}
+
+/// A group append writes every stream at its head, as separate `append_at`s would: new
+/// streams of a new campaign and streams that already have events, each chained to its
+/// own head, and lists the campaign.
+pub async fn append_many_writes_each_stream_at_its_head(harness: &dyn Harness) {
+    let fixture = harness.fixture().await;
+    let journal = fixture.journal.as_ref();
+    let (a, b, c) = (stream("g", "a"), stream("g", "b"), stream("g", "c"));
+    let heads = journal
+        .append_many(vec![
+            append(&a, &StreamHead::empty(), numbered(2)),
+            append(&b, &StreamHead::empty(), numbered(1)),
+        ])
+        .await;
+    let heads: Vec<StreamHead> = heads.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        heads.iter().map(StreamHead::version).collect::<Vec<_>>(),
+        [2, 1]
+    );
+    assert_eq!(journal.list_campaigns().await.unwrap(), ["g"]);
+
+    // Existing streams at their heads, with a new one, in one call.
+    let more = journal
+        .append_many(vec![
+            append(&b, &heads[1], numbered(3)),
+            append(&c, &StreamHead::empty(), numbered(1)),
+            append(&a, &heads[0], numbered(1)),
+        ])
+        .await;
+    let more: Vec<StreamHead> = more.into_iter().map(Result::unwrap).collect();
+    for (id, head, length) in [(&b, &more[0], 4), (&c, &more[1], 1), (&a, &more[2], 3)] {
+        let events = journal.read_stream(id).await.unwrap();
+        assert_eq!(events.len(), length, "{id}");
+        verify_stream(&events).unwrap();
+        assert_eq!(&StreamHead::after(&events), head, "{id}: the head returned");
+    }
+    let all = journal.read_campaign("g").await.unwrap();
+    assert_eq!(all.len(), 8);
+    verify_chain(&all).unwrap();
+
+    // A single append through the group call is an ordinary append.
+    let one = journal
+        .append_many(vec![append(&c, &more[1], numbered(1))])
+        .await;
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].as_ref().unwrap().version(), 2);
+}
+
+/// A stale or foreign head fails that append alone, exactly as `append_at` would, and
+/// writes nothing to its stream; the call's other streams are written.
+pub async fn append_many_conflict_on_one_stream_spares_the_others(harness: &dyn Harness) {
+    let fixture = harness.fixture().await;
+    let journal = fixture.journal.as_ref();
+    let (a, b, c) = (stream("g", "a"), stream("g", "b"), stream("g", "c"));
+    let mut heads = Vec::new();
+    for id in [&a, &b, &c] {
+        heads.push(
+            journal
+                .append_at(id, &StreamHead::empty(), numbered(1))
+                .await
+                .unwrap(),
+        );
+    }
+    // Another writer moves `b` on.
+    let other = fixture.raw.another_handle().await;
+    let theirs = other.append_at(&b, &heads[1], numbered(1)).await.unwrap();
+
+    let results = journal
+        .append_many(vec![
+            append(&a, &heads[0], numbered(2)),
+            append(&b, &heads[1], numbered(1)),
+            append(&c, &heads[2], numbered(1)),
+        ])
+        .await;
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0].as_ref().unwrap().version(), 3);
+    match &results[1] {
+        Err(JournalError::Conflict {
+            stream,
+            expected,
+            actual,
+        }) => assert_eq!((stream, *expected, *actual), (&b, 1, 2)),
+        other => panic!("expected a conflict on {b}, got {other:?}"),
+    }
+    assert_eq!(results[2].as_ref().unwrap().version(), 2);
+    let b_events = journal.read_stream(&b).await.unwrap();
+    assert_eq!(
+        StreamHead::after(&b_events),
+        theirs,
+        "nothing written to {b}"
+    );
+    for id in [&a, &c] {
+        verify_stream(&journal.read_stream(id).await.unwrap()).unwrap();
+    }
+
+    // A head taken from another stream is refused for that stream only.
+    let a_head = results[0].clone().unwrap();
+    let c_head = results[2].clone().unwrap();
+    let results = journal
+        .append_many(vec![
+            append(&a, &c_head, numbered(1)),
+            append(&c, &c_head, numbered(1)),
+        ])
+        .await;
+    assert!(
+        matches!(
+            &results[0],
+            Err(JournalError::Rejected(_)) | Err(JournalError::Conflict { .. })
+        ),
+        "{:?}",
+        results[0]
+    );
+    assert_eq!(results[1].as_ref().unwrap().version(), 3);
+    assert_eq!(
+        StreamHead::after(&journal.read_stream(&a).await.unwrap()),
+        a_head,
+        "nothing written to {a}"
+    );
+
+    // A storage failure on one stream: each result tells the truth about its stream.
+    let a_events = journal.read_stream(&a).await.unwrap();
+    if fixture.raw.refuse_writes_at(&a, 4).await {
+        let c_head = results[1].clone().unwrap();
+        let results = journal
+            .append_many(vec![
+                append(&a, &a_head, numbered(1)),
+                append(&c, &c_head, numbered(2)),
+            ])
+            .await;
+        fixture.raw.accept_writes(&a, 4).await;
+        assert!(results[0].is_err(), "the refused write went through");
+        assert_eq!(journal.read_stream(&a).await.unwrap(), a_events);
+        let c_events = journal.read_stream(&c).await.unwrap();
+        match &results[1] {
+            Ok(head) => assert_eq!(&StreamHead::after(&c_events), head),
+            Err(_) => assert_eq!(StreamHead::after(&c_events), c_head),
+        }
+        verify_stream(&c_events).unwrap();
+    }
+}
+
+/// A call that breaks a rule of the group append is refused whole: every append gets
+/// the same rejection and nothing is written.
+pub async fn append_many_refuses_a_call_that_breaks_its_rules(harness: &dyn Harness) {
+    let fixture = harness.fixture().await;
+    let journal = fixture.journal.as_ref();
+    let (a, b) = (stream("g", "a"), stream("g", "b"));
+    let empty = StreamHead::empty();
+    let mut invalid = numbered(2);
+    invalid[1].access_key_ids = vec!["A1".into(), "A2".into(), "A3".into()];
+    let cases: Vec<(Vec<Append>, &str)> = vec![
+        (
+            vec![
+                append(&a, &empty, numbered(1)),
+                append(&stream("h", "a"), &empty, numbered(1)),
+            ],
+            "one campaign",
+        ),
+        (
+            vec![
+                append(&a, &empty, numbered(1)),
+                append(&b, &empty, numbered(1)),
+                append(&a, &empty, numbered(1)),
+            ],
+            "twice",
+        ),
+        (
+            vec![
+                append(&a, &empty, numbered(MAX_EVENTS_PER_APPEND)),
+                append(&b, &empty, numbered(1)),
+            ],
+            "more than",
+        ),
+        (
+            vec![append(&a, &empty, numbered(1)), append(&b, &empty, invalid)],
+            "event 2",
+        ),
+        (
+            vec![
+                append(&a, &empty, numbered(1)),
+                append(&b, &empty, Vec::new()),
+            ],
+            "at least one event",
+        ),
+    ];
+    for (appends, reason) in cases {
+        let count = appends.len();
+        let results = journal.append_many(appends).await;
+        assert_eq!(results.len(), count);
+        for result in results {
+            match result {
+                Err(JournalError::Rejected(message)) => {
+                    assert!(message.contains(reason), "{reason}: {message}")
+                }
+                other => panic!("{reason}: expected a rejection, got {other:?}"),
+            }
+        }
+    }
+    assert!(journal.read_campaign("g").await.unwrap().is_empty());
+    assert!(journal.read_campaign("h").await.unwrap().is_empty());
+    assert!(journal.append_many(Vec::new()).await.is_empty());
+}
+
+/// Group appends from several handles racing over the same streams: every event a
+/// result reports written is stored once, at the sequences it reported, and nothing
+/// else is stored.
+pub async fn racing_group_appends_never_lose_or_duplicate_an_event(harness: &dyn Harness) {
+    const TASKS: usize = 6;
+    const ROUNDS: usize = 4;
+    const STREAMS: usize = 3;
+    let fixture = harness.fixture().await;
+    let ids: Vec<StreamId> = (0..STREAMS)
+        .map(|n| stream("race", &format!("s{n}")))
+        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..TASKS {
+        let journal = fixture.raw.another_handle().await;
+        let ids = ids.clone();
+        tasks.spawn(async move {
+            let mut won: Vec<(StreamId, u64, u64)> = Vec::new();
+            let mut heads: Vec<StreamHead> = vec![StreamHead::empty(); STREAMS];
+            for round in 0..ROUNDS {
+                let appends = ids
+                    .iter()
+                    .zip(&heads)
+                    .map(|(id, head)| {
+                        let payload = json!({ "task": task, "round": round });
+                        append(id, head, vec![event("Raced", payload)])
+                    })
+                    .collect();
+                tokio::task::yield_now().await;
+                let results = journal.append_many(appends).await;
+                for (n, result) in results.into_iter().enumerate() {
+                    match result {
+                        Ok(head) => {
+                            assert_eq!(head.version(), heads[n].version() + 1);
+                            won.push((ids[n].clone(), head.version(), round as u64));
+                            heads[n] = head;
+                        }
+                        Err(JournalError::Conflict { .. }) => {
+                            heads[n] =
+                                StreamHead::after(&journal.read_stream(&ids[n]).await.unwrap());
+                        }
+                        Err(other) => panic!("task {task}: {other}"),
+                    }
+                }
+            }
+            (task as u64, won)
+        });
+    }
+    let mut reported: BTreeMap<(StreamId, u64), (u64, u64)> = BTreeMap::new();
+    while let Some(outcome) = tasks.join_next().await {
+        let (task, won) = outcome.expect("a racing task panicked");
+        for (id, sequence, round) in won {
+            let previous = reported.insert((id.clone(), sequence), (task, round));
+            assert!(
+                previous.is_none(),
+                "{id} #{sequence} reported written twice"
+            );
+        }
+    }
+    let events = fixture.journal.read_campaign("race").await.unwrap();
+    verify_chain(&events).unwrap();
+    let stored: BTreeMap<(StreamId, u64), (u64, u64)> = events
+        .iter()
+        .map(|e| {
+            let who = (
+                e.payload["task"].as_u64().unwrap(),
+                e.payload["round"].as_u64().unwrap(),
+            );
+            ((e.stream.clone(), e.sequence), who)
+        })
+        .collect();
+    assert_eq!(
+        stored, reported,
+        "what is stored is what the results reported"
+    );
+    assert!(!stored.is_empty());
 }
 
 pub async fn read_campaign_reads_every_stream_in_order_across_pages(harness: &dyn Harness) {

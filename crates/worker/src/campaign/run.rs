@@ -15,7 +15,7 @@ use aws_config::SdkConfig;
 use aws_sdk_iam::Client as IamClient;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use keyturn_journal::{Actor, Journal, JournalError, StreamId};
+use keyturn_journal::{Actor, GroupCommit, Journal, JournalError, StreamId};
 use keyturn_planner::inventory::{KeyRecord, KeyStatus};
 use keyturn_planner::rotation::{
     Action, Decision, FreshUse, ObservedKey, Path, RotationEvent, Step, classify, decide, enroll,
@@ -327,6 +327,7 @@ async fn run_account(
         account,
         iam: telemetry::iam_client(&config),
         config,
+        commit: GroupCommit::new(ctx.journal.clone()),
         claim: tokio::sync::Mutex::new(claim),
         outcome: std::sync::Mutex::new(outcome),
         halted: AtomicBool::new(false),
@@ -385,6 +386,8 @@ struct AccountWorker<'c> {
     account: &'c OrgAccount,
     config: SdkConfig,
     iam: IamClient,
+    /// The users' appends, written together when they coincide.
+    commit: GroupCommit,
     /// Held across a renewal, so that the account's tasks renew it one at a time.
     claim: tokio::sync::Mutex<Claim>,
     /// Locked only between awaits.
@@ -742,9 +745,10 @@ impl AccountWorker<'_> {
             .chain(&events)
             .map(|e| rotation_event(e, &self.account.id, &work.user, &ctx.actor))
             .collect();
-        // At the head this run read or wrote last: no read before the write.
+        // At the head this run read or wrote last: no read before the write, which
+        // carries the account's other users' appends waiting at the same time.
         match at
-            .around(ctx.journal.append_at(&work.stream, &work.entry.head, new))
+            .around(self.commit.append_at(&work.stream, &work.entry.head, new))
             .await
         {
             Ok(head) => {
