@@ -65,20 +65,7 @@ async fn campaign_with(journal: &str, refusing: &[usize]) -> (Emulator, SeededOr
             0
         );
     }
-    let start = keyturn(
-        &emulator,
-        dir.path(),
-        &[
-            "--journal",
-            journal,
-            "campaign",
-            "start",
-            "q3",
-            "--policy",
-            &policy,
-        ],
-    );
-    assert_eq!(start.code, 0, "{}", start.stderr);
+    support::start_campaign(&emulator, dir.path(), journal, "q3", &policy);
     let run = keyturn(&emulator, dir.path(), &["--journal", journal, "run", "q3"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     (emulator, org, dir)

@@ -129,20 +129,7 @@ async fn an_old_key_in_use_is_rotated_through_every_gate() {
     let journal = "sqlite://journal.db";
     let policy = dir.write("policy.toml", POLICY);
 
-    let started = keyturn(
-        &emulator,
-        dir.path(),
-        &[
-            "--journal",
-            journal,
-            "campaign",
-            "start",
-            "c1",
-            "--policy",
-            &policy,
-        ],
-    );
-    assert_eq!(started.code, 0, "{}", started.stderr);
+    support::start_campaign(&emulator, dir.path(), journal, "c1", &policy);
 
     // First run: the replacement is created, delivered to Secrets Manager and verified.
     let out = run_ok(&emulator, &dir, journal);
@@ -2453,20 +2440,7 @@ async fn ctrl_c_stops_a_watching_run_cleanly_between_steps() {
         "policy.toml",
         &POLICY.replace("quiet_period = \"2s\"", "quiet_period = \"10m\""),
     );
-    let started = keyturn(
-        &emulator,
-        dir.path(),
-        &[
-            "--journal",
-            journal,
-            "campaign",
-            "start",
-            "c1",
-            "--policy",
-            &policy,
-        ],
-    );
-    assert_eq!(started.code, 0, "{}", started.stderr);
+    support::start_campaign(&emulator, dir.path(), journal, "c1", &policy);
 
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_keyturn"));
     emulator.configure(&mut command);

@@ -479,20 +479,7 @@ async fn a_rotation_on_the_templates_table_calls_only_what_the_templates_grant()
             org.root_id, org.management.id
         ),
     );
-    let start = keyturn(
-        &emulator,
-        dir.path(),
-        &[
-            "--journal",
-            journal,
-            "campaign",
-            "start",
-            "c1",
-            "--policy",
-            &policy,
-        ],
-    );
-    assert_eq!(start.code, 0, "{}", start.stderr);
+    support::start_campaign(&emulator, dir.path(), journal, "c1", &policy);
     let run = |what: &str| {
         let out = keyturn(&emulator, dir.path(), &["--journal", journal, "run", "c1"]);
         assert_eq!(out.code, 0, "{what}: {}\n{}", out.stdout, out.stderr);

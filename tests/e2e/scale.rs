@@ -261,20 +261,7 @@ async fn accounts_and_their_users_are_worked_concurrently_within_their_bounds() 
         "[rotation]\nmax_key_age = \"36500d\"\nunused_after = \"45d\"\nobservation_period = \"3650d\"\n",
     );
     let journal = "sqlite://journal.db";
-    let start = keyturn(
-        &emulator,
-        dir.path(),
-        &[
-            "--journal",
-            journal,
-            "campaign",
-            "start",
-            "b1",
-            "--policy",
-            &policy,
-        ],
-    );
-    assert_eq!(start.code, 0, "{}", start.stderr);
+    support::start_campaign(&emulator, dir.path(), journal, "b1", &policy);
 
     emulator.reset_counters().await;
     emulator.set_faults(&[FaultRule::latency(100)]).await;

@@ -39,6 +39,24 @@ impl Run {
     }
 }
 
+/// `keyturn --journal JOURNAL campaign start NAME --policy POLICY`, which must succeed.
+pub fn start_campaign(emulator: &Emulator, dir: &Path, journal: &str, name: &str, policy: &str) {
+    let start = keyturn(
+        emulator,
+        dir,
+        &[
+            "--journal",
+            journal,
+            "campaign",
+            "start",
+            name,
+            "--policy",
+            policy,
+        ],
+    );
+    assert_eq!(start.code, 0, "campaign start {name}: {}", start.stderr);
+}
+
 /// Runs `keyturn ARGS` against the emulator, in `dir` (its working directory).
 pub fn keyturn(emulator: &Emulator, dir: &Path, args: &[&str]) -> Run {
     let mut command = Command::new(env!("CARGO_BIN_EXE_keyturn"));

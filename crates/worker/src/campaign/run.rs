@@ -511,17 +511,21 @@ impl AccountWorker<'_> {
             work.pending = events;
         }
         let mut driven = self.drive(&mut work, listed).await;
-        if !work.pending.is_empty() && !matches!(driven, Ok(false)) {
-            // The turn ended without an append: record the enrolment alone.
-            let flushed = self.append(&mut work, Vec::new(), fp::APPEND_ENROLL).await;
-            if driven.is_ok() {
-                // Another run wrote first (this user is left to a later run), or the
-                // account's claim was lost.
-                let lost = self.claim_lost().await;
-                driven = flushed.map(|ok| ok || !lost);
-            }
+        // The turn ended without an append: record the enrolment alone.
+        let flushed = if !work.pending.is_empty() && !matches!(driven, Ok(false)) {
+            Some(self.append(&mut work, Vec::new(), fp::APPEND_ENROLL).await)
+        } else {
+            None
+        };
+        let lost = self.claim_lost().await;
+        if let Some(flushed) = flushed
+            && driven.is_ok()
+        {
+            // Not written: another run wrote first (this user is left to a later run),
+            // or the account's claim was lost.
+            driven = flushed.map(|ok| ok || !lost);
         }
-        if !matches!(driven, Ok(true)) || self.claim_lost().await {
+        if !matches!(driven, Ok(true)) || lost {
             self.outcome().stale = true;
         }
         self.outcome()
