@@ -498,6 +498,87 @@ def patch_transact_write_items() -> None:
     models.DynamoDBBackend.transact_write_items = transact_write_items
 
 
+def patch_item_size() -> None:
+    """Makes building a DynamoDB item size each attribute once.
+
+    moto 5.2.5's `Item.__init__` fills a `LimitedSizeDict` one attribute at a time, and
+    `LimitedSizeDict.__setitem__` sizes every attribute already in the dict on each
+    insert, to refuse an item over 405,000 bytes: quadratic in the attributes (a
+    journal event's 20 attributes cost 210 sizings), and a fifth of a PutItem's CPU.
+    This replacement keeps a running total instead: the same limit, the same
+    `ItemSizeTooLarge` at the same attribute, the same dict. Later writes to an item's
+    attributes (UpdateItem) still go through moto's check.
+    """
+    from moto.dynamodb.exceptions import ItemSizeTooLarge
+    from moto.dynamodb.models import dynamo_type
+    from moto.dynamodb.models.utilities import bytesize
+
+    item, limited = dynamo_type.Item, dynamo_type.LimitedSizeDict
+    if not (hasattr(item, "__init__") and hasattr(limited, "__setitem__")):
+        raise SystemExit("moto's DynamoDB items changed: update patch_item_size")
+
+    def __init__(self: Any, hash_key: Any, range_key: Any, attrs: dict[str, Any]) -> None:
+        self.hash_key = hash_key
+        self.range_key = range_key
+        self.attrs = limited()
+        total = 0
+        for key, value in attrs.items():
+            value = dynamo_type.DynamoType(value)
+            # moto's limit, checked after each attribute as moto checks it (sizes are
+            # never negative, so the running total crosses it at the same attribute).
+            total += bytesize(key) + value.size()
+            if total > 405000:
+                raise ItemSizeTooLarge
+            dict.__setitem__(self.attrs, key, value)
+
+    item.__init__ = __init__
+
+
+def patch_condition_cache(max_entries: int = 4096) -> None:
+    """Remembers parsed DynamoDB condition expressions.
+
+    moto 5.2.5 parses a write's condition expression twice per PutItem (to validate the
+    request, then to evaluate it) and three times per transaction item, though the parse
+    is a function of the expression, its names and its values alone; keyturn's journal
+    writes one expression all the time. Successful parses are remembered by those exact
+    inputs (up to `max_entries`, then forgotten all at once), with the names and values
+    the parse found, which moto's validation reads; a failed parse is not remembered and
+    fails as before. The parsed tree is only read when evaluated.
+    """
+    from moto.dynamodb.comparisons import ConditionExpressionParser
+
+    if not hasattr(ConditionExpressionParser, "parse"):
+        raise SystemExit("moto's condition parser changed: update patch_condition_cache")
+    original = ConditionExpressionParser.parse
+    cache: dict[tuple[str, str, str], tuple[Any, list[Any], list[Any]]] = {}
+    lock = threading.Lock()
+
+    def parse(self: Any) -> Any:
+        try:
+            key = (
+                self.condition_expression,
+                json.dumps(self.expression_attribute_names, sort_keys=True),
+                json.dumps(self.expression_attribute_values, sort_keys=True),
+            )
+        except (TypeError, ValueError):
+            return original(self)
+        with lock:
+            hit = cache.get(key)
+        if hit is not None:
+            tree, names, values = hit
+            self.expr_attr_names_found.extend(names)
+            self.expr_attr_values_found.extend(values)
+            return tree
+        tree = original(self)
+        with lock:
+            if len(cache) >= max_entries:
+                cache.clear()
+            cache[key] = (tree, list(self.expr_attr_names_found), list(self.expr_attr_values_found))
+        return tree
+
+    ConditionExpressionParser.parse = parse
+
+
 def patch_query_partition() -> None:
     """Makes a DynamoDB Query on a table's key read only the items its key condition names.
 
@@ -1024,6 +1105,8 @@ def main(argv: list[str] | None = None) -> None:
     resolver = AccountResolver()
     patch_credential_report()
     patch_transact_write_items()
+    patch_item_size()
+    patch_condition_cache()
     patch_query_partition()
     patch_access_key_last_used()
     patch_dispatch(resolver)

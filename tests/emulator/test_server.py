@@ -721,6 +721,140 @@ class AccessKeyLastUsedTest(unittest.TestCase):
                 self.assertEqual(answers[(asker_name, name)][:2], ("error", "NoSuchEntity"), name)
 
 
+class DynamoWritePatchTest(unittest.TestCase):
+    def test_writes_answer_the_same_with_and_without_the_patches(self) -> None:
+        # server.py sizes a new item's attributes once (patch_item_size) and remembers
+        # parsed condition expressions (patch_condition_cache). This runs moto in this
+        # process (mock_aws), makes the same writes and reads with moto's originals and
+        # with the patches, and compares every answer and the table's contents.
+        import importlib.util
+
+        from moto import mock_aws
+        from moto.dynamodb.comparisons import ConditionExpressionParser
+        from moto.dynamodb.models.dynamo_type import Item
+
+        spec = importlib.util.spec_from_file_location("keyturn_emulator_server", SERVER)
+        assert spec is not None and spec.loader is not None
+        server = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(server)
+
+        originals = (Item.__init__, ConditionExpressionParser.parse)
+        self.addCleanup(setattr, Item, "__init__", originals[0])
+        self.addCleanup(setattr, ConditionExpressionParser, "parse", originals[1])
+        server.patch_item_size()
+        server.patch_condition_cache()
+        patched = (Item.__init__, ConditionExpressionParser.parse)
+        self.assertIsNot(patched[0], originals[0])
+        self.assertIsNot(patched[1], originals[1])
+
+        def s(text: str) -> dict[str, str]:
+            return {"S": text}
+
+        def item(n: int, **extra: Any) -> dict[str, Any]:
+            return {
+                "pk": s("C#c"), "sk": s(f"E#user#{n:020}"), "account_id": s("111122223333"),
+                "at": s(f"2026-01-01T00:00:00Z#{n}"), "payload": s("{}"), **extra,
+            }
+
+        def put(body: dict[str, Any], **extra: Any) -> dict[str, Any]:
+            return {
+                "TableName": "j", "Item": body, "ConditionExpression": "attribute_not_exists(#pk)",
+                "ExpressionAttributeNames": {"#pk": "pk"}, **extra,
+            }
+
+        def transact(*bodies: dict[str, Any]) -> dict[str, Any]:
+            return {"TransactItems": [{"Put": put(body)} for body in bodies]}
+
+        odd = item(
+            7, flag={"BOOL": False}, nothing={"NULL": True}, blob={"B": b"hello"},
+            tags={"SS": ["a", "b"]}, m={"M": {"k": {"N": "1"}}}, l={"L": [s("x")]},
+        )
+        requests: list[tuple[str, dict[str, Any]]] = [
+            ("put_item", put(item(1))),
+            ("put_item", put(item(1))),  # the condition fails
+            ("put_item", put(item(1), ReturnValuesOnConditionCheckFailure="ALL_OLD")),
+            ("put_item", {"TableName": "j", "Item": item(1, extra=s("x")), "ReturnValues": "ALL_OLD"}),
+            ("put_item", put(item(2), ExpressionAttributeNames={"#pk": "pk", "#x": "x"})),  # unused name
+            ("put_item", put(item(2), ConditionExpression="#pk = :v", ExpressionAttributeValues={":v": s("z")})),
+            ("put_item", put(item(2), ExpressionAttributeValues={":v": s("z")})),  # unused value
+            ("put_item", put(item(2), ConditionExpression="attribute_not_exists(#pk) AND")),  # syntax
+            ("put_item", put(item(3, big=s("x" * 405_000)))),  # over moto's size limit
+            ("put_item", put(item(4, big=s("x" * 399_000)))),  # under it
+            ("put_item", put(odd)),
+            ("transact_write_items", transact(item(10), item(11), item(12))),
+            ("transact_write_items", transact(item(13), item(10))),  # the second item fails
+            ("transact_write_items", transact(item(14), item(14))),  # one item twice
+            ("put_item", put(item(2))),
+        ]
+
+        def variant(functions: tuple[Any, Any]) -> list[Any]:
+            Item.__init__, ConditionExpressionParser.parse = functions
+            mock = mock_aws()
+            mock.start()
+            try:
+                ddb = boto3.client(
+                    "dynamodb", region_name="us-east-1",
+                    aws_access_key_id="testing", aws_secret_access_key="testing",
+                )
+                ddb.create_table(
+                    TableName="j",
+                    KeySchema=[
+                        {"AttributeName": "pk", "KeyType": "HASH"},
+                        {"AttributeName": "sk", "KeyType": "RANGE"},
+                    ],
+                    AttributeDefinitions=[
+                        {"AttributeName": name, "AttributeType": "S"}
+                        for name in ("pk", "sk", "account_id", "at")
+                    ],
+                    GlobalSecondaryIndexes=[{
+                        "IndexName": "by_account",
+                        "KeySchema": [
+                            {"AttributeName": "account_id", "KeyType": "HASH"},
+                            {"AttributeName": "at", "KeyType": "RANGE"},
+                        ],
+                        "Projection": {"ProjectionType": "ALL"},
+                    }],
+                    BillingMode="PAY_PER_REQUEST",
+                )
+                answers: list[Any] = []
+                for action, body in requests:
+                    try:
+                        answer = getattr(ddb, action)(**body)
+                        answer.pop("ResponseMetadata", None)
+                        answers.append((action, "ok", answer))
+                    except ClientError as err:
+                        error = err.response["Error"]
+                        reasons = err.response.get("CancellationReasons")
+                        answers.append((action, error.get("Code"), error.get("Message"), reasons))
+                    except Exception as err:  # noqa: BLE001 (what moto lets escape: HTTP 500)
+                        answers.append((action, "raised", f"{type(err).__name__}: {err}"))
+                scan = ddb.scan(TableName="j")["Items"]
+                answers.append(("contents", sorted(scan, key=lambda i: i["sk"]["S"])))
+                by_account = ddb.query(
+                    TableName="j", IndexName="by_account",
+                    KeyConditionExpression="account_id = :a",
+                    ExpressionAttributeValues={":a": s("111122223333")},
+                )["Items"]
+                answers.append(("index", by_account))
+                return answers
+            finally:
+                mock.stop()
+
+        moto_answers = variant(originals)
+        patched_answers = variant(patched)
+        # Twice with the patches: the second time from the remembered parses.
+        self.assertEqual(variant(patched), patched_answers)
+        for (action, body), ours, theirs in zip(requests, patched_answers, moto_answers):
+            self.assertEqual(ours, theirs, f"{action} {json.dumps(body, default=str)[:200]}")
+        self.assertEqual(patched_answers[-2:], moto_answers[-2:], "the table's contents")
+        # The answers are moto's: a write per item, the failures where moto fails.
+        codes = [answer[1] for answer in patched_answers[: len(requests)]]
+        self.assertEqual(codes[:4], ["ok", "ConditionalCheckFailedException", "ConditionalCheckFailedException", "ok"])
+        self.assertEqual(codes[8:14], ["ValidationException", "ok", "ok", "ok", "TransactionCanceledException", "ValidationException"])
+        # Items 1, 2, 4, the odd one and the first transaction's three.
+        self.assertEqual(len(patched_answers[-2][1]), 7)
+
+
 class StdinTest(unittest.TestCase):
     def test_stdin_eof_stops_the_process(self) -> None:
         emu = Emulator()
