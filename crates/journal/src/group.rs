@@ -10,6 +10,11 @@
 //! Each task still gets exactly the outcome `append_at` would have given it, and its
 //! append is written before the call returns: a caller that records an intent before a
 //! mutation keeps that order.
+//!
+//! An append that nothing waits on (a fact recorded at the end of a task's work) can be
+//! [deferred](GroupCommit::defer): it rides with the next write, or with the closing
+//! [`flush`](GroupCommit::flush), which also carries one last append of its own (an
+//! account's claim release) so that everything left goes in one write.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -23,6 +28,18 @@ use crate::{Append, Journal, StreamHead};
 struct Queued {
     append: Append,
     outcome: oneshot::Sender<Result<StreamHead, JournalError>>,
+}
+
+/// A deferred append's outcome, known once a write has carried it (at the latest, the
+/// [`GroupCommit::flush`]).
+#[derive(Debug)]
+pub struct Deferred(oneshot::Receiver<Result<StreamHead, JournalError>>);
+
+impl Deferred {
+    /// The outcome, or `None` while no write has carried the append yet.
+    pub fn outcome(mut self) -> Option<Result<StreamHead, JournalError>> {
+        self.0.try_recv().ok()
+    }
 }
 
 /// Groups concurrent appends to the streams of one campaign into shared writes.
@@ -58,14 +75,10 @@ impl GroupCommit {
         head: &StreamHead,
         events: Vec<NewEvent>,
     ) -> Result<StreamHead, JournalError> {
-        let (sender, mut outcome) = oneshot::channel();
-        self.queue().push(Queued {
-            append: Append {
-                stream: stream.clone(),
-                head: head.clone(),
-                events,
-            },
-            outcome: sender,
+        let mut outcome = self.enqueue(Append {
+            stream: stream.clone(),
+            head: head.clone(),
+            events,
         });
         loop {
             let _writer = self.writer.lock().await;
@@ -81,19 +94,68 @@ impl GroupCommit {
                 // Not written yet: this task writes the next group, its own among them.
                 Err(oneshot::error::TryRecvError::Empty) => {}
             }
-            let group = self.take_group();
-            if group.is_empty() {
-                continue;
-            }
-            let (appends, senders): (Vec<Append>, Vec<_>) = group
-                .into_iter()
-                .map(|queued| (queued.append, queued.outcome))
-                .unzip();
-            let results = self.journal.append_many(appends).await;
-            for (sender, result) in senders.into_iter().zip(results) {
-                // A task that stopped waiting no longer needs its outcome.
-                let _ = sender.send(result);
-            }
+            self.write_group().await;
+        }
+    }
+
+    /// Queues an append that nothing waits on, to be written with the next group or by
+    /// [`flush`](GroupCommit::flush). It must be its stream's last append before then.
+    pub fn defer(&self, stream: &StreamId, head: &StreamHead, events: Vec<NewEvent>) -> Deferred {
+        Deferred(self.enqueue(Append {
+            stream: stream.clone(),
+            head: head.clone(),
+            events,
+        }))
+    }
+
+    /// Writes every deferred append still queued, with `last` (written in the same
+    /// request when they fit in one), and returns `last`'s outcome. Call it when no
+    /// other task appends any more.
+    pub async fn flush(&self, last: Option<Append>) -> Option<Result<StreamHead, JournalError>> {
+        let mut outcome = last.map(|append| self.enqueue(append));
+        let _writer = self.writer.lock().await;
+        while !self.queue().is_empty() {
+            self.write_group().await;
+        }
+        outcome.as_mut().map(|outcome| {
+            outcome.try_recv().unwrap_or_else(|_| {
+                Err(JournalError::Unexpected {
+                    backend: self.journal.describe(),
+                    detail: "a flushed append was not written".into(),
+                })
+            })
+        })
+    }
+
+    /// Drops every append still queued, unwritten: their [`Deferred`] outcomes stay
+    /// `None`. For a caller that may no longer write them (it lost its claim).
+    pub fn discard(&self) {
+        self.queue().clear();
+    }
+
+    fn enqueue(&self, append: Append) -> oneshot::Receiver<Result<StreamHead, JournalError>> {
+        let (sender, outcome) = oneshot::channel();
+        self.queue().push(Queued {
+            append,
+            outcome: sender,
+        });
+        outcome
+    }
+
+    /// Writes the next group from the queue (the caller holds `writer`).
+    async fn write_group(&self) {
+        let group = self.take_group();
+        if group.is_empty() {
+            return;
+        }
+        let (appends, senders): (Vec<Append>, Vec<_>) = group
+            .into_iter()
+            .map(|queued| (queued.append, queued.outcome))
+            .unzip();
+        let results = self.journal.append_many(appends).await;
+        for (sender, result) in senders.into_iter().zip(results) {
+            // A task that stopped waiting no longer needs its outcome.
+            let _ = sender.send(result);
         }
     }
 
@@ -258,6 +320,59 @@ mod tests {
             "{writes} writes for {} appends",
             TASKS * (ROUNDS as usize + 1)
         );
+    }
+
+    #[tokio::test]
+    async fn deferred_appends_ride_with_the_next_write_or_the_flush() {
+        let journal = Arc::new(Slow::default());
+        let group = GroupCommit::new(journal.clone());
+        let stream = |n: usize| StreamId::new("c", format!("user-{n}")).unwrap();
+        let first = group.defer(&stream(1), &StreamHead::empty(), events(1, 1));
+        assert_eq!(
+            journal.writes.load(Ordering::SeqCst),
+            0,
+            "deferred: not written"
+        );
+        // The next append carries it.
+        let head = group
+            .append_at(&stream(2), &StreamHead::empty(), events(1, 2))
+            .await
+            .unwrap();
+        assert_eq!(journal.writes.load(Ordering::SeqCst), 1);
+        assert_eq!(first.outcome().unwrap().unwrap().version(), 1);
+        // Two more deferred, and a conflicting one: the flush writes them with its own
+        // last append, in one write, each with its own outcome.
+        let second = group.defer(&stream(3), &StreamHead::empty(), events(2, 3));
+        let stale = group.defer(&stream(2), &StreamHead::empty(), events(1, 2));
+        let last = StreamId::new("c", "account/1").unwrap();
+        let closing = group
+            .flush(Some(Append {
+                stream: last.clone(),
+                head: StreamHead::empty(),
+                events: events(1, 9),
+            }))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(journal.writes.load(Ordering::SeqCst), 2);
+        assert_eq!(closing.version(), 1);
+        assert_eq!(second.outcome().unwrap().unwrap().version(), 2);
+        assert!(stale.outcome().unwrap().unwrap_err().is_conflict());
+        assert_eq!(
+            StreamHead::after(&journal.read_stream(&stream(2)).await.unwrap()),
+            head
+        );
+        assert_eq!(journal.read_campaign("c").await.unwrap().len(), 5);
+        // Nothing left: a flush without a last append writes nothing.
+        assert!(group.flush(None).await.is_none());
+        assert_eq!(journal.writes.load(Ordering::SeqCst), 2);
+        // A discarded append is never written, and has no outcome.
+        let dropped = group.defer(&stream(4), &StreamHead::empty(), events(1, 4));
+        group.discard();
+        assert!(group.flush(None).await.is_none());
+        assert!(dropped.outcome().is_none());
+        assert!(journal.read_stream(&stream(4)).await.unwrap().is_empty());
+        assert_eq!(journal.writes.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

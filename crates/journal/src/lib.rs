@@ -44,7 +44,7 @@ pub use envelope::{
     SchemaVersion, StreamId, format_timestamp, validate_campaign,
 };
 pub use error::JournalError;
-pub use group::GroupCommit;
+pub use group::{Deferred, GroupCommit};
 pub use hash::{
     ChainBreak, ChainError, GENESIS_HASH, envelope_hash, find_chain_breaks, verify_chain,
     verify_stream,

@@ -18,8 +18,8 @@
 
 use chrono::{DateTime, Utc};
 use keyturn_journal::{
-    Actor, Envelope, EventSchema, Journal, JournalError, NewEvent, SchemaVersion, StreamHead,
-    StreamId, decode,
+    Actor, Append, Envelope, EventSchema, Journal, JournalError, NewEvent, SchemaVersion,
+    StreamHead, StreamId, decode,
 };
 use keyturn_planner::{AccountId, CampaignName};
 use serde::{Deserialize, Serialize};
@@ -252,22 +252,31 @@ impl Claim {
     /// Lets the account go (best effort: an expired claim frees itself). A lost claim
     /// is someone else's now and is left alone.
     pub async fn release(self, journal: &dyn Journal, actor: &Actor) {
-        if self.lost {
+        let Some(release) = self.release_append(actor) else {
             return;
+        };
+        if let Err(e) = journal
+            .append_at(&release.stream, &release.head, release.events)
+            .await
+        {
+            tracing::warn!("could not release the claim on {}: {e}", release.stream);
+        }
+    }
+
+    /// The append that lets the account go, for a caller that writes it with others
+    /// ([`keyturn_journal::GroupCommit::flush`]); `None` when the claim was lost.
+    pub fn release_append(self, actor: &Actor) -> Option<Append> {
+        if self.lost {
+            return None;
         }
         let event = ClaimEvent::ClaimReleased {
             run_id: actor.run_id.clone(),
         };
-        if let Err(e) = journal
-            .append_at(
-                &self.stream,
-                &self.head,
-                vec![NewEvent::encode(&event, actor.clone())],
-            )
-            .await
-        {
-            tracing::warn!("could not release the claim on {}: {e}", self.stream);
-        }
+        Some(Append {
+            stream: self.stream,
+            head: self.head,
+            events: vec![NewEvent::encode(&event, actor.clone())],
+        })
     }
 }
 

@@ -15,7 +15,7 @@ use aws_config::SdkConfig;
 use aws_sdk_iam::Client as IamClient;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use keyturn_journal::{Actor, GroupCommit, Journal, JournalError, StreamId};
+use keyturn_journal::{Actor, Deferred, GroupCommit, Journal, JournalError, StreamId};
 use keyturn_planner::inventory::{KeyRecord, KeyStatus};
 use keyturn_planner::rotation::{
     Action, Decision, FreshUse, ObservedKey, Path, RotationEvent, Step, classify, decide, enroll,
@@ -244,6 +244,9 @@ struct AccountOutcome {
     /// Set when the journal may hold what `users` does not: an append conflicted or
     /// failed, or the claim was lost.
     stale: bool,
+    /// Enrolments recorded with the account's next write or its claim's release, by
+    /// the index of their user in `users`.
+    deferred: Vec<(usize, Deferred)>,
 }
 
 #[tracing::instrument(
@@ -360,12 +363,47 @@ async fn run_account(
         .buffer_unordered(iam::PER_ACCOUNT_CONCURRENCY)
         .collect::<()>()
         .await;
-    let claim = worker.claim.into_inner();
-    claim.release(ctx.journal.as_ref(), &ctx.actor).await;
+    // The deferred enrolments are written only while the claim is held (renewed if
+    // due), with its release, in one write.
+    let deferred = std::mem::take(&mut worker.outcome().deferred);
+    let held = deferred.is_empty() || matches!(worker.keep_claim().await, Ok(true));
+    let release = worker.claim.into_inner().release_append(&ctx.actor);
     let mut outcome = worker
         .outcome
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !held {
+        worker.commit.discard();
+    }
+    let flush = worker.commit.flush(release);
+    let released = if deferred.is_empty() || !held {
+        flush.await
+    } else {
+        fp::APPEND_ENROLL.around(flush).await
+    };
+    if let Some(Err(e)) = released {
+        tracing::warn!(account = %account.id, "could not release the claim: {e}");
+    }
+    for (index, enrolment) in deferred {
+        match enrolment.outcome() {
+            Some(Ok(head)) => {
+                let entry = &mut outcome.users[index].1;
+                entry.version = head.version();
+                entry.head = head;
+            }
+            Some(Err(e)) => {
+                // A conflict leaves the user to a later run; anything else fails the
+                // account, as a failed append does.
+                outcome.stale = true;
+                if !e.is_conflict() {
+                    outcome
+                        .failure
+                        .get_or_insert_with(|| fail(journal_failure(e)));
+                }
+            }
+            None => outcome.stale = true,
+        }
+    }
     // Users finish in any order; what each did stays in its own order.
     outcome.done.sort_by(|a, b| a.user.cmp(&b.user));
     outcome.waiting.sort_by(|a, b| a.user.cmp(&b.user));
@@ -511,27 +549,39 @@ impl AccountWorker<'_> {
             work.pending = events;
         }
         let mut driven = self.drive(&mut work, listed).await;
-        // The turn ended without an append: record the enrolment alone.
-        let flushed = if !work.pending.is_empty() && !matches!(driven, Ok(false)) {
-            Some(self.append(&mut work, Vec::new(), fp::APPEND_ENROLL).await)
-        } else {
-            None
-        };
-        let lost = self.claim_lost().await;
-        if let Some(flushed) = flushed
-            && driven.is_ok()
-        {
-            // Not written: another run wrote first (this user is left to a later run),
-            // or the account's claim was lost.
-            driven = flushed.map(|ok| ok || !lost);
+        // The turn ended without an append: the enrolment is a fact nothing waits on. It
+        // rides with the account's next write, or with the release of its claim.
+        let mut deferred = None;
+        if !work.pending.is_empty() && !matches!(driven, Ok(false)) {
+            match self.keep_claim().await {
+                Ok(true) => deferred = Some(self.defer(&mut work)),
+                Ok(false) => driven = driven.map(|_| false),
+                Err(failure) => driven = driven.and(Err(failure)),
+            }
         }
-        if !matches!(driven, Ok(true)) || lost {
+        if !matches!(driven, Ok(true)) || self.claim_lost().await {
             self.outcome().stale = true;
         }
-        self.outcome()
+        let mut outcome = self.outcome();
+        if let Some(deferred) = deferred {
+            let index = outcome.users.len();
+            outcome.deferred.push((index, deferred));
+        }
+        outcome
             .users
             .push(((self.account.id.clone(), work.user), work.entry));
+        drop(outcome);
         driven
+    }
+
+    /// Queues the user's pending enrolment for the account's next write: its head is
+    /// set from the outcome once written (see `run_account`).
+    fn defer(&self, work: &mut UserWork) -> Deferred {
+        let events = std::mem::take(&mut work.pending)
+            .iter()
+            .map(|e| rotation_event(e, &self.account.id, &work.user, &self.ctx.actor))
+            .collect();
+        self.commit.defer(&work.stream, &work.entry.head, events)
     }
 
     /// Acts for one user until every key waits or is settled. `Ok(false)` when the
