@@ -78,6 +78,17 @@ class Emulator:
         )
 
 
+def load_server() -> Any:
+    """server.py as a module of this process, to apply its patches to moto in-process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("keyturn_emulator_server", SERVER)
+    assert spec is not None and spec.loader is not None
+    server = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(server)
+    return server
+
+
 def credential_report(iam: Any) -> list[dict[str, str]]:
     iam.generate_credential_report()
     content = iam.get_credential_report()["Content"].decode()
@@ -604,15 +615,10 @@ class AccessKeyLastUsedTest(unittest.TestCase):
         # other id to moto. The answers must not change: this runs moto in this process
         # (mock_aws), asks each question of each account with moto's own method and with
         # the patched one, and compares.
-        import importlib.util
-
         from moto import mock_aws
         from moto.iam import models
 
-        spec = importlib.util.spec_from_file_location("keyturn_emulator_server", SERVER)
-        assert spec is not None and spec.loader is not None
-        server = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(server)
+        server = load_server()
 
         original = models.IAMBackend.get_access_key_last_used
         self.addCleanup(setattr, models.IAMBackend, "get_access_key_last_used", original)
@@ -727,16 +733,11 @@ class DynamoWritePatchTest(unittest.TestCase):
         # parsed condition expressions (patch_condition_cache). This runs moto in this
         # process (mock_aws), makes the same writes and reads with moto's originals and
         # with the patches, and compares every answer and the table's contents.
-        import importlib.util
-
         from moto import mock_aws
         from moto.dynamodb.comparisons import ConditionExpressionParser
         from moto.dynamodb.models.dynamo_type import Item
 
-        spec = importlib.util.spec_from_file_location("keyturn_emulator_server", SERVER)
-        assert spec is not None and spec.loader is not None
-        server = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(server)
+        server = load_server()
 
         originals = (Item.__init__, ConditionExpressionParser.parse)
         self.addCleanup(setattr, Item, "__init__", originals[0])

@@ -47,8 +47,10 @@
 //! another writer took the sequence: [`JournalError::Conflict`] with the actual
 //! version, unless the item found there is the very event this call wrote (a retried
 //! request whose first answer was lost), which counts as success. Transactions carry
-//! a client request token derived from the batch's last hash, so DynamoDB applies a
-//! retried transaction once.
+//! a client request token digested from the hashes of the events they write, so
+//! DynamoDB applies a retried transaction once. A group append (`append_many`) writes
+//! several streams' batches in one transaction; the cancellation reasons name the items
+//! whose condition failed, those streams are resolved alone, and the others go again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -610,7 +612,10 @@ impl DynamoJournal {
             .map(envelope_to_item)
             .collect::<Result<Vec<_>, _>>()?;
         let campaign = with_campaign_item.then(|| stream.campaign());
-        match self.write_items(items, campaign, sealed).await {
+        match self
+            .write_items(items, campaign, transaction_token(sealed))
+            .await
+        {
             Ok(()) => Ok(()),
             Err(WriteFailure::ConditionFailed(_)) => {
                 self.resolve_condition_failure(stream, expected_version, sealed)
@@ -647,8 +652,8 @@ impl DynamoJournal {
                     owners.push(position);
                 }
             }
-            let envelopes: Vec<Envelope> = sealed.iter().flat_map(|(_, b)| b.clone()).collect();
-            match self.write_items(items, campaign, &envelopes).await {
+            let token = transaction_token(sealed.iter().flat_map(|(_, batch)| batch));
+            match self.write_items(items, campaign, token).await {
                 Ok(()) => {
                     if let Some(campaign) = campaign {
                         self.remember_listed(campaign);
@@ -695,17 +700,18 @@ impl DynamoJournal {
     }
 
     /// Writes event items, each on condition that nothing is at its key: one PutItem
-    /// for a single item, else one transaction (with the campaign index item, if any).
+    /// for a single item, else one transaction (with the campaign index item, if any)
+    /// whose idempotency token is `token`.
     async fn write_items(
         &self,
         items: Vec<Item>,
         campaign: Option<&str>,
-        sealed: &[Envelope],
+        token: String,
     ) -> Result<(), WriteFailure> {
         if items.len() == 1 && campaign.is_none() {
             self.put_single(items.into_iter().next()).await
         } else {
-            self.transact(sealed, items, campaign).await
+            self.transact(items, campaign, token).await
         }
     }
 
@@ -730,9 +736,9 @@ impl DynamoJournal {
 
     async fn transact(
         &self,
-        sealed: &[Envelope],
         items: Vec<Item>,
         campaign: Option<&str>,
+        token: String,
     ) -> Result<(), WriteFailure> {
         let mut writes = Vec::with_capacity(items.len() + 1);
         for item in items {
@@ -758,7 +764,6 @@ impl DynamoJournal {
         // The token makes a retried request idempotent on DynamoDB. It digests the hash
         // of every event written, each unique to its batch (it covers the time and the
         // event), so that another set of batches never reuses it.
-        let token = transaction_token(sealed);
         let mut attempt = 1;
         loop {
             // The SDK's own retries of one request reuse its token; a new attempt after
@@ -1119,7 +1124,7 @@ where
 
 /// The idempotency token of a transaction writing these events (32 hex digits): a
 /// digest of their hashes.
-fn transaction_token(sealed: &[Envelope]) -> String {
+fn transaction_token<'a>(sealed: impl IntoIterator<Item = &'a Envelope>) -> String {
     use sha2::{Digest, Sha256};
     let mut digest = Sha256::new();
     for envelope in sealed {
