@@ -1035,15 +1035,22 @@ fn verdict(ok: bool) -> &'static str {
     if ok { "**met**" } else { "**missed**" }
 }
 
-/// The emulator's CPU time during a run as a share of the run's wall time: near 100 %
-/// means the emulator (one Python process, one core at most under the GIL) was busy all
-/// along, and was the bottleneck.
+/// The emulator's CPU time during a run (all its threads, granian's HTTP threads
+/// included) as a share of the run's wall time.
 fn emulator_share(s: &Sample) -> String {
     format!(
         "{:.1} s ({:.0} %)",
         s.emulator_cpu,
         100.0 * s.emulator_cpu / s.wall
     )
+}
+
+/// The CPU time moto's request threads spent in moto during a run, as a share of the
+/// run's wall time: the part the GIL serialises, so near 100 % means moto was busy all
+/// along and bounded the run.
+fn moto_share(s: &Sample) -> String {
+    let moto = s.counters.cpu.iter().map(|c| c.micros).sum::<u64>() as f64 / 1e6;
+    format!("{:.1} s ({:.0} %)", moto, 100.0 * moto / s.wall)
 }
 
 /// A table cell for a series' median wall time, or "—" when it was not measured.
@@ -1397,16 +1404,19 @@ fn report(r: &Results, args: &Args) -> String {
     let _ = writeln!(
         o,
         "### Is the emulator the bottleneck?\n\n\
-         The emulator is one Python process (moto under the GIL: one core at most). Its CPU \
-         time during each run (median run) and that as a share of the run's wall time, with \
-         the measured process's own CPU time (its children included) beside it. Near 100 % \
-         the emulator was busy all along and bounds the run.\n"
+         The emulator is one process: moto's Python runs under the GIL (one core at most), \
+         granian's HTTP threads (Rust) beside it. For each run (median run): the emulator's \
+         CPU time, all threads, and that as a share of the run's wall time (it can pass \
+         100 %); the CPU time moto's request threads spent in moto, the part the GIL \
+         serialises, as a share of the wall time (near 100 %, moto was busy all along and \
+         bounds the run); and the measured process's own CPU time (its children \
+         included).\n"
     );
     let _ = writeln!(
         o,
-        "| run | wall | emulator CPU (share of wall) | process CPU |"
+        "| run | wall | emulator CPU, all threads (share of wall) | in moto (share of wall) | process CPU |"
     );
-    let _ = writeln!(o, "|---|---|---|---|");
+    let _ = writeln!(o, "|---|---|---|---|---|");
     let mut all: Vec<(String, &Series)> = vec![
         ("`keyturn inventory`".to_owned(), &p.inventory),
         ("`keyturn plan`".to_owned(), &p.plan),
@@ -1461,9 +1471,10 @@ fn report(r: &Results, args: &Args) -> String {
         let s = series.median();
         let _ = writeln!(
             o,
-            "| {name} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} |",
             secs(s.wall),
             emulator_share(s),
+            moto_share(s),
             s.cpu.map_or_else(|| "n/a".to_owned(), secs)
         );
     }
@@ -1496,8 +1507,8 @@ fn report(r: &Results, args: &Args) -> String {
     o
 }
 
-/// The emulator's CPU per request by action, for keyturn's runs (median run): what each
-/// kind of request costs the one core that bounds them.
+/// moto's CPU per request by action, for keyturn's runs (median run): what each kind of
+/// request costs the one core (the GIL's) that bounds them.
 fn emulator_cpu_by_action(o: &mut String, all: &[(String, &Series)]) {
     let keyturn: Vec<_> = all
         .iter()
