@@ -856,6 +856,161 @@ class DynamoWritePatchTest(unittest.TestCase):
         self.assertEqual(len(patched_answers[-2][1]), 7)
 
 
+class DirectDispatchTest(unittest.TestCase):
+    def test_answers_are_the_flask_apps_byte_for_byte(self) -> None:
+        # server.py answers POST / of iam, sts, organizations and dynamodb without Flask
+        # (DirectDispatch). This sends the same raw requests, on fresh moto state with
+        # the same random seed, to moto's dispatcher and to DirectDispatch, and compares
+        # status, headers and body (times normalised).
+        import base64
+        import re
+        import zlib
+
+        from moto.moto_api._internal import mock_random
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+        from werkzeug.test import EnvironBuilder
+
+        server = load_server()
+        dispatcher = DomainDispatcherApplication(create_backend_app)
+        for service in server.DirectDispatch.SERVICES:
+            dispatcher.app_instances[service] = create_backend_app(service)
+        direct = server.DirectDispatch(dispatcher)
+        served = {"direct": 0}
+        for key, handler in list(direct.handlers.items()):
+            def counting(*args: Any, _handler: Any = handler) -> Any:
+                served["direct"] += 1
+                return _handler(*args)
+            direct.handlers[key] = counting
+
+        form = "application/x-www-form-urlencoded; charset=utf-8"
+
+        def query(service: str, body: str, **headers: str) -> tuple[str, str, dict[str, str]]:
+            return service, body, {"Content-Type": form, **headers}
+
+        def json_call(service: str, target: str, body: Any, version: str = "1.0") -> tuple[str, str, dict[str, str]]:
+            text = body if isinstance(body, str) else json.dumps(body)
+            return service, text, {
+                "Content-Type": f"application/x-amz-json-{version}", "X-Amz-Target": target,
+            }
+
+        def ddb(action: str, body: Any) -> tuple[str, str, dict[str, str]]:
+            return json_call("dynamodb", f"DynamoDB_20120810.{action}", body)
+
+        def org(action: str, body: Any) -> tuple[str, str, dict[str, str]]:
+            return json_call("organizations", f"AWSOrganizationsV20161128.{action}", body, "1.1")
+
+        iam = "Version=2010-05-08&Action="
+        item = {"pk": {"S": "a"}, "sk": {"S": "1"}, "n": {"N": "5"}}
+        put_new = {"TableName": "t", "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}
+        requests = [
+            query("iam", iam + "CreateUser&UserName=u1"),
+            query("iam", iam + "CreateUser&UserName=u1"),  # 409 EntityAlreadyExists
+            query("iam", iam + "CreateAccessKey&UserName=u1"),
+            query("iam", iam + "ListAccessKeys&UserName=u1"),
+            query("iam", iam + "GetUser&UserName=nobody"),  # 404
+            query("iam", iam + "GetAccountAuthorizationDetails&Filter.member.1=User"),
+            query("iam", iam + "GenerateCredentialReport"),
+            query("iam", iam + "GenerateCredentialReport"),
+            query("iam", iam + "GetCredentialReport"),
+            query("iam", iam + "UpdateAccessKey&UserName=u1&AccessKeyId=AKIANOPE&Status=Inactive"),
+            query("iam", iam + "ListUsers", Origin="https://example.com"),  # through Flask
+            query("sts", "Version=2011-06-15&Action=GetCallerIdentity"),
+            query("sts", "Version=2011-06-15&Action=AssumeRole&RoleSessionName=s"
+                  "&RoleArn=arn%3Aaws%3Aiam%3A%3A111111111111%3Arole%2Fr"),
+            query("sts", "Version=2011-06-15&Action=AssumeRole"),  # moto raises: HTTP 500
+            org("CreateOrganization", {"FeatureSet": "ALL"}),
+            org("ListAccounts", {}),
+            org("DescribeAccount", {"AccountId": "000000000000"}),  # not found
+            ddb("CreateTable", {
+                "TableName": "t", "BillingMode": "PAY_PER_REQUEST",
+                "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+                "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
+            }),
+            ddb("PutItem", put_new),
+            ddb("PutItem", put_new),  # the condition fails
+            ddb("GetItem", {"TableName": "t", "Key": {"pk": {"S": "a"}, "sk": {"S": "1"}}}),
+            ddb("Query", {"TableName": "t", "KeyConditionExpression": "pk = :p", "ExpressionAttributeValues": {":p": {"S": "a"}}}),
+            ddb("TransactWriteItems", {"TransactItems": [{"Put": put_new}]}),  # cancelled
+            ddb("GetItem", {"TableName": "missing", "Key": {"pk": {"S": "a"}}}),  # no such table
+            ddb("PutItem", "{not json"),
+            ddb("NoSuchAction", {}),
+        ]
+        time_like = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)?|\b1\d{9}(\.\d+)?\b")
+        # moto draws STS session credentials from an unseeded source.
+        secret_like = re.compile(rb"<(SessionToken|SecretAccessKey)>[^<]*</")
+        # The credential report (base64 CSV) holds times too.
+        report = re.compile(rb"<Content>([^<]*)</Content>")
+
+        def normalise(content: bytes) -> bytes:
+            content = report.sub(
+                lambda m: b"<Content>" + base64.b64decode(m.group(1)) + b"</Content>", content
+            )
+            return secret_like.sub(rb"<\1>SECRET</", time_like.sub(b"TIME", content))
+
+        def answers(app: Any) -> list[Any]:
+            out: list[Any] = []
+
+            def call(path: str, service: str, body: str, headers: dict[str, str]) -> None:
+                environ = EnvironBuilder(
+                    method="POST", path=path, base_url="http://127.0.0.1:5000", data=body.encode(),
+                    headers={
+                        **headers, "X-Amz-Date": "20260101T000000Z",
+                        "Authorization": f"AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host;x-amz-date, Signature=0",
+                    },
+                ).get_environ()
+                reply: dict[str, Any] = {}
+
+                def start_response(status: str, response_headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+                    reply["status"] = status
+                    reply["headers"] = response_headers
+
+                try:
+                    result = app(environ, start_response)
+                except Exception as err:  # noqa: BLE001 (what moto lets escape: HTTP 500)
+                    out.append(("raised", [], f"{type(err).__name__}: {err}".encode()))
+                    return
+                try:
+                    content = b"".join(result)
+                finally:
+                    getattr(result, "close", lambda: None)()
+                # A time's text varies (a float's digits): the length and DynamoDB's
+                # checksum must be the body's, the rest of the headers the same.
+                by_name = {k.lower(): v for k, v in reply["headers"]}
+                self.assertEqual(by_name.get("content-length"), str(len(content)))
+                if "x-amz-crc32" in by_name:
+                    self.assertEqual(by_name["x-amz-crc32"], str(zlib.crc32(content)))
+                headers = [
+                    (k, v) for k, v in reply["headers"]
+                    if k.lower() not in ("date", "content-length", "x-amz-crc32")
+                ]
+                out.append((reply["status"], headers, normalise(content)))
+
+            call("/moto-api/reset", "iam", "", {})
+            mock_random.seed(20261127)
+            for service, body, headers in requests:
+                call("/", service, body, headers)
+            return out[1:]
+
+        theirs = answers(dispatcher)
+        self.assertEqual(served["direct"], 0)
+        ours = answers(direct)
+        # Every request but the one with an Origin header took the direct path.
+        self.assertEqual(served["direct"], len(requests) - 1)
+        for request, mine, flask in zip(requests, ours, theirs):
+            self.assertEqual(mine, flask, f"{request[0]} {request[1][:80]} {request[2]}")
+        # The answers are moto's, errors included (what moto lets escape is HTTP 500).
+        statuses = [answer[0].split()[0] for answer in ours]
+        self.assertEqual(statuses, [
+            "200", "409", "200", "200", "404", "200", "200", "200", "200", "404", "200",  # iam
+            "200", "200", "raised",  # sts
+            "200", "200", "400",  # organizations
+            "200", "200", "400", "200", "200", "400", "400", "raised", "raised",  # dynamodb
+        ])
+        self.assertIn(b"ConditionalCheckFailedException", ours[19][2])
+        self.assertIn(b"TransactionCanceledException", ours[22][2])
+        self.assertIn(b"<Content>user,arn,", ours[8][2])
+
+
 class StdinTest(unittest.TestCase):
     def test_stdin_eof_stops_the_process(self) -> None:
         emu = Emulator()
