@@ -813,6 +813,17 @@ class DirectDispatch:
     SERVICES = ("iam", "sts", "organizations", "dynamodb")
 
     def __init__(self, dispatcher: Any) -> None:
+        from botocore.exceptions import ClientError
+        from flask import Response
+        from moto.moto_api import recorder
+        from moto.moto_server.werkzeug_app import BackendRequest
+        from werkzeug.exceptions import HTTPException
+
+        self.client_error = ClientError
+        self.http_exception = HTTPException
+        self.response_class = Response
+        self.request_class = BackendRequest
+        self.recorder = recorder
         self.dispatcher = dispatcher
         self.handlers: dict[int, Callable[..., Any]] = {}
         self.apps: list[Any] = []
@@ -839,26 +850,20 @@ class DirectDispatch:
         if handler is None:
             return app(environ, start_response)
 
-        from botocore.exceptions import ClientError
-        from flask import Response
-        from moto.moto_api import recorder
-        from moto.moto_server.werkzeug_app import BackendRequest
-        from werkzeug.exceptions import HTTPException
-
-        request = BackendRequest(environ)
+        request = self.request_class(environ)
         try:
-            recorder._record_request(request)
+            self.recorder._record_request(request)
             try:
                 result = handler(request, request.raw_url, dict(request.headers))
-            except ClientError as exc:
+            except self.client_error as exc:
                 result = 400, {}, exc.response["Error"]["Message"]
             if len(result) == 3:
                 status, headers, content = result
             else:
                 status, headers, content = 200, {}, result
-            response = Response(response=content, status=status, headers=headers)
-        except HTTPException as exc:
-            response = Response.force_type(exc, environ)
+            response = self.response_class(response=content, status=status, headers=headers)
+        except self.http_exception as exc:
+            response = self.response_class.force_type(exc, environ)
         if "Access-Control-Allow-Origin" not in response.headers:
             response.headers["Access-Control-Allow-Origin"] = "*"
         return response(environ, start_response)
@@ -902,73 +907,88 @@ class KeyturnMiddleware:
             self.resolver.clear()
 
         c = classify(environ, self.resolver)
-        if not c.signed:
-            return self.serve(c, environ, start_response)
+        # The request's bookkeeping takes the state lock twice: on the way in (counts,
+        # requests in flight, faults) and on the way out (in flight, moto's CPU).
         with self.state_lock:
-            n = self.in_flight.get(c.account, 0) + 1
-            self.in_flight[c.account] = n
-            self.max_in_flight[c.account] = max(self.max_in_flight.get(c.account, 0), n)
-            key = (c.service, c.action, c.account)
-            k = self.action_in_flight.get(key, 0) + 1
-            self.action_in_flight[key] = k
-            self.max_action_in_flight[key] = max(self.max_action_in_flight.get(key, 0), k)
-            member = c.account != DEFAULT_ACCOUNT_ID
-            if n == 1 and member:
-                self.member_accounts_in_flight += 1
-                self.max_member_accounts_in_flight = max(
-                    self.max_member_accounts_in_flight, self.member_accounts_in_flight
-                )
+            if c.signed:
+                self.enter(c)
+            delay, answer = self.count_and_pick_faults(c)
+        cpu = 0.0
         try:
-            return self.serve(c, environ, start_response)
+            if delay:
+                time.sleep(delay)
+            if answer is not None:
+                status, headers, body = fault_response(answer.kind, answer.status, c)
+                start_response(status, headers)
+                return [body]
+            if c.service == "sts" and c.action == "AssumeRole":
+                denied = self.note_assume_role(environ)
+                if denied is not None:
+                    start_response(denied[0], denied[1])
+                    return [denied[2]]
+            started = time.thread_time()
+            try:
+                return self.serve(environ, start_response)
+            finally:
+                cpu = time.thread_time() - started
         finally:
             with self.state_lock:
-                n = self.in_flight[c.account] - 1
-                self.in_flight[c.account] = n
-                self.action_in_flight[key] -= 1
-                if n == 0 and member:
-                    self.member_accounts_in_flight -= 1
+                if c.signed:
+                    self.leave(c)
+                if cpu:
+                    key = (c.service, c.action)
+                    self.cpu[key] = self.cpu.get(key, 0.0) + cpu
 
-    def serve(
-        self, c: Classified, environ: dict[str, Any], start_response: Callable[..., Any]
-    ) -> Iterable[bytes]:
-        """Counts the request, injects its faults and latency, or has moto answer it."""
+    def enter(self, c: Classified) -> None:
+        """Counts a signed request in flight (under the state lock)."""
+        n = self.in_flight.get(c.account, 0) + 1
+        self.in_flight[c.account] = n
+        self.max_in_flight[c.account] = max(self.max_in_flight.get(c.account, 0), n)
+        key = (c.service, c.action, c.account)
+        k = self.action_in_flight.get(key, 0) + 1
+        self.action_in_flight[key] = k
+        self.max_action_in_flight[key] = max(self.max_action_in_flight.get(key, 0), k)
+        if n == 1 and c.account != DEFAULT_ACCOUNT_ID:
+            self.member_accounts_in_flight += 1
+            self.max_member_accounts_in_flight = max(
+                self.max_member_accounts_in_flight, self.member_accounts_in_flight
+            )
+
+    def leave(self, c: Classified) -> None:
+        """Counts a signed request out of flight (under the state lock)."""
+        n = self.in_flight[c.account] - 1
+        self.in_flight[c.account] = n
+        self.action_in_flight[(c.service, c.action, c.account)] -= 1
+        if n == 0 and c.account != DEFAULT_ACCOUNT_ID:
+            self.member_accounts_in_flight -= 1
+
+    def count_and_pick_faults(self, c: Classified) -> tuple[float, FaultRule | None]:
+        """Counts the request and picks the latency and the fault injected into it, if
+        any (under the state lock)."""
         delay = 0.0
         answer: FaultRule | None = None
         key = (c.service, c.action, c.account)
-        with self.state_lock:
-            self.total += 1
-            self.counts[key] = self.counts.get(key, 0) + 1
-            if self.rules and c.signed:
-                for rule in self.rules:
-                    if rule.kind == "latency":
-                        if rule.matches(c) and rule.try_fire():
-                            delay += rule.latency_ms / 1000.0
-                            self.latency_injected += 1
-                    elif answer is None and rule.matches(c) and rule.try_fire():
-                        answer = rule
-            if answer is not None:
-                self.faults_injected += 1
-        if delay:
-            time.sleep(delay)
+        self.total += 1
+        self.counts[key] = self.counts.get(key, 0) + 1
+        if self.rules and c.signed:
+            for rule in self.rules:
+                if rule.kind == "latency":
+                    if rule.matches(c) and rule.try_fire():
+                        delay += rule.latency_ms / 1000.0
+                        self.latency_injected += 1
+                elif answer is None and rule.matches(c) and rule.try_fire():
+                    answer = rule
         if answer is not None:
-            status, headers, body = fault_response(answer.kind, answer.status, c)
-            start_response(status, headers)
-            return [body]
-        if c.service == "sts" and c.action == "AssumeRole":
-            denied = self.note_assume_role(environ)
-            if denied is not None:
-                start_response(denied[0], denied[1])
-                return [denied[2]]
+            self.faults_injected += 1
+        return delay, answer
+
+    def serve(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """Has moto answer the request."""
         if not self.serial:
-            started = time.thread_time()
-            try:
-                return self.app(environ, start_response)
-            finally:
-                self.add_cpu(c, time.thread_time() - started)
+            return self.app(environ, start_response)
         with self.serial_lock:
             # Run moto and drain its response while holding the lock, so each request
             # is atomic (moto's threaded server is not, for conditional writes).
-            started = time.thread_time()
             result = self.app(environ, start_response)
             try:
                 body = b"".join(result)
@@ -976,13 +996,7 @@ class KeyturnMiddleware:
                 close = getattr(result, "close", None)
                 if close is not None:
                     close()
-                self.add_cpu(c, time.thread_time() - started)
         return [body]
-
-    def add_cpu(self, c: Classified, seconds: float) -> None:
-        with self.state_lock:
-            key = (c.service, c.action)
-            self.cpu[key] = self.cpu.get(key, 0.0) + seconds
 
     def note_assume_role(self, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes] | None:
         """Records an AssumeRole request's parameters; answers AccessDenied when it sets a
