@@ -60,6 +60,19 @@ impl Boundary {
         self.after.hit();
         out
     }
+
+    /// Runs `step` between the failpoints of every boundary, nested in order: one
+    /// write that carries the appends of several boundaries.
+    pub async fn around_all<T>(boundaries: &[Boundary], step: impl Future<Output = T>) -> T {
+        for b in boundaries {
+            b.before.hit();
+        }
+        let out = step.await;
+        for b in boundaries.iter().rev() {
+            b.after.hit();
+        }
+        out
+    }
 }
 
 macro_rules! boundaries {

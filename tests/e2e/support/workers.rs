@@ -253,10 +253,17 @@ pub fn holds(records: &[ClaimRecord]) -> Vec<(String, DateTime<Utc>, DateTime<Ut
         .collect()
 }
 
-/// The run that held the account at `at`, if any.
+/// The run that held the account at `at`, if any. An event recorded at the very
+/// moment its run released the claim was written in the release's own write (the
+/// release carries the run's deferred events, all or nothing): it counts as held.
 pub fn holder_at(records: &[ClaimRecord], at: DateTime<Utc>) -> Option<String> {
+    let released_with = |run: &str| {
+        records
+            .iter()
+            .any(|r| r.expires_at.is_none() && r.at == at && r.run_id == run)
+    };
     holds(records)
         .into_iter()
-        .find(|(_, from, to)| *from <= at && at < *to)
+        .find(|(run, from, to)| *from <= at && (at < *to || (at == *to && released_with(run))))
         .map(|(run, _, _)| run)
 }

@@ -244,9 +244,10 @@ struct AccountOutcome {
     /// Set when the journal may hold what `users` does not: an append conflicted or
     /// failed, or the claim was lost.
     stale: bool,
-    /// Enrolments recorded with the account's next write or its claim's release, by
-    /// the index of their user in `users`.
-    deferred: Vec<(usize, Deferred)>,
+    /// Events recorded with the account's next write or its claim's release (a
+    /// turn's enrolment, or its last outcome), by the index of their user in `users`,
+    /// with the boundaries of the appends they stand for.
+    deferred: Vec<(usize, Deferred, Vec<Boundary>)>,
 }
 
 #[tracing::instrument(
@@ -363,8 +364,8 @@ async fn run_account(
         .buffer_unordered(iam::PER_ACCOUNT_CONCURRENCY)
         .collect::<()>()
         .await;
-    // The deferred enrolments are written only while the claim is held (renewed if
-    // due), with its release, in one write.
+    // The deferred events are written only while the claim is held (renewed if due),
+    // with its release, in one write.
     let deferred = std::mem::take(&mut worker.outcome().deferred);
     let held = deferred.is_empty() || matches!(worker.keep_claim().await, Ok(true));
     let release = worker.claim.into_inner().release_append(&ctx.actor);
@@ -379,13 +380,14 @@ async fn run_account(
     let released = if deferred.is_empty() || !held {
         flush.await
     } else {
-        fp::APPEND_ENROLL.around(flush).await
+        let boundaries = distinct(deferred.iter().flat_map(|(_, _, b)| b.iter().copied()));
+        Boundary::around_all(&boundaries, flush).await
     };
     if let Some(Err(e)) = released {
         tracing::warn!(account = %account.id, "could not release the claim: {e}");
     }
-    for (index, enrolment) in deferred {
-        match enrolment.outcome() {
+    for (index, events, _) in deferred {
+        match events.outcome() {
             Some(Ok(head)) => {
                 let entry = &mut outcome.users[index].1;
                 entry.version = head.version();
@@ -408,6 +410,27 @@ async fn run_account(
     outcome.done.sort_by(|a, b| a.user.cmp(&b.user));
     outcome.waiting.sort_by(|a, b| a.user.cmp(&b.user));
     outcome
+}
+
+/// The boundaries of the appends pending events stand for, in order, once each: a
+/// settled outcome's own, and the enrolment's for anything else.
+fn pending_boundaries(pending: &[RotationEvent]) -> Vec<Boundary> {
+    distinct(pending.iter().map(|event| match event {
+        RotationEvent::KeyDeactivated { .. } => fp::APPEND_DEACTIVATED,
+        RotationEvent::KeyDeleted { .. } => fp::APPEND_DELETED,
+        _ => fp::APPEND_ENROLL,
+    }))
+}
+
+/// The boundaries in their first order, each once.
+fn distinct(boundaries: impl IntoIterator<Item = Boundary>) -> Vec<Boundary> {
+    let mut out = Vec::new();
+    for boundary in boundaries {
+        if !out.contains(&boundary) {
+            out.push(boundary);
+        }
+    }
+    out
 }
 
 fn journal_failure(e: JournalError) -> AwsFailure {
@@ -440,9 +463,10 @@ struct UserWork {
     stream: StreamId,
     entry: UserEntry,
     observed: Vec<ObservedKey>,
-    /// Enrolment events folded into `entry` but not appended yet: they ride with the
-    /// user's next append (one write instead of two when the first decision acts at
-    /// once), and are appended alone when the turn ends without one.
+    /// Events folded into `entry` but not appended yet: the turn's enrolment, and an
+    /// outcome that needs no write of its own (`settle`). They ride with the user's
+    /// next append (one write instead of two), or, when the turn ends without one,
+    /// with the account's next write or its claim's release.
     pending: Vec<RotationEvent>,
 }
 
@@ -549,8 +573,9 @@ impl AccountWorker<'_> {
             work.pending = events;
         }
         let mut driven = self.drive(&mut work, listed).await;
-        // The turn ended without an append: the enrolment is a fact nothing waits on. It
-        // rides with the account's next write, or with the release of its claim.
+        // The turn ended with events not appended (an enrolment, a last outcome): facts
+        // nothing in this run waits on. They ride with the account's next write, or
+        // with the release of its claim.
         let mut deferred = None;
         if !work.pending.is_empty() && !matches!(driven, Ok(false)) {
             match self.keep_claim().await {
@@ -563,9 +588,9 @@ impl AccountWorker<'_> {
             self.outcome().stale = true;
         }
         let mut outcome = self.outcome();
-        if let Some(deferred) = deferred {
+        if let Some((deferred, boundaries)) = deferred {
             let index = outcome.users.len();
-            outcome.deferred.push((index, deferred));
+            outcome.deferred.push((index, deferred, boundaries));
         }
         outcome
             .users
@@ -574,14 +599,33 @@ impl AccountWorker<'_> {
         driven
     }
 
-    /// Queues the user's pending enrolment for the account's next write: its head is
-    /// set from the outcome once written (see `run_account`).
-    fn defer(&self, work: &mut UserWork) -> Deferred {
-        let events = std::mem::take(&mut work.pending)
+    /// Queues the user's pending events for the account's next write: its head is set
+    /// from the outcome once written (see `run_account`). Returns the boundaries of the
+    /// appends they stand for.
+    fn defer(&self, work: &mut UserWork) -> (Deferred, Vec<Boundary>) {
+        let pending = std::mem::take(&mut work.pending);
+        let boundaries = pending_boundaries(&pending);
+        let events = pending
             .iter()
             .map(|e| rotation_event(e, &self.account.id, &work.user, &self.ctx.actor))
             .collect();
-        self.commit.defer(&work.stream, &work.entry.head, events)
+        (
+            self.commit.defer(&work.stream, &work.entry.head, events),
+            boundaries,
+        )
+    }
+
+    /// Records an outcome after which the user's turn goes on without waiting for it:
+    /// folded now, appended with the user's next append or deferred with the turn's end
+    /// (see `pending`). Only for outcomes a resumed run reconciles from IAM alone when
+    /// they were never written (the key is Inactive, or gone), so that a crash before
+    /// the write loses nothing but the record's timing; the observation period then
+    /// starts later, never earlier.
+    fn settle(&self, work: &mut UserWork, event: RotationEvent) {
+        let now = Utc::now();
+        work.entry.state.evolve(&event, now);
+        work.entry.events.push((event.clone(), now));
+        work.pending.push(event);
     }
 
     /// Acts for one user until every key waits or is settled. `Ok(false)` when the
@@ -791,8 +835,10 @@ impl AccountWorker<'_> {
         // coincides with this append's and is passed right before it (nothing is
         // written between the two), so a crash there leaves nothing recorded.
         let pending = std::mem::take(&mut work.pending);
-        if !pending.is_empty() && !events.is_empty() {
-            fp::APPEND_ENROLL.around(async {}).await;
+        if !events.is_empty() {
+            for boundary in pending_boundaries(&pending) {
+                boundary.around(async {}).await;
+            }
         }
         let new: Vec<_> = pending
             .iter()
@@ -1064,16 +1110,13 @@ impl AccountWorker<'_> {
                     .await;
                 match deactivated {
                     Ok(()) => {
-                        let ok = self
-                            .record(
-                                work,
-                                RotationEvent::KeyDeactivated {
-                                    key: key.clone(),
-                                    evidence,
-                                },
-                                fp::APPEND_DEACTIVATED,
-                            )
-                            .await?;
+                        self.settle(
+                            work,
+                            RotationEvent::KeyDeactivated {
+                                key: key.clone(),
+                                evidence,
+                            },
+                        );
                         let why = match work.entry.state.keys.get(key).and_then(|k| k.path) {
                             Some(Path::RetireUnused) => {
                                 "deactivated (unused: no replacement needed)"
@@ -1082,7 +1125,7 @@ impl AccountWorker<'_> {
                         };
                         self.note(work, key, why.into());
                         work.observe_status(key, KeyStatus::Inactive);
-                        Ok(ok)
+                        Ok(true)
                     }
                     Err(failure) => {
                         self.failed(work, key, Step::Deactivate, attempt, &failure)
@@ -1116,19 +1159,16 @@ impl AccountWorker<'_> {
                 match deleted {
                     Ok(deletion) => {
                         let already_gone = deletion == Deletion::AlreadyGone;
-                        let ok = self
-                            .record(
-                                work,
-                                RotationEvent::KeyDeleted {
-                                    key: key.clone(),
-                                    already_gone,
-                                },
-                                fp::APPEND_DELETED,
-                            )
-                            .await?;
+                        self.settle(
+                            work,
+                            RotationEvent::KeyDeleted {
+                                key: key.clone(),
+                                already_gone,
+                            },
+                        );
                         self.note(work, key, "deleted".into());
                         work.observe_gone(key);
-                        Ok(ok)
+                        Ok(true)
                     }
                     Err(failure) => {
                         self.failed(work, key, Step::Delete, attempt, &failure)
