@@ -825,8 +825,8 @@ class DirectDispatch:
         self.request_class = BackendRequest
         self.recorder = recorder
         self.dispatcher = dispatcher
-        self.handlers: dict[int, Callable[..., Any]] = {}
-        self.apps: list[Any] = []
+        # By moto's Flask app for the service (the dispatcher keeps one per service).
+        self.handlers: dict[Any, Callable[..., Any]] = {}
         for service in self.SERVICES:
             app = dispatcher.app_instances[service]
             endpoint, arguments = app.url_map.bind("localhost").match("/", method="POST")
@@ -834,9 +834,7 @@ class DirectDispatch:
             handler = getattr(view, "callback", None)
             if arguments or handler is None or getattr(handler, "__name__", "") != "dispatch":
                 raise SystemExit(f"moto's {service} app changed: update DirectDispatch")
-            # Keyed by the app object's id; self.apps keeps the apps (and ids) alive.
-            self.apps.append(app)
-            self.handlers[id(app)] = handler
+            self.handlers[app] = handler
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if (
@@ -846,7 +844,7 @@ class DirectDispatch:
         ):
             return self.dispatcher(environ, start_response)
         app = self.dispatcher.get_application(environ)
-        handler = self.handlers.get(id(app))
+        handler = self.handlers.get(app)
         if handler is None:
             return app(environ, start_response)
 
