@@ -253,9 +253,10 @@ pub fn holds(records: &[ClaimRecord]) -> Vec<(String, DateTime<Utc>, DateTime<Ut
         .collect()
 }
 
-/// The run that held the account at `at`, if any. An event recorded at the very
-/// moment its run released the claim was written in the release's own write (the
-/// release carries the run's deferred events, all or nothing): it counts as held.
+/// The run that held the account at `at`, if any. An event its run recorded at the
+/// very moment of its release was written in the release's own transaction (the
+/// release carries the run's deferred events; had the release's condition failed,
+/// nothing of that transaction would bear its time): it counts as held.
 pub fn holder_at(records: &[ClaimRecord], at: DateTime<Utc>) -> Option<String> {
     let released_with = |run: &str| {
         records
