@@ -55,10 +55,7 @@ pub struct Boundary {
 impl Boundary {
     /// Runs `step` between the two failpoints.
     pub async fn around<T>(self, step: impl Future<Output = T>) -> T {
-        self.before.hit();
-        let out = step.await;
-        self.after.hit();
-        out
+        Self::around_all(&[self], step).await
     }
 
     /// Runs `step` between the failpoints of every boundary, nested in order: one

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use keyturn_journal::{Actor, Envelope, Journal, StreamHead, decode};
-use keyturn_planner::rotation::{CampaignEvent, UserState};
+use keyturn_planner::rotation::{CampaignEvent, RotationEvent, UserState};
 use keyturn_planner::{AccountId, CampaignName, Policy, UserName};
 
 use self::codec::{
@@ -136,12 +136,17 @@ impl UserEntry {
         let mut entry = UserEntry::default();
         for envelope in envelopes {
             let StoredRotation(event) = decode::<StoredRotation>(envelope)?;
-            entry.state.evolve(&event, envelope.recorded_at);
-            entry.events.push((event, envelope.recorded_at));
+            entry.fold(event, envelope.recorded_at);
             entry.version = envelope.sequence;
             entry.head = StreamHead::at(envelope);
         }
         Ok(entry)
+    }
+
+    /// Folds one event into the state and keeps it, with the time it was recorded.
+    pub fn fold(&mut self, event: RotationEvent, at: DateTime<Utc>) {
+        self.state.evolve(&event, at);
+        self.events.push((event, at));
     }
 }
 

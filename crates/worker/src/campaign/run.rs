@@ -373,16 +373,14 @@ async fn run_account(
         .outcome
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !held {
-        worker.commit.discard();
-    }
-    let flush = worker.commit.flush(release);
-    let released = if deferred.is_empty() || !held {
-        flush.await
+    // The closing write passes the boundaries of the appends it carries.
+    let boundaries = if held {
+        distinct(deferred.iter().flat_map(|(_, _, b)| b.iter().copied()))
     } else {
-        let boundaries = distinct(deferred.iter().flat_map(|(_, _, b)| b.iter().copied()));
-        Boundary::around_all(&boundaries, flush).await
+        worker.commit.discard();
+        Vec::new()
     };
+    let released = Boundary::around_all(&boundaries, worker.commit.flush(release)).await;
     if let Some(Err(e)) = released {
         tracing::warn!(account = %account.id, "could not release the claim: {e}");
     }
@@ -471,6 +469,17 @@ struct UserWork {
 }
 
 impl UserWork {
+    /// Records an event the turn goes on without writing: folded now, appended with the
+    /// user's next append or deferred with the turn's end (see `pending`). For the
+    /// turn's enrolment, and for the outcomes a resumed run reconciles from IAM alone
+    /// when they were never written (the key is Inactive, or gone), so that a crash
+    /// before the write loses nothing but the record's timing; the observation period
+    /// then starts later, never earlier.
+    fn settle(&mut self, event: RotationEvent, now: DateTime<Utc>) {
+        self.entry.fold(event.clone(), now);
+        self.pending.push(event);
+    }
+
     /// What IAM shows after this run set the key's status (the call succeeded).
     fn observe_status(&mut self, key: &AccessKeyId, status: KeyStatus) {
         if let Some(observed) = self.observed.iter_mut().find(|o| &o.key == key) {
@@ -564,13 +573,11 @@ impl AccountWorker<'_> {
                 ctx.caller_key.as_ref(),
             );
             // Folded now, appended with the first intent or outcome of this turn (or
-            // alone at its end): see `append`.
+            // deferred at its end): see `append`.
             let now = Utc::now();
-            for event in &events {
-                work.entry.state.evolve(event, now);
-                work.entry.events.push((event.clone(), now));
+            for event in events {
+                work.settle(event, now);
             }
-            work.pending = events;
         }
         let mut driven = self.drive(&mut work, listed).await;
         // The turn ended with events not appended (an enrolment, a last outcome): facts
@@ -613,19 +620,6 @@ impl AccountWorker<'_> {
             self.commit.defer(&work.stream, &work.entry.head, events),
             boundaries,
         )
-    }
-
-    /// Records an outcome after which the user's turn goes on without waiting for it:
-    /// folded now, appended with the user's next append or deferred with the turn's end
-    /// (see `pending`). Only for outcomes a resumed run reconciles from IAM alone when
-    /// they were never written (the key is Inactive, or gone), so that a crash before
-    /// the write loses nothing but the record's timing; the observation period then
-    /// starts later, never earlier.
-    fn settle(&self, work: &mut UserWork, event: RotationEvent) {
-        let now = Utc::now();
-        work.entry.state.evolve(&event, now);
-        work.entry.events.push((event.clone(), now));
-        work.pending.push(event);
     }
 
     /// Acts for one user until every key waits or is settled. `Ok(false)` when the
@@ -854,8 +848,7 @@ impl AccountWorker<'_> {
             Ok(head) => {
                 let now = Utc::now();
                 for event in events {
-                    work.entry.state.evolve(&event, now);
-                    work.entry.events.push((event, now));
+                    work.entry.fold(event, now);
                 }
                 work.entry.version = head.version();
                 work.entry.head = head;
@@ -1110,12 +1103,12 @@ impl AccountWorker<'_> {
                     .await;
                 match deactivated {
                     Ok(()) => {
-                        self.settle(
-                            work,
+                        work.settle(
                             RotationEvent::KeyDeactivated {
                                 key: key.clone(),
                                 evidence,
                             },
+                            Utc::now(),
                         );
                         let why = match work.entry.state.keys.get(key).and_then(|k| k.path) {
                             Some(Path::RetireUnused) => {
@@ -1159,12 +1152,12 @@ impl AccountWorker<'_> {
                 match deleted {
                     Ok(deletion) => {
                         let already_gone = deletion == Deletion::AlreadyGone;
-                        self.settle(
-                            work,
+                        work.settle(
                             RotationEvent::KeyDeleted {
                                 key: key.clone(),
                                 already_gone,
                             },
+                            Utc::now(),
                         );
                         self.note(work, key, "deleted".into());
                         work.observe_gone(key);
