@@ -4,8 +4,16 @@
 //! task to find no write in flight becomes the writer: it takes every append queued
 //! so far (up to [`MAX_EVENTS_PER_APPEND`] events, one per stream) and writes them with
 //! one [`Journal::append_many`]. Appends queued while that write is in flight go in the
-//! next one. Nothing waits for company: a lone append is written at once, so a group
-//! costs no latency, and under load the writes per append fall towards one per group.
+//! next one.
+//!
+//! Tasks that append again and again (an account's user tasks) can [join](GroupCommit::join)
+//! the group as members. An append then waits, before it is written, until every member
+//! is appending too (queued or in flight) or has left, or until the group's *linger*
+//! has passed since it was queued: the users of one account reach their intents at
+//! about the same time, and their appends go in one write instead of one each. The
+//! linger bounds what a member on a long step (a verification through IAM's
+//! propagation delay) can cost the others. Without members (or with every other member
+//! appending already), an append never waits.
 //!
 //! Each task still gets exactly the outcome `append_at` would have given it, and its
 //! append is written before the call returns: a caller that records an intent before a
@@ -17,8 +25,9 @@
 //! account's claim release) so that everything left goes in one write.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 use crate::envelope::{MAX_EVENTS_PER_APPEND, NewEvent, StreamId};
 use crate::error::JournalError;
@@ -46,8 +55,51 @@ impl Deferred {
 pub struct GroupCommit {
     journal: Arc<dyn Journal>,
     queue: Mutex<Vec<Queued>>,
+    /// Who is appending, and who could be.
+    tally: Mutex<Tally>,
+    /// Told whenever the tally moves towards a write.
+    moved: Notify,
+    /// How long an append waits for the other members at most.
+    linger: Duration,
     /// Held by the one task writing a group.
     writer: tokio::sync::Mutex<()>,
+}
+
+/// Members of the group, and tasks inside [`GroupCommit::append_at`].
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    members: usize,
+    appending: usize,
+}
+
+/// Membership of a [`GroupCommit`], from [`GroupCommit::join`] until dropped.
+#[must_use = "a member leaves the group when this is dropped"]
+pub struct Member<'g> {
+    group: &'g GroupCommit,
+}
+
+impl std::fmt::Debug for Member<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member").finish_non_exhaustive()
+    }
+}
+
+impl Drop for Member<'_> {
+    fn drop(&mut self) {
+        self.group.tally().members -= 1;
+        self.group.moved.notify_waiters();
+    }
+}
+
+/// Counts a task inside `append_at` until dropped (also when its future is dropped).
+struct Appending<'g> {
+    group: &'g GroupCommit,
+}
+
+impl Drop for Appending<'_> {
+    fn drop(&mut self) {
+        self.group.tally().appending -= 1;
+    }
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -59,13 +111,24 @@ impl std::fmt::Debug for GroupCommit {
 }
 
 impl GroupCommit {
-    /// A group commit in front of `journal`.
-    pub fn new(journal: Arc<dyn Journal>) -> Self {
+    /// A group commit in front of `journal`, whose appends wait for the other members
+    /// for at most `linger` (see the module's documentation).
+    pub fn new(journal: Arc<dyn Journal>, linger: Duration) -> Self {
         Self {
             journal,
             queue: Mutex::new(Vec::new()),
+            tally: Mutex::new(Tally::default()),
+            moved: Notify::new(),
+            linger,
             writer: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Makes the calling task a member until the returned guard is dropped: its
+    /// appends, and the other members', then wait for each other (up to the linger).
+    pub fn join(&self) -> Member<'_> {
+        self.tally().members += 1;
+        Member { group: self }
     }
 
     /// [`Journal::append_at`], written with whatever other appends are waiting.
@@ -80,21 +143,48 @@ impl GroupCommit {
             head: head.clone(),
             events,
         });
+        // Counted once queued, so that a member this wakes finds the append to write.
+        let _appending = {
+            self.tally().appending += 1;
+            Appending { group: self }
+        };
+        self.moved.notify_waiters();
+        if let Some(result) = self.wait_for_members(&mut outcome).await {
+            return result;
+        }
         loop {
             let _writer = self.writer.lock().await;
             match outcome.try_recv() {
                 Ok(result) => return result,
-                Err(oneshot::error::TryRecvError::Closed) => {
-                    return Err(JournalError::Unexpected {
-                        backend: self.journal.describe(),
-                        detail: "the task writing a group of appends stopped before its outcome"
-                            .into(),
-                    });
-                }
+                Err(oneshot::error::TryRecvError::Closed) => return Err(self.writer_gone()),
                 // Not written yet: this task writes the next group, its own among them.
                 Err(oneshot::error::TryRecvError::Empty) => {}
             }
             self.write_group().await;
+        }
+    }
+
+    /// Waits until every member is appending (or has left), or the linger has passed:
+    /// `None` then. The append's outcome instead when another task wrote it meanwhile.
+    async fn wait_for_members(
+        &self,
+        outcome: &mut oneshot::Receiver<Result<StreamHead, JournalError>>,
+    ) -> Option<Result<StreamHead, JournalError>> {
+        let deadline = tokio::time::Instant::now() + self.linger;
+        loop {
+            let moved = self.moved.notified();
+            tokio::pin!(moved);
+            // Registered before the check, so that a change right after it is not missed.
+            moved.as_mut().enable();
+            let tally = *self.tally();
+            if tally.appending >= tally.members {
+                return None;
+            }
+            tokio::select! {
+                written = &mut *outcome => return Some(written.unwrap_or_else(|_| Err(self.writer_gone()))),
+                () = &mut moved => {}
+                () = tokio::time::sleep_until(deadline) => return None,
+            }
         }
     }
 
@@ -185,6 +275,19 @@ impl GroupCommit {
 
     fn queue(&self) -> MutexGuard<'_, Vec<Queued>> {
         self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn writer_gone(&self) -> JournalError {
+        JournalError::Unexpected {
+            backend: self.journal.describe(),
+            detail: "the task writing a group of appends stopped before its outcome".into(),
+        }
+    }
+
+    fn tally(&self) -> MutexGuard<'_, Tally> {
+        self.tally
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -282,7 +385,7 @@ mod tests {
         const TASKS: usize = 8;
         const ROUNDS: u64 = 3;
         let journal = Arc::new(Slow::default());
-        let group = Arc::new(GroupCommit::new(journal.clone()));
+        let group = Arc::new(GroupCommit::new(journal.clone(), Duration::ZERO));
         let mut tasks = tokio::task::JoinSet::new();
         for task in 0..TASKS {
             let group = group.clone();
@@ -325,7 +428,7 @@ mod tests {
     #[tokio::test]
     async fn deferred_appends_ride_with_the_next_write_or_the_flush() {
         let journal = Arc::new(Slow::default());
-        let group = GroupCommit::new(journal.clone());
+        let group = GroupCommit::new(journal.clone(), Duration::ZERO);
         let stream = |n: usize| StreamId::new("c", format!("user-{n}")).unwrap();
         let first = group.defer(&stream(1), &StreamHead::empty(), events(1, 1));
         assert_eq!(
@@ -375,10 +478,71 @@ mod tests {
         assert_eq!(journal.writes.load(Ordering::SeqCst), 2);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn members_appends_wait_for_each_other_up_to_the_linger() {
+        let journal = Arc::new(Slow::default());
+        let group = GroupCommit::new(journal.clone(), Duration::from_secs(5));
+        let writes = || journal.writes.load(Ordering::SeqCst);
+        let start = tokio::time::Instant::now();
+
+        // Three members: two append at once while the third is on a step of 1 s, then
+        // leaves without appending. Both appends go in one write, once it has left.
+        let (a, b, c) = (group.join(), group.join(), group.join());
+        async fn append(
+            group: &GroupCommit,
+            n: usize,
+            member: Member<'_>,
+            after: Duration,
+            start: tokio::time::Instant,
+        ) -> (u64, Duration) {
+            tokio::time::sleep(after).await;
+            let stream = StreamId::new("c", format!("user-{n}")).unwrap();
+            let head = group
+                .append_at(&stream, &StreamHead::empty(), events(1, n))
+                .await;
+            drop(member);
+            (head.unwrap().version(), start.elapsed())
+        }
+        let leave = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            drop(c);
+        };
+        let ((va, ta), (vb, tb), ()) = tokio::join!(
+            append(&group, 1, a, Duration::ZERO, start),
+            append(&group, 2, b, Duration::from_millis(10), start),
+            leave
+        );
+        assert_eq!((va, vb), (1, 1));
+        assert_eq!(writes(), 1, "the two appends share one write");
+        // Written once the third member left (1 s), plus the write's own 20 ms.
+        assert_eq!(ta, Duration::from_millis(1020), "{ta:?}");
+        assert_eq!(tb, ta);
+
+        // A member that neither appends nor leaves holds the others back for the linger
+        // at most.
+        let (d, _idle) = (group.join(), group.join());
+        let (vd, td) = append(&group, 3, d, Duration::ZERO, start).await;
+        assert_eq!(vd, 1);
+        assert_eq!(writes(), 2);
+        assert_eq!(td - tb, Duration::from_millis(5020), "{td:?}");
+
+        // With every other member gone, an append waits for no one.
+        drop(_idle);
+        let before = start.elapsed();
+        let stream = StreamId::new("c", "user-4").unwrap();
+        group
+            .append_at(&stream, &StreamHead::empty(), events(1, 4))
+            .await
+            .unwrap();
+        assert_eq!(start.elapsed() - before, Duration::from_millis(20));
+        assert_eq!(writes(), 3);
+        assert_eq!(journal.read_campaign("c").await.unwrap().len(), 4);
+    }
+
     #[tokio::test]
     async fn a_group_never_exceeds_the_events_of_one_append() {
         let journal = Arc::new(Slow::default());
-        let group = Arc::new(GroupCommit::new(journal.clone()));
+        let group = Arc::new(GroupCommit::new(journal.clone(), Duration::ZERO));
         let mut tasks = tokio::task::JoinSet::new();
         for task in 0..4 {
             let group = group.clone();

@@ -44,6 +44,9 @@ pub struct RunOptions {
     pub claim_ttl: chrono::Duration,
     /// How long to retry verifying a new key through IAM's propagation delay.
     pub verify_wait: Duration,
+    /// How long a user's append waits at most for the account's other users to append
+    /// too, so that their appends share one journal write (see `GroupCommit`).
+    pub group_linger: Duration,
     /// Set (e.g. on Ctrl-C) to stop between steps: no new step starts, a step under
     /// way finishes and is recorded.
     pub stop: Arc<AtomicBool>,
@@ -57,6 +60,7 @@ impl Default for RunOptions {
             concurrency: 16,
             claim_ttl: chrono::Duration::seconds(120),
             verify_wait: Duration::from_secs(30),
+            group_linger: Duration::from_millis(200),
             stop: Arc::new(AtomicBool::new(false)),
             progress: None,
         }
@@ -331,7 +335,7 @@ async fn run_account(
         account,
         iam: telemetry::iam_client(&config),
         config,
-        commit: GroupCommit::new(ctx.journal.clone()),
+        commit: GroupCommit::new(ctx.journal.clone(), ctx.options.group_linger),
         claim: tokio::sync::Mutex::new(claim),
         outcome: std::sync::Mutex::new(outcome),
         halted: AtomicBool::new(false),
@@ -339,7 +343,9 @@ async fn run_account(
 
     // The account's users are driven concurrently, each user's steps in order, under
     // the same per-account bound as the reads (IAM's rate limits are per account). A
-    // lost claim or a failure halts the account: no user starts after it.
+    // lost claim or a failure halts the account: no user starts after it. Each user
+    // under way is a member of the account's group commit: their appends wait for each
+    // other (up to the linger) and share writes.
     futures::stream::iter(work)
         .map(|(user, (listed, entry))| {
             let worker = &worker;
@@ -347,6 +353,7 @@ async fn run_account(
                 if ctx.options.stop.load(Ordering::SeqCst) || worker.halted.load(Ordering::SeqCst) {
                     return;
                 }
+                let _member = worker.commit.join();
                 match worker.drive_user(&user, listed, entry).await {
                     Ok(true) => {}
                     // The claim was lost: another worker owns the account now.
