@@ -983,6 +983,68 @@ impl Journal for DynamoJournal {
             .collect()
     }
 
+    async fn append_all(&self, appends: Vec<Append>) -> Result<Vec<StreamHead>, JournalError> {
+        validate_many(&appends)?;
+        let count = appends.len();
+        let campaign = appends[0].stream.campaign().to_owned();
+        let with_campaign_item = appends.iter().any(|a| a.head.version() == 0)
+            && !self.campaign_listed(&campaign).await?;
+        let now = now_micros();
+        let sealed = appends
+            .into_iter()
+            .map(|append| {
+                let head = &append.head;
+                seal_batch(
+                    &append.stream,
+                    head.version(),
+                    head.hash(),
+                    append.events,
+                    now,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let heads: Vec<StreamHead> = sealed.iter().map(|b| StreamHead::after(b)).collect();
+        let mut items = Vec::new();
+        // For each item, the batch it belongs to.
+        let mut owners = Vec::new();
+        for (position, batch) in sealed.iter().enumerate() {
+            for envelope in batch {
+                items.push(envelope_to_item(envelope)?);
+                owners.push(position);
+            }
+        }
+        let token = transaction_token(sealed.iter().flatten());
+        let listing = with_campaign_item.then_some(campaign.as_str());
+        match self.write_items(items, listing, token).await {
+            Ok(()) => {}
+            Err(WriteFailure::ConditionFailed(failed)) => {
+                // Nothing was written. A batch that failed its condition is a conflict,
+                // or was written by this very transaction, applied once already (its
+                // answer lost): then all of it was.
+                let mut failed: Vec<usize> = failed
+                    .iter()
+                    .filter_map(|&item| owners.get(item).copied())
+                    .collect();
+                failed.dedup();
+                if failed.is_empty() {
+                    failed = (0..sealed.len()).collect();
+                }
+                for position in failed {
+                    let batch = &sealed[position];
+                    let first = &batch[0];
+                    self.resolve_condition_failure(&first.stream, first.sequence - 1, batch)
+                        .await?;
+                }
+            }
+            Err(WriteFailure::Other(e)) => return Err(e),
+        }
+        if with_campaign_item {
+            self.remember_listed(&campaign);
+        }
+        tracing::debug!(journal = %self.describe(), count, "appended to several streams, all or none");
+        Ok(heads)
+    }
+
     async fn read_stream(&self, stream: &StreamId) -> Result<Vec<Envelope>, JournalError> {
         let items = self
             .query_all("Query of a stream", || {

@@ -19,6 +19,13 @@
 //! append is written before the call returns: a caller that records an intent before a
 //! mutation keeps that order.
 //!
+//! A *gate* is an append that the next write must carry, all or none with the rest of
+//! it ([`Journal::append_all`]): an account's claim, taken by the first write of the
+//! account's work instead of a write of its own, so that none of that work is written
+//! unless the claim is. When the gate's own condition fails, nothing of the write is
+//! written and every append in it fails with the gate's error; when another append's
+//! fails, that append alone fails and the rest is written again at once.
+//!
 //! An append that nothing waits on (a fact recorded at the end of a task's work) can be
 //! [deferred](GroupCommit::defer): it rides with the next write, or with the closing
 //! [`flush`](GroupCommit::flush), which also carries one last append of its own (an
@@ -37,17 +44,64 @@ use crate::{Append, Journal, StreamHead};
 struct Queued {
     append: Append,
     outcome: oneshot::Sender<Result<StreamHead, JournalError>>,
+    /// The group's gate (see [`GroupCommit::gate`]).
+    gate: bool,
 }
 
 /// A deferred append's outcome, known once a write has carried it (at the latest, the
 /// [`GroupCommit::flush`]).
 #[derive(Debug)]
-pub struct Deferred(oneshot::Receiver<Result<StreamHead, JournalError>>);
+pub struct Deferred {
+    receiver: oneshot::Receiver<Result<StreamHead, JournalError>>,
+    /// The outcome [`wait`](Deferred::wait) received.
+    received: Option<Result<StreamHead, JournalError>>,
+}
 
 impl Deferred {
+    fn new(receiver: oneshot::Receiver<Result<StreamHead, JournalError>>) -> Self {
+        Self {
+            receiver,
+            received: None,
+        }
+    }
+
     /// The outcome, or `None` while no write has carried the append yet.
     pub fn outcome(mut self) -> Option<Result<StreamHead, JournalError>> {
-        self.0.try_recv().ok()
+        self.received
+            .take()
+            .or_else(|| self.receiver.try_recv().ok())
+    }
+
+    /// The outcome once a write carried the append (then `Some` once);
+    /// [`JournalError::Unexpected`] when it was dropped unwritten.
+    pub fn take_outcome(&mut self) -> Option<Result<StreamHead, JournalError>> {
+        if let Some(received) = self.received.take() {
+            return Some(received);
+        }
+        match self.receiver.try_recv() {
+            Ok(outcome) => Some(outcome),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(dropped())),
+        }
+    }
+
+    /// Waits until a write carried the append (or it was dropped unwritten); the
+    /// outcome is then [`take_outcome`](Deferred::take_outcome)'s.
+    pub async fn wait(&mut self) {
+        if self.received.is_none() {
+            self.received = Some(
+                (&mut self.receiver)
+                    .await
+                    .unwrap_or_else(|_| Err(dropped())),
+            );
+        }
+    }
+}
+
+fn dropped() -> JournalError {
+    JournalError::Unexpected {
+        backend: "group commit".into(),
+        detail: "the append was dropped unwritten".into(),
     }
 }
 
@@ -188,10 +242,31 @@ impl GroupCommit {
         }
     }
 
+    /// Queues the group's gate: an append that the next write carries, all or none with
+    /// the rest of it (see the module's documentation). At most one at a time.
+    pub fn gate(&self, append: Append) -> Deferred {
+        let (sender, outcome) = oneshot::channel();
+        self.queue().push(Queued {
+            append,
+            outcome: sender,
+            gate: true,
+        });
+        Deferred::new(outcome)
+    }
+
+    /// Takes the gate back unwritten, if it is still queued; its [`Deferred`] then
+    /// reports it dropped.
+    pub fn ungate(&self) -> bool {
+        let mut queue = self.queue();
+        let before = queue.len();
+        queue.retain(|queued| !queued.gate);
+        queue.len() < before
+    }
+
     /// Queues an append that nothing waits on, to be written with the next group or by
     /// [`flush`](GroupCommit::flush). It must be its stream's last append before then.
     pub fn defer(&self, stream: &StreamId, head: &StreamHead, events: Vec<NewEvent>) -> Deferred {
-        Deferred(self.enqueue(Append {
+        Deferred::new(self.enqueue(Append {
             stream: stream.clone(),
             head: head.clone(),
             events,
@@ -200,9 +275,32 @@ impl GroupCommit {
 
     /// Writes every deferred append still queued, with `last` (written in the same
     /// request when they fit in one), and returns `last`'s outcome. Call it when no
-    /// other task appends any more.
+    /// other task appends any more. A `last` to the stream of a gate still queued is
+    /// written as the gate's continuation: its events go in the gate's append.
     pub async fn flush(&self, last: Option<Append>) -> Option<Result<StreamHead, JournalError>> {
-        let mut outcome = last.map(|append| self.enqueue(append));
+        let mut outcome = last.map(|mut append| {
+            let mut queue = self.queue();
+            let gated = queue
+                .iter()
+                .position(|q| q.gate && q.append.stream == append.stream);
+            let gate = gated.is_some();
+            if let Some(position) = gated {
+                let queued = queue.remove(position);
+                let mut events = queued.append.events;
+                events.append(&mut append.events);
+                append = Append {
+                    events,
+                    ..queued.append
+                };
+            }
+            let (sender, outcome) = oneshot::channel();
+            queue.push(Queued {
+                append,
+                outcome: sender,
+                gate,
+            });
+            outcome
+        });
         let _writer = self.writer.lock().await;
         while !self.queue().is_empty() {
             self.write_group().await;
@@ -228,6 +326,7 @@ impl GroupCommit {
         self.queue().push(Queued {
             append,
             outcome: sender,
+            gate: false,
         });
         outcome
     }
@@ -237,6 +336,9 @@ impl GroupCommit {
         let group = self.take_group();
         if group.is_empty() {
             return;
+        }
+        if group.iter().any(|queued| queued.gate) {
+            return self.write_gated(group).await;
         }
         let (appends, senders): (Vec<Append>, Vec<_>) = group
             .into_iter()
@@ -249,11 +351,55 @@ impl GroupCommit {
         }
     }
 
+    /// Writes a group that carries the gate, all or none. An append whose own condition
+    /// failed is answered and left out, and the rest written again; the gate's failure
+    /// (or the storage's) is every append's.
+    async fn write_gated(&self, mut group: Vec<Queued>) {
+        loop {
+            let appends: Vec<Append> = group.iter().map(|q| q.append.clone()).collect();
+            let failure = match self.journal.append_all(appends).await {
+                Ok(heads) => {
+                    for (queued, head) in group.into_iter().zip(heads) {
+                        let _ = queued.outcome.send(Ok(head));
+                    }
+                    return;
+                }
+                Err(failure) => failure,
+            };
+            let culprit = match &failure {
+                JournalError::Conflict { stream, .. } => group
+                    .iter()
+                    .position(|q| !q.gate && &q.append.stream == stream),
+                _ => None,
+            };
+            let Some(culprit) = culprit else {
+                for queued in group {
+                    let _ = queued.outcome.send(Err(failure.clone()));
+                }
+                return;
+            };
+            let _ = group.remove(culprit).outcome.send(Err(failure));
+            if group.iter().all(|q| q.gate) {
+                // Only the gate is left: it waits for the next write.
+                let mut queue = self.queue();
+                for queued in group.into_iter().rev() {
+                    queue.insert(0, queued);
+                }
+                return;
+            }
+        }
+    }
+
     /// The queued appends one write may carry, oldest first:
     /// one campaign, one append per stream, at most [`MAX_EVENTS_PER_APPEND`] events
     /// (a larger append alone, for the journal to refuse). The rest stays queued.
     fn take_group(&self) -> Vec<Queued> {
         let mut queue = self.queue();
+        // The gate goes first: it is in the next write, whatever else fits.
+        if let Some(gate) = queue.iter().position(|q| q.gate) {
+            let gate = queue.remove(gate);
+            queue.insert(0, gate);
+        }
         let mut group: Vec<Queued> = Vec::new();
         let mut events = 0;
         let mut index = 0;
@@ -336,6 +482,11 @@ mod tests {
             self.writes.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(20)).await;
             self.inner.append_many(appends).await
+        }
+        async fn append_all(&self, appends: Vec<Append>) -> Result<Vec<StreamHead>, JournalError> {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.inner.append_all(appends).await
         }
         async fn read_stream(&self, stream: &StreamId) -> Result<Vec<Envelope>, JournalError> {
             self.inner.read_stream(stream).await
@@ -537,6 +688,83 @@ mod tests {
         assert_eq!(start.elapsed() - before, Duration::from_millis(20));
         assert_eq!(writes(), 3);
         assert_eq!(journal.read_campaign("c").await.unwrap().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn the_gate_goes_with_the_next_write_all_or_none() {
+        let journal = Arc::new(Slow::default());
+        let group = GroupCommit::new(journal.clone(), Duration::ZERO);
+        let writes = || journal.writes.load(Ordering::SeqCst);
+        let stream = |n: usize| StreamId::new("c", format!("user-{n}")).unwrap();
+        let claim = StreamId::new("c", "account/1").unwrap();
+        let gated = |head: &StreamHead| Append {
+            stream: claim.clone(),
+            head: head.clone(),
+            events: events(1, 0),
+        };
+
+        // Queued, not written: the next append carries it, in one write.
+        let mut gate = group.gate(gated(&StreamHead::empty()));
+        assert!(gate.take_outcome().is_none());
+        assert_eq!(writes(), 0);
+        let first = group
+            .append_at(&stream(1), &StreamHead::empty(), events(1, 1))
+            .await
+            .unwrap();
+        assert_eq!(writes(), 1);
+        let claim_head = gate.take_outcome().unwrap().unwrap();
+        assert_eq!(claim_head.version(), 1);
+
+        // Another append's conflict fails that append alone: the gate and the rest are
+        // written again at once. Two writes: the refused one, and the retry.
+        let mut gate = group.gate(gated(&claim_head));
+        let stale = group.defer(&stream(1), &StreamHead::empty(), events(1, 1));
+        let fresh = group
+            .append_at(&stream(2), &StreamHead::empty(), events(1, 2))
+            .await
+            .unwrap();
+        assert_eq!(fresh.version(), 1);
+        assert!(stale.outcome().unwrap().unwrap_err().is_conflict());
+        let claim_head = gate.take_outcome().unwrap().unwrap();
+        assert_eq!(claim_head.version(), 2);
+        assert_eq!(writes(), 3);
+
+        // The gate's own conflict: nothing of the write is written, and every append in
+        // it fails with the gate's error.
+        let before = journal.read_campaign("c").await.unwrap();
+        let mut gate = group.gate(gated(&StreamHead::empty()));
+        let refused = group
+            .append_at(&stream(1), &first, events(1, 1))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, JournalError::Conflict { stream, .. } if stream == &claim),
+            "{refused}"
+        );
+        assert!(gate.take_outcome().unwrap().unwrap_err().is_conflict());
+        assert_eq!(journal.read_campaign("c").await.unwrap(), before);
+
+        // A closing append to the gate's stream continues the gate: one append of both.
+        let mut gate = group.gate(gated(&claim_head));
+        let late = group.defer(&stream(3), &StreamHead::empty(), events(1, 3));
+        let closed = group
+            .flush(Some(gated(&claim_head)))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(closed.version(), 4, "taken and released in one append");
+        assert_eq!(late.outcome().unwrap().unwrap().version(), 1);
+        assert!(
+            gate.take_outcome().unwrap().is_err(),
+            "merged into the flush"
+        );
+
+        // Taken back unwritten: nothing written.
+        let writes_before = writes();
+        let _gate = group.gate(gated(&closed));
+        assert!(group.ungate());
+        assert!(group.flush(None).await.is_none());
+        assert_eq!(writes(), writes_before);
     }
 
     #[tokio::test]

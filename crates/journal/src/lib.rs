@@ -173,6 +173,15 @@ pub trait Journal: Send + Sync + Debug {
     /// than [`MAX_EVENTS_PER_APPEND`] events in all.
     async fn append_many(&self, appends: Vec<Append>) -> Vec<Result<StreamHead, JournalError>>;
 
+    /// [`append_many`](Journal::append_many), all of it or none: every append is
+    /// written, and the new heads are returned in order, or nothing is written and the
+    /// error is the first failing append's (a [`JournalError::Conflict`] names its
+    /// stream). For appends that prove each other: a claim taken with the first intents
+    /// it covers.
+    ///
+    /// The same rules as `append_many`, refused with [`JournalError::Rejected`].
+    async fn append_all(&self, appends: Vec<Append>) -> Result<Vec<StreamHead>, JournalError>;
+
     /// Every event of a stream, by ascending sequence.
     async fn read_stream(&self, stream: &StreamId) -> Result<Vec<Envelope>, JournalError>;
 

@@ -110,6 +110,35 @@ impl Journal for MemoryJournal {
             .collect()
     }
 
+    async fn append_all(&self, appends: Vec<Append>) -> Result<Vec<StreamHead>, JournalError> {
+        validate_many(&appends)?;
+        let mut streams = self.lock()?;
+        // Every head checked and every batch sealed before anything is stored.
+        let now = now_micros();
+        let sealed = appends
+            .into_iter()
+            .map(|append| {
+                check_head(&streams, &append.stream, &append.head)?;
+                seal_batch(
+                    &append.stream,
+                    append.head.version(),
+                    append.head.hash(),
+                    append.events,
+                    now,
+                )
+                .map(|batch| (append.stream, batch))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(sealed
+            .into_iter()
+            .map(|(stream, batch)| {
+                let head = StreamHead::after(&batch);
+                streams.entry(stream).or_default().extend(batch);
+                head
+            })
+            .collect())
+    }
+
     async fn read_stream(&self, stream: &StreamId) -> Result<Vec<Envelope>, JournalError> {
         Ok(self.lock()?.get(stream).cloned().unwrap_or_default())
     }
@@ -179,12 +208,12 @@ impl Journal for MemoryJournal {
 }
 
 /// `append_at` under the journal's lock.
-fn append_locked(
-    streams: &mut BTreeMap<StreamId, Vec<Envelope>>,
+/// `Ok` when the stream ends at `head`.
+fn check_head(
+    streams: &BTreeMap<StreamId, Vec<Envelope>>,
     stream: &StreamId,
     head: &StreamHead,
-    events: Vec<NewEvent>,
-) -> Result<StreamHead, JournalError> {
+) -> Result<(), JournalError> {
     let stored = streams.get(stream).map(Vec::as_slice).unwrap_or_default();
     let actual = StreamHead::after(stored);
     if actual.version() != head.version() {
@@ -197,6 +226,16 @@ fn append_locked(
     if actual.hash() != head.hash() {
         return Err(foreign_head(stream, head.version()));
     }
+    Ok(())
+}
+
+fn append_locked(
+    streams: &mut BTreeMap<StreamId, Vec<Envelope>>,
+    stream: &StreamId,
+    head: &StreamHead,
+    events: Vec<NewEvent>,
+) -> Result<StreamHead, JournalError> {
+    check_head(streams, stream, head)?;
     let sealed = seal_batch(stream, head.version(), head.hash(), events, now_micros())?;
     let new_head = StreamHead::after(&sealed);
     streams.entry(stream.clone()).or_default().extend(sealed);

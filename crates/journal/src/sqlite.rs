@@ -418,6 +418,34 @@ fn append_many_blocking(
     written.unwrap_or_else(|e: JournalError| vec![Err(e); count])
 }
 
+/// Appends to several streams in one transaction, all or none: the first append that
+/// fails (or a storage failure) rolls the whole transaction back.
+fn append_all_blocking(
+    connection: &mut Connection,
+    backend: &str,
+    appends: Vec<Append>,
+) -> Result<Vec<StreamHead>, JournalError> {
+    let transaction = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|err| sqlite_error(backend, err))?;
+    let mut heads = Vec::with_capacity(appends.len());
+    for append in appends {
+        // Dropping the transaction on an error rolls it back.
+        heads.push(append_in(
+            &transaction,
+            backend,
+            &append.stream,
+            append.head.version(),
+            Some(append.head.hash()),
+            append.events,
+        )??);
+    }
+    transaction
+        .commit()
+        .map_err(|err| sqlite_error(backend, err))?;
+    Ok(heads)
+}
+
 /// One stream's append inside an open transaction. The outer error is the storage's
 /// (roll the transaction back); the inner one is this stream's alone (a conflict, a
 /// foreign head), and nothing of it was written.
@@ -629,6 +657,18 @@ impl Journal for SqliteJournal {
             .unwrap_or_else(|e| vec![Err(e); count]);
         tracing::debug!(journal = %self.describe(), count, "appended to several streams");
         results
+    }
+
+    async fn append_all(&self, appends: Vec<Append>) -> Result<Vec<StreamHead>, JournalError> {
+        validate_many(&appends)?;
+        let count = appends.len();
+        let heads = self
+            .with_connection(move |connection, backend| {
+                append_all_blocking(connection, backend, appends)
+            })
+            .await?;
+        tracing::debug!(journal = %self.describe(), count, "appended to several streams, all or none");
+        Ok(heads)
     }
 
     async fn read_stream(&self, stream: &StreamId) -> Result<Vec<Envelope>, JournalError> {

@@ -66,6 +66,7 @@ macro_rules! contract_tests {
             append_many_writes_each_stream_at_its_head,
             append_many_conflict_on_one_stream_spares_the_others,
             append_many_refuses_a_call_that_breaks_its_rules,
+            append_all_writes_every_stream_or_none,
             racing_group_appends_never_lose_or_duplicate_an_event,
             read_campaign_reads_every_stream_in_order_across_pages,
             list_campaigns_lists_campaigns_with_events,
@@ -631,6 +632,88 @@ pub async fn append_many_conflict_on_one_stream_spares_the_others(harness: &dyn 
         }
         verify_stream(&c_events).unwrap();
     }
+}
+
+/// `append_all` writes every append, or nothing at all when one of them fails (a
+/// conflict, a foreign head, a broken rule), and says which failed.
+pub async fn append_all_writes_every_stream_or_none(harness: &dyn Harness) {
+    let fixture = harness.fixture().await;
+    let journal = fixture.journal.as_ref();
+    let (a, b, c) = (stream("all", "a"), stream("all", "b"), stream("all", "c"));
+    let first = journal
+        .append_at(&a, &StreamHead::empty(), numbered(1))
+        .await
+        .unwrap();
+    // Every stream written, a new one among them, each head as `append_at` gives it.
+    let heads = journal
+        .append_all(vec![
+            append(&a, &first, numbered(2)),
+            append(&b, &StreamHead::empty(), numbered(1)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        heads.iter().map(StreamHead::version).collect::<Vec<_>>(),
+        [3, 1]
+    );
+    for (id, head) in [(&a, &heads[0]), (&b, &heads[1])] {
+        let events = journal.read_stream(id).await.unwrap();
+        verify_stream(&events).unwrap();
+        assert_eq!(&StreamHead::after(&events), head);
+    }
+
+    // Another writer moves `b` on: an append at its old head fails the whole call, and
+    // nothing of it is written, neither to `a` nor to the new stream `c`.
+    let other = fixture.raw.another_handle().await;
+    let theirs = other.append_at(&b, &heads[1], numbered(1)).await.unwrap();
+    let before = journal.read_campaign("all").await.unwrap();
+    let failed = journal
+        .append_all(vec![
+            append(&a, &heads[0], numbered(1)),
+            append(&c, &StreamHead::empty(), numbered(2)),
+            append(&b, &heads[1], numbered(1)),
+        ])
+        .await
+        .unwrap_err();
+    match &failed {
+        JournalError::Conflict {
+            stream,
+            expected,
+            actual,
+        } => assert_eq!((stream, *expected, *actual), (&b, 1, 2)),
+        other => panic!("expected a conflict on {b}, got {other:?}"),
+    }
+    assert_eq!(journal.read_campaign("all").await.unwrap(), before);
+
+    // The same appends at the right heads go through together.
+    let heads = journal
+        .append_all(vec![
+            append(&a, &heads[0], numbered(1)),
+            append(&c, &StreamHead::empty(), numbered(2)),
+            append(&b, &theirs, numbered(1)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        heads.iter().map(StreamHead::version).collect::<Vec<_>>(),
+        [4, 2, 3]
+    );
+    assert_eq!(
+        journal.read_campaign("all").await.unwrap().len(),
+        before.len() + 4
+    );
+
+    // A call that breaks a rule (one stream twice) is refused, and writes nothing.
+    let before = journal.read_campaign("all").await.unwrap();
+    let refused = journal
+        .append_all(vec![
+            append(&a, &heads[0], numbered(1)),
+            append(&a, &heads[0], numbered(1)),
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, JournalError::Rejected(_)), "{refused}");
+    assert_eq!(journal.read_campaign("all").await.unwrap(), before);
 }
 
 /// A call that breaks a rule of the group append is refused whole: every append gets
