@@ -12,14 +12,23 @@
 //! over when the claim expires (with a higher fencing token) and resumes from the
 //! journal.
 //!
+//! A run takes the claim with the account's first write ([`Claim::lazily`]): the claim
+//! rides as the gate of the account's group commit, written all or none with the first
+//! intents, so that no intent (and so no mutation) of the account is written unless the
+//! claim is, and the claim costs no write of its own. The reads before that write act
+//! on nothing. An account whose run writes nothing is never claimed, and one whose run
+//! writes only deferred facts is claimed and released in the write that carries them.
+//! Before anything else leaves the process on the account's behalf (a notification),
+//! the claim is taken on its own ([`acquire`]).
+//!
 //! The time-to-live must be longer than the longest step (an AWS call with its SDK
 //! retries, or a verification through IAM's propagation delay): the claim is checked
 //! before a step and its outcome is appended only while the claim is still held.
 
 use chrono::{DateTime, Utc};
 use keyturn_journal::{
-    Actor, Append, Envelope, EventSchema, Journal, JournalError, NewEvent, SchemaVersion,
-    StreamHead, StreamId, decode,
+    Actor, Append, Deferred, Envelope, EventSchema, GroupCommit, Journal, JournalError, NewEvent,
+    SchemaVersion, StreamHead, StreamId, decode,
 };
 use keyturn_planner::{AccountId, CampaignName};
 use serde::{Deserialize, Serialize};
@@ -84,12 +93,20 @@ pub fn parse_claim_stream(name: &str) -> Option<AccountId> {
 }
 
 /// A claim this run holds.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Claim {
     stream: StreamId,
+    /// The claim stream's head this run wrote last (while `gate` is pending: the head
+    /// it is taken at).
     head: StreamHead,
     expires_at: DateTime<Utc>,
     lost: bool,
+    /// Until the account's first write carried the claim: that write's outcome.
+    gate: Option<Deferred>,
+    /// The run holding it, for the logs.
+    run_id: String,
+    /// The account's first write failed on the claim: another run took it first.
+    refused: bool,
 }
 
 /// Taking a claim either succeeds or names who holds it until when.
@@ -143,17 +160,10 @@ pub async fn acquire(
                 until: expires_at,
             });
         }
-        let expires_at = Utc::now() + ttl;
-        let event = ClaimEvent::ClaimTaken {
-            run_id: actor.run_id.clone(),
-            expires_at,
-        };
+        let (taking, expires_at) =
+            taking(&stream, &StreamHead::after(&events), account, actor, ttl);
         match journal
-            .append_at(
-                &stream,
-                &StreamHead::after(&events),
-                vec![NewEvent::encode(&event, actor.clone()).with_account(account.as_str())],
-            )
+            .append_at(&taking.stream, &taking.head, taking.events)
             .await
         {
             Ok(head) => {
@@ -168,6 +178,9 @@ pub async fn acquire(
                     head,
                     expires_at,
                     lost: false,
+                    gate: None,
+                    run_id: actor.run_id.clone(),
+                    refused: false,
                 }));
             }
             Err(e) if e.is_conflict() => continue,
@@ -180,7 +193,117 @@ pub async fn acquire(
     })
 }
 
+/// The append that takes the claim at `head`, and until when it holds.
+fn taking(
+    stream: &StreamId,
+    head: &StreamHead,
+    account: &AccountId,
+    actor: &Actor,
+    ttl: chrono::Duration,
+) -> (Append, DateTime<Utc>) {
+    let expires_at = Utc::now() + ttl;
+    let event = ClaimEvent::ClaimTaken {
+        run_id: actor.run_id.clone(),
+        expires_at,
+    };
+    let append = Append {
+        stream: stream.clone(),
+        head: head.clone(),
+        events: vec![NewEvent::encode(&event, actor.clone()).with_account(account.as_str())],
+    };
+    (append, expires_at)
+}
+
 impl Claim {
+    /// The claim of an account to be taken by the account's first write through
+    /// `commit` (its [gate](GroupCommit::gate)), at the head `seen` shows (the campaign
+    /// read at the start of the run). `None` when `seen` shows another run holding the
+    /// account: [`acquire`] it then, which reads it afresh.
+    pub fn lazily(
+        commit: &GroupCommit,
+        campaign: &CampaignName,
+        account: &AccountId,
+        actor: &Actor,
+        ttl: chrono::Duration,
+        seen: &[Envelope],
+    ) -> Result<Option<Claim>, JournalError> {
+        if let Some(last) = seen.last()
+            && let ClaimEvent::ClaimTaken { run_id, expires_at } = decode::<ClaimEvent>(last)?
+            && run_id != actor.run_id
+            && expires_at > Utc::now()
+        {
+            return Ok(None);
+        }
+        let stream = claim_stream(campaign, account)?;
+        let head = StreamHead::after(seen);
+        let (append, expires_at) = taking(&stream, &head, account, actor, ttl);
+        Ok(Some(Claim {
+            gate: Some(commit.gate(append)),
+            stream,
+            head,
+            expires_at,
+            lost: false,
+            run_id: actor.run_id.clone(),
+            refused: false,
+        }))
+    }
+
+    /// Takes in the outcome of the write that carried the claim, once there is one.
+    fn settle(&mut self) {
+        let Some(outcome) = self.gate.as_mut().and_then(Deferred::take_outcome) else {
+            return;
+        };
+        self.gate = None;
+        match outcome {
+            Ok(head) => {
+                tracing::info!(
+                    run = %self.run_id,
+                    account = self.stream.name().trim_start_matches("account/"),
+                    token = head.version(),
+                    "claimed the account until {} (with its first write)",
+                    self.expires_at
+                );
+                self.head = head;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    run = %self.run_id,
+                    account = self.stream.name().trim_start_matches("account/"),
+                    "the claim was not taken, and nothing of its write was written: {e}"
+                );
+                self.lost = true;
+                self.refused = e.is_conflict();
+            }
+        }
+    }
+
+    /// Who holds the account, when the account's first write found that another run
+    /// took the claim first (one read of the claim stream, in that case only).
+    pub async fn taken_by(
+        &mut self,
+        journal: &dyn Journal,
+    ) -> Result<Option<(String, DateTime<Utc>)>, JournalError> {
+        self.settle();
+        if !self.refused {
+            return Ok(None);
+        }
+        let events = journal.read_stream(&self.stream).await?;
+        Ok(match events.last().map(decode::<ClaimEvent>).transpose()? {
+            Some(ClaimEvent::ClaimTaken { run_id, expires_at })
+                if run_id != self.run_id && expires_at > Utc::now() =>
+            {
+                Some((run_id, expires_at))
+            }
+            _ => None,
+        })
+    }
+
+    /// Whether the claim still waits for the account's first write to carry it.
+    pub fn is_pending(&mut self) -> bool {
+        self.settle();
+        self.gate.is_some()
+    }
+
     /// The fencing token: the version of the claim's stream this run last wrote. A run
     /// that takes the account over holds a higher one.
     pub fn token(&self) -> u64 {
@@ -192,25 +315,39 @@ impl Claim {
         self.expires_at
     }
 
-    /// Whether a renewal found the account taken over (then it stays lost).
-    pub fn is_lost(&self) -> bool {
+    /// Whether the claim could not be taken, or a renewal found the account taken over
+    /// (then it stays lost).
+    pub fn is_lost(&mut self) -> bool {
+        self.settle();
         self.lost
     }
 
     /// Renews the claim when less than half of `ttl` is left. `Ok(false)`: the claim was
     /// lost to another run (now or at an earlier call), and this run must stop acting on
-    /// the account.
+    /// the account. A claim still waiting for the account's first write (`commit`, the
+    /// group commit whose gate it is) counts as held: that write carries it or fails;
+    /// when it has waited for half of `ttl`, it is taken back and written on its own.
     pub async fn keep(
         &mut self,
         journal: &dyn Journal,
         actor: &Actor,
         ttl: chrono::Duration,
+        commit: Option<&GroupCommit>,
     ) -> Result<bool, JournalError> {
+        self.settle();
         if self.lost {
             return Ok(false);
         }
         if self.expires_at - Utc::now() > ttl / 2 {
             return Ok(true);
+        }
+        if let Some(gate) = self.gate.as_mut() {
+            if !commit.is_some_and(GroupCommit::ungate) {
+                // A write is carrying it right now.
+                gate.wait().await;
+                return Box::pin(self.keep(journal, actor, ttl, commit)).await;
+            }
+            self.gate = None;
         }
         let expires_at = Utc::now() + ttl;
         let event = ClaimEvent::ClaimTaken {
@@ -264,8 +401,10 @@ impl Claim {
     }
 
     /// The append that lets the account go, for a caller that writes it with others
-    /// ([`keyturn_journal::GroupCommit::flush`]); `None` when the claim was lost.
-    pub fn release_append(self, actor: &Actor) -> Option<Append> {
+    /// ([`keyturn_journal::GroupCommit::flush`], which makes it the continuation of a
+    /// claim still pending); `None` when the claim was lost.
+    pub fn release_append(mut self, actor: &Actor) -> Option<Append> {
+        self.settle();
         if self.lost {
             return None;
         }
@@ -347,7 +486,7 @@ mod tests {
         let a_actor = actor("run-a");
         let ttl = chrono::Duration::seconds(60);
         let mut a = take(&journal, "run-a", ttl).await.unwrap();
-        assert!(a.keep(&journal, &a_actor, ttl).await.unwrap());
+        assert!(a.keep(&journal, &a_actor, ttl, None).await.unwrap());
         assert_eq!(a.token(), 1, "plenty of time left: nothing written");
         // A claim taken for one second is renewed for a minute at once.
         let mut short = {
@@ -357,7 +496,7 @@ mod tests {
                 .unwrap();
             (journal, claim)
         };
-        assert!(short.1.keep(&short.0, &a_actor, ttl).await.unwrap());
+        assert!(short.1.keep(&short.0, &a_actor, ttl, None).await.unwrap());
         assert_eq!(short.1.token(), 2, "renewed");
         assert!(short.1.expires_at() > Utc::now() + chrono::Duration::seconds(50));
         short.1.release(&short.0, &a_actor).await;
@@ -381,9 +520,9 @@ mod tests {
         assert!(b.token() > a.token(), "the fencing token grows");
 
         // run-a wakes up: its renewal conflicts, and the claim stays lost.
-        assert!(!a.keep(&journal, &a_actor, ttl).await.unwrap());
+        assert!(!a.keep(&journal, &a_actor, ttl, None).await.unwrap());
         assert!(a.is_lost());
-        assert!(!a.keep(&journal, &a_actor, ttl).await.unwrap());
+        assert!(!a.keep(&journal, &a_actor, ttl, None).await.unwrap());
         // Its release leaves run-b's claim alone.
         a.release(&journal, &a_actor).await;
         let events = claim_events(&journal).await;
@@ -467,5 +606,110 @@ mod tests {
         let first = take(&journal, "run-a", ttl).await.unwrap();
         let again = take(&journal, "run-a", ttl).await.unwrap();
         assert!(again.token() > first.token());
+    }
+
+    fn user_append(head: &StreamHead, run: &str) -> (StreamId, StreamHead, Vec<NewEvent>) {
+        let event = ClaimEvent::ClaimReleased {
+            run_id: run.to_owned(),
+        };
+        (
+            StreamId::new("c1", "user/222222222222/alice").unwrap(),
+            head.clone(),
+            vec![NewEvent::encode(&event, actor(run))],
+        )
+    }
+
+    #[tokio::test]
+    async fn a_lazy_claim_is_written_with_the_first_write_or_nothing_is() {
+        let journal = std::sync::Arc::new(MemoryJournal::new());
+        let (campaign, account) = names();
+        let stream = claim_stream(&campaign, &account).unwrap();
+        let ttl = chrono::Duration::seconds(60);
+        let lazily = |commit: &GroupCommit, run: &str, seen: &[Envelope]| {
+            Claim::lazily(commit, &campaign, &account, &actor(run), ttl, seen).unwrap()
+        };
+
+        // Pending, and nothing written, until the account's first write carries it.
+        let a_commit = GroupCommit::new(journal.clone(), std::time::Duration::ZERO);
+        let mut a = lazily(&a_commit, "run-a", &[]).unwrap();
+        assert!(a.is_pending());
+        assert!(
+            a.keep(journal.as_ref(), &actor("run-a"), ttl, Some(&a_commit))
+                .await
+                .unwrap()
+        );
+        assert!(journal.read_stream(&stream).await.unwrap().is_empty());
+        // Run B read the campaign at the same time, and queues its claim too.
+        let b_commit = GroupCommit::new(journal.clone(), std::time::Duration::ZERO);
+        let mut b = lazily(&b_commit, "run-b", &[]).unwrap();
+
+        let (user, head, events) = user_append(&StreamHead::empty(), "run-a");
+        let written = a_commit.append_at(&user, &head, events).await.unwrap();
+        assert!(!a.is_pending() && !a.is_lost());
+        assert_eq!(a.token(), 1, "taken in the same write");
+        let claims = journal.read_stream(&stream).await.unwrap();
+        assert_eq!(claims.len(), 1);
+        let users = journal.read_stream(&user).await.unwrap();
+        assert_eq!(claims[0].recorded_at, users[0].recorded_at, "one write");
+
+        // B's first write fails on its claim, whose head moved: nothing of it is written,
+        // and its claim is lost.
+        let (user, head, events) = user_append(&written, "run-b");
+        let refused = b_commit.append_at(&user, &head, events).await.unwrap_err();
+        assert!(refused.is_conflict(), "{refused}");
+        assert!(b.is_lost());
+        let holder = b.taken_by(journal.as_ref()).await.unwrap();
+        assert!(
+            matches!(&holder, Some((run, until)) if run == "run-a" && *until == a.expires_at()),
+            "{holder:?}"
+        );
+        assert!(a.taken_by(journal.as_ref()).await.unwrap().is_none());
+        assert_eq!(journal.read_stream(&user).await.unwrap().len(), 1);
+        assert_eq!(journal.read_stream(&stream).await.unwrap().len(), 1);
+
+        // Seen held by a live claim of another run: not taken lazily (acquire reads it).
+        let seen = journal.read_stream(&stream).await.unwrap();
+        let c_commit = GroupCommit::new(journal.clone(), std::time::Duration::ZERO);
+        assert!(lazily(&c_commit, "run-c", &seen).is_none());
+
+        // A's release; then a claim that nothing wrote for half its time is taken alone
+        // by `keep`.
+        a.release(journal.as_ref(), &actor("run-a")).await;
+        let seen = journal.read_stream(&stream).await.unwrap();
+        let short = chrono::Duration::milliseconds(40);
+        let d_commit = GroupCommit::new(journal.clone(), std::time::Duration::ZERO);
+        let mut d = Claim::lazily(
+            &d_commit,
+            &campaign,
+            &account,
+            &actor("run-d"),
+            short,
+            &seen,
+        )
+        .unwrap()
+        .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        assert!(
+            d.keep(journal.as_ref(), &actor("run-d"), short, Some(&d_commit))
+                .await
+                .unwrap()
+        );
+        assert!(!d.is_pending());
+        assert_eq!(d.token(), 3);
+        assert!(d.expires_at() > Utc::now() + short / 2);
+        assert!(
+            d_commit.flush(None).await.is_none(),
+            "its gate was taken back"
+        );
+        d.release(journal.as_ref(), &actor("run-d")).await;
+
+        // Nothing to write at the end: the claim is never taken.
+        let seen = journal.read_stream(&stream).await.unwrap();
+        let e_commit = GroupCommit::new(journal.clone(), std::time::Duration::ZERO);
+        let mut e = lazily(&e_commit, "run-e", &seen).unwrap();
+        assert!(e.is_pending());
+        assert!(e_commit.ungate());
+        assert!(e_commit.flush(None).await.is_none());
+        assert_eq!(journal.read_stream(&stream).await.unwrap(), seen);
     }
 }

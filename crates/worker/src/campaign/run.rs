@@ -292,30 +292,53 @@ async fn run_account(
         // Nothing here the campaign may act on: no claim, no write.
         return outcome;
     }
-    // The claim stream as the run's campaign read found it: in the common case the
-    // claim is appended at once, with no read of its own.
+    // The claim stream as the run's campaign read found it. The claim is taken with
+    // the account's first write (the gate of its group commit), at that head: no write
+    // of its own. It is taken at once, alone, when the account may be notified about
+    // (a notification leaves the process before any write), or when another run seemed
+    // to hold it (then the stream is read afresh, and the account may be busy).
     let seen_claim = state
         .claims
         .get(&account.id)
         .map_or(&[][..], std::slice::from_ref);
-    let claim = match claims::acquire(
-        ctx.journal.as_ref(),
-        &ctx.campaign.name,
-        &account.id,
-        &ctx.actor,
-        ctx.options.claim_ttl,
-        Some(seen_claim),
-    )
-    .await
-    {
-        Ok(Acquired::Held(claim)) => {
-            outcome.claimed = Some(account.id.clone());
-            claim
-        }
-        Ok(Acquired::Busy { run_id, until }) => {
-            outcome.busy = Some((account.id.clone(), run_id, until));
-            return outcome;
-        }
+    let commit = GroupCommit::new(ctx.journal.clone(), ctx.options.group_linger);
+    let lazily = if ctx.notifier.is_some() {
+        Ok(None)
+    } else {
+        Claim::lazily(
+            &commit,
+            &ctx.campaign.name,
+            &account.id,
+            &ctx.actor,
+            ctx.options.claim_ttl,
+            seen_claim,
+        )
+    };
+    let claim = match lazily {
+        Ok(Some(claim)) => claim,
+        Ok(None) => match claims::acquire(
+            ctx.journal.as_ref(),
+            &ctx.campaign.name,
+            &account.id,
+            &ctx.actor,
+            ctx.options.claim_ttl,
+            Some(seen_claim),
+        )
+        .await
+        {
+            Ok(Acquired::Held(claim)) => {
+                outcome.claimed = Some(account.id.clone());
+                claim
+            }
+            Ok(Acquired::Busy { run_id, until }) => {
+                outcome.busy = Some((account.id.clone(), run_id, until));
+                return outcome;
+            }
+            Err(e) => {
+                outcome.failure = Some(fail(journal_failure(e)));
+                return outcome;
+            }
+        },
         Err(e) => {
             outcome.failure = Some(fail(journal_failure(e)));
             return outcome;
@@ -335,7 +358,7 @@ async fn run_account(
         account,
         iam: telemetry::iam_client(&config),
         config,
-        commit: GroupCommit::new(ctx.journal.clone(), ctx.options.group_linger),
+        commit,
         claim: tokio::sync::Mutex::new(claim),
         outcome: std::sync::Mutex::new(outcome),
         halted: AtomicBool::new(false),
@@ -372,14 +395,37 @@ async fn run_account(
         .collect::<()>()
         .await;
     // The deferred events are written only while the claim is held (renewed if due),
-    // with its release, in one write.
+    // with its release, in one write. A claim no write carried yet is taken and
+    // released in that write, and not taken at all when there is nothing to write.
     let deferred = std::mem::take(&mut worker.outcome().deferred);
     let held = deferred.is_empty() || matches!(worker.keep_claim().await, Ok(true));
-    let release = worker.claim.into_inner().release_append(&ctx.actor);
+    let mut claim = worker.claim.into_inner();
+    // Another worker took the account first: say so, as when its claim was seen.
+    let busy = claim
+        .taken_by(ctx.journal.as_ref())
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(account = %account.id, "could not read who holds the account: {e}");
+            None
+        });
+    let untouched = claim.is_pending() && deferred.is_empty();
+    let release = if untouched {
+        worker.commit.ungate();
+        None
+    } else {
+        claim.release_append(&ctx.actor)
+    };
     let mut outcome = worker
         .outcome
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !untouched {
+        // Its head moved: a later read takes it afresh.
+        outcome.claimed = Some(account.id.clone());
+    }
+    if let Some((run_id, until)) = busy {
+        outcome.busy = Some((account.id.clone(), run_id, until));
+    }
     // The closing write passes the boundaries of the appends it carries.
     let boundaries = if held {
         distinct(deferred.iter().flat_map(|(_, _, b)| b.iter().copied()))
@@ -520,7 +566,12 @@ impl AccountWorker<'_> {
         self.claim
             .lock()
             .await
-            .keep(ctx.journal.as_ref(), &ctx.actor, ctx.options.claim_ttl)
+            .keep(
+                ctx.journal.as_ref(),
+                &ctx.actor,
+                ctx.options.claim_ttl,
+                Some(&self.commit),
+            )
             .await
             .map_err(journal_failure)
     }
