@@ -314,31 +314,27 @@ async fn run_account(
             seen_claim,
         )
     };
-    let claim = match lazily {
-        Ok(Some(claim)) => claim,
-        Ok(None) => match claims::acquire(
-            ctx.journal.as_ref(),
-            &ctx.campaign.name,
-            &account.id,
-            &ctx.actor,
-            ctx.options.claim_ttl,
-            Some(seen_claim),
-        )
-        .await
-        {
-            Ok(Acquired::Held(claim)) => {
-                outcome.claimed = Some(account.id.clone());
-                claim
-            }
-            Ok(Acquired::Busy { run_id, until }) => {
-                outcome.busy = Some((account.id.clone(), run_id, until));
-                return outcome;
-            }
-            Err(e) => {
-                outcome.failure = Some(fail(journal_failure(e)));
-                return outcome;
-            }
-        },
+    let acquired = match lazily {
+        Ok(Some(claim)) => Ok(Acquired::Held(claim)),
+        Ok(None) => {
+            claims::acquire(
+                ctx.journal.as_ref(),
+                &ctx.campaign.name,
+                &account.id,
+                &ctx.actor,
+                ctx.options.claim_ttl,
+                Some(seen_claim),
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    let claim = match acquired {
+        Ok(Acquired::Held(claim)) => claim,
+        Ok(Acquired::Busy { run_id, until }) => {
+            outcome.busy = Some((account.id.clone(), run_id, until));
+            return outcome;
+        }
         Err(e) => {
             outcome.failure = Some(fail(journal_failure(e)));
             return outcome;
