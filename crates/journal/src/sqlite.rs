@@ -399,16 +399,7 @@ fn append_many_blocking(
             .map_err(|err| sqlite_error(backend, err))?;
         let results = appends
             .into_iter()
-            .map(|append| {
-                append_in(
-                    &transaction,
-                    backend,
-                    &append.stream,
-                    append.head.version(),
-                    Some(append.head.hash()),
-                    append.events,
-                )
-            })
+            .map(|append| append_at_in(&transaction, backend, append))
             .collect::<Result<Vec<_>, _>>()?;
         transaction
             .commit()
@@ -431,19 +422,28 @@ fn append_all_blocking(
     let mut heads = Vec::with_capacity(appends.len());
     for append in appends {
         // Dropping the transaction on an error rolls it back.
-        heads.push(append_in(
-            &transaction,
-            backend,
-            &append.stream,
-            append.head.version(),
-            Some(append.head.hash()),
-            append.events,
-        )??);
+        heads.push(append_at_in(&transaction, backend, append)??);
     }
     transaction
         .commit()
         .map_err(|err| sqlite_error(backend, err))?;
     Ok(heads)
+}
+
+/// [`append_in`] at the head a group's append names.
+fn append_at_in(
+    transaction: &Transaction<'_>,
+    backend: &str,
+    append: Append,
+) -> Result<Result<StreamHead, JournalError>, JournalError> {
+    append_in(
+        transaction,
+        backend,
+        &append.stream,
+        append.head.version(),
+        Some(append.head.hash()),
+        append.events,
+    )
 }
 
 /// One stream's append inside an open transaction. The outer error is the storage's

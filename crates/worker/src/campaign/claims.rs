@@ -147,11 +147,7 @@ pub async fn acquire(
             Some(events) => (events, false),
             None => (journal.read_stream(&stream).await?, true),
         };
-        if let Some(last) = events.last()
-            && let ClaimEvent::ClaimTaken { run_id, expires_at } = decode::<ClaimEvent>(last)?
-            && run_id != actor.run_id
-            && expires_at > Utc::now()
-        {
+        if let Some((run_id, expires_at)) = held_by_another(&events, &actor.run_id)? {
             if !fresh {
                 continue;
             }
@@ -193,6 +189,21 @@ pub async fn acquire(
     })
 }
 
+/// The run other than `run_id` whose claim the stream `events` ends with, and until when,
+/// while it holds.
+fn held_by_another(
+    events: &[Envelope],
+    run_id: &str,
+) -> Result<Option<(String, DateTime<Utc>)>, JournalError> {
+    Ok(match events.last().map(decode::<ClaimEvent>).transpose()? {
+        Some(ClaimEvent::ClaimTaken {
+            run_id: holder,
+            expires_at,
+        }) if holder != run_id && expires_at > Utc::now() => Some((holder, expires_at)),
+        _ => None,
+    })
+}
+
 /// The append that takes the claim at `head`, and until when it holds.
 fn taking(
     stream: &StreamId,
@@ -227,11 +238,7 @@ impl Claim {
         ttl: chrono::Duration,
         seen: &[Envelope],
     ) -> Result<Option<Claim>, JournalError> {
-        if let Some(last) = seen.last()
-            && let ClaimEvent::ClaimTaken { run_id, expires_at } = decode::<ClaimEvent>(last)?
-            && run_id != actor.run_id
-            && expires_at > Utc::now()
-        {
+        if held_by_another(seen, &actor.run_id)?.is_some() {
             return Ok(None);
         }
         let stream = claim_stream(campaign, account)?;
@@ -287,15 +294,7 @@ impl Claim {
         if !self.refused {
             return Ok(None);
         }
-        let events = journal.read_stream(&self.stream).await?;
-        Ok(match events.last().map(decode::<ClaimEvent>).transpose()? {
-            Some(ClaimEvent::ClaimTaken { run_id, expires_at })
-                if run_id != self.run_id && expires_at > Utc::now() =>
-            {
-                Some((run_id, expires_at))
-            }
-            _ => None,
-        })
+        held_by_another(&journal.read_stream(&self.stream).await?, &self.run_id)
     }
 
     /// Whether the claim still waits for the account's first write to carry it.
@@ -342,12 +341,17 @@ impl Claim {
             return Ok(true);
         }
         if let Some(gate) = self.gate.as_mut() {
-            if !commit.is_some_and(GroupCommit::ungate) {
-                // A write is carrying it right now.
+            if commit.is_some_and(GroupCommit::ungate) {
+                // Taken back: written alone, below, at the head it was to be taken at.
+                self.gate = None;
+            } else {
+                // A write is carrying it right now: renewed after it, if it was taken.
                 gate.wait().await;
-                return Box::pin(self.keep(journal, actor, ttl, commit)).await;
+                self.settle();
+                if self.lost {
+                    return Ok(false);
+                }
             }
-            self.gate = None;
         }
         let expires_at = Utc::now() + ttl;
         let event = ClaimEvent::ClaimTaken {
