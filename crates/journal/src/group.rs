@@ -23,8 +23,9 @@
 //! it ([`Journal::append_all`]): an account's claim, taken by the first write of the
 //! account's work instead of a write of its own, so that none of that work is written
 //! unless the claim is. When the gate's own condition fails, nothing of the write is
-//! written and every append in it fails with the gate's error; when another append's
-//! fails, that append alone fails and the rest is written again at once.
+//! written and every append in it fails with the gate's error, as does every append
+//! after it (queued, perhaps, on the promise of the gate); when another append's fails,
+//! that append alone fails and the rest is written again at once.
 //!
 //! An append that nothing waits on (a fact recorded at the end of a task's work) can be
 //! [deferred](GroupCommit::defer): it rides with the next write, or with the closing
@@ -115,6 +116,9 @@ pub struct GroupCommit {
     moved: Notify,
     /// How long an append waits for the other members at most.
     linger: Duration,
+    /// Set when the gate's write failed: nothing more is written, every append queued
+    /// then or later fails with this (it may have been queued on the gate's promise).
+    refused: Mutex<Option<JournalError>>,
     /// Held by the one task writing a group.
     writer: tokio::sync::Mutex<()>,
 }
@@ -174,6 +178,7 @@ impl GroupCommit {
             tally: Mutex::new(Tally::default()),
             moved: Notify::new(),
             linger,
+            refused: Mutex::new(None),
             writer: tokio::sync::Mutex::new(()),
         }
     }
@@ -331,10 +336,30 @@ impl GroupCommit {
         outcome
     }
 
+    /// Writes the gate now, with whatever is queued, if it is still queued: for a gate
+    /// that cannot wait longer for a write to carry it.
+    pub async fn write_gate(&self) {
+        let _writer = self.writer.lock().await;
+        if self.queue().iter().any(|q| q.gate) {
+            self.write_group().await;
+        }
+    }
+
     /// Writes the next group from the queue (the caller holds `writer`).
     async fn write_group(&self) {
         let group = self.take_group();
         if group.is_empty() {
+            return;
+        }
+        let refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(refused) = refused {
+            for queued in group {
+                let _ = queued.outcome.send(Err(refused.clone()));
+            }
             return;
         }
         if group.iter().any(|queued| queued.gate) {
@@ -373,6 +398,11 @@ impl GroupCommit {
                 _ => None,
             };
             let Some(culprit) = culprit else {
+                // The gate failed: so does every append written after it.
+                *self
+                    .refused
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(failure.clone());
                 for queued in group {
                     let _ = queued.outcome.send(Err(failure.clone()));
                 }
@@ -743,8 +773,18 @@ mod tests {
         );
         assert!(gate.take_outcome().unwrap().unwrap_err().is_conflict());
         assert_eq!(journal.read_campaign("c").await.unwrap(), before);
+        // Nor is anything after it: it may have been queued on the gate's promise.
+        let writes_before = writes();
+        let late = group
+            .append_at(&stream(4), &StreamHead::empty(), events(1, 4))
+            .await
+            .unwrap_err();
+        assert!(late.is_conflict(), "{late}");
+        assert_eq!(writes(), writes_before);
+        assert_eq!(journal.read_campaign("c").await.unwrap(), before);
 
         // A closing append to the gate's stream continues the gate: one append of both.
+        let group = GroupCommit::new(journal.clone(), Duration::ZERO);
         let mut gate = group.gate(gated(&claim_head));
         let late = group.defer(&stream(3), &StreamHead::empty(), events(1, 3));
         let closed = group

@@ -341,16 +341,15 @@ impl Claim {
             return Ok(true);
         }
         if let Some(gate) = self.gate.as_mut() {
-            if commit.is_some_and(GroupCommit::ungate) {
-                // Taken back: written alone, below, at the head it was to be taken at.
-                self.gate = None;
-            } else {
-                // A write is carrying it right now: renewed after it, if it was taken.
-                gate.wait().await;
-                self.settle();
-                if self.lost {
-                    return Ok(false);
-                }
+            // Written now, through the group (with whatever is queued on its promise,
+            // all or none), then renewed.
+            if let Some(commit) = commit {
+                commit.write_gate().await;
+            }
+            gate.wait().await;
+            self.settle();
+            if self.lost {
+                return Ok(false);
             }
         }
         let expires_at = Utc::now() + ttl;
@@ -669,6 +668,16 @@ mod tests {
         );
         assert!(a.taken_by(journal.as_ref()).await.unwrap().is_none());
         assert_eq!(journal.read_stream(&user).await.unwrap().len(), 1);
+        // An append queued on the promise of B's claim, after its write went out, is not
+        // written either: B's group writes nothing more.
+        let other = StreamId::new("c1", "user/222222222222/bob").unwrap();
+        let (_, _, events) = user_append(&StreamHead::empty(), "run-b");
+        let late = b_commit
+            .append_at(&other, &StreamHead::empty(), events)
+            .await
+            .unwrap_err();
+        assert!(late.is_conflict(), "{late}");
+        assert!(journal.read_stream(&other).await.unwrap().is_empty());
         assert_eq!(journal.read_stream(&stream).await.unwrap().len(), 1);
 
         // Seen held by a live claim of another run: not taken lazily (acquire reads it).
@@ -676,8 +685,8 @@ mod tests {
         let c_commit = GroupCommit::new(journal.clone(), std::time::Duration::ZERO);
         assert!(lazily(&c_commit, "run-c", &seen).is_none());
 
-        // A's release; then a claim that nothing wrote for half its time is taken alone
-        // by `keep`.
+        // A's release; then a claim that nothing wrote for half its time is written by
+        // `keep` through its group, then renewed.
         a.release(journal.as_ref(), &actor("run-a")).await;
         let seen = journal.read_stream(&stream).await.unwrap();
         let short = chrono::Duration::milliseconds(40);
@@ -699,12 +708,9 @@ mod tests {
                 .unwrap()
         );
         assert!(!d.is_pending());
-        assert_eq!(d.token(), 3);
+        assert_eq!(d.token(), 4, "taken at 3, renewed at 4");
         assert!(d.expires_at() > Utc::now() + short / 2);
-        assert!(
-            d_commit.flush(None).await.is_none(),
-            "its gate was taken back"
-        );
+        assert!(d_commit.flush(None).await.is_none(), "its gate was written");
         d.release(journal.as_ref(), &actor("run-d")).await;
 
         // Nothing to write at the end: the claim is never taken.
