@@ -65,6 +65,10 @@ async fn campaign(
     emulator.set_faults(faults).await;
     for round in 0..15 {
         let run = keyturn(emulator, dir.path(), &["--journal", JOURNAL, "run", "s1"]);
+        if run.code != 0 {
+            // Shown if the test fails: which accounts failed, and why.
+            eprintln!("round {round} (exit {}):\n{}", run.code, run.stderr);
+        }
         assert!(
             run.code == 0 || run.code == 3,
             "round {round}: {}\n{}",
@@ -136,23 +140,43 @@ async fn campaign(
             "audit",
             "--campaign",
             "s1",
-            "--event",
-            "replacement-created",
             "-o",
             "json",
         ],
     )
     .json();
     let mut replacements: BTreeMap<String, usize> = BTreeMap::new();
+    let mut history: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for event in audit.as_array().unwrap() {
+        let Some(account) = event["account_id"].as_str() else {
+            continue;
+        };
         let name = org
             .accounts
             .iter()
-            .find(|a| a.id == event["account_id"].as_str().unwrap())
+            .find(|a| a.id == account)
             .unwrap()
             .name
             .clone();
-        *replacements.entry(name).or_default() += 1;
+        let kind = event["event_type"].as_str().unwrap();
+        if kind == "replacement-created" {
+            *replacements.entry(name.clone()).or_default() += 1;
+        }
+        history.entry(name).or_default().push(format!(
+            "{} {} {kind} {} {}",
+            event["user_name"].as_str().unwrap_or("-"),
+            event["old_access_key_id"].as_str().unwrap_or("-"),
+            event["step"].as_str().unwrap_or(""),
+            event["error_code"].as_str().unwrap_or(""),
+        ));
+    }
+    for (name, count) in &replacements {
+        if *count != 1 {
+            eprintln!(
+                "{name}: {count} replacements\n  {}",
+                history[name].join("\n  ")
+            );
+        }
     }
     let mut end = EndState::new();
     for account in &org.accounts {

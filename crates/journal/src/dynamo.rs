@@ -77,7 +77,7 @@ use crate::envelope::{
 use crate::error::JournalError;
 use crate::hash::GENESIS_HASH;
 use crate::location::validate_table_name;
-use crate::{Append, FORMAT_VERSION, InitOutcome, Journal, StreamHead};
+use crate::{Append, FORMAT_VERSION, InitOutcome, Journal, StreamHead, patient_retry_config};
 
 /// An attribute map, as the SDK passes items.
 type Item = HashMap<String, AttributeValue>;
@@ -145,13 +145,26 @@ impl fmt::Debug for DynamoJournal {
     }
 }
 
+/// A client built from `sdk` with [`patient_retry_config`]: a journal write that fails
+/// mid-rotation fails the account's turn after its mutation was made, so the next run
+/// redoes work (a replacement whose secret was only in this run's memory is deleted and
+/// created again).
+fn patient_client(sdk: &aws_config::SdkConfig) -> Client {
+    Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(sdk)
+            .retry_config(patient_retry_config())
+            .build(),
+    )
+}
+
 impl DynamoJournal {
-    /// Opens the journal in `table`, with a client built from `sdk`.
+    /// Opens the journal in `table`, with a client built from `sdk` whose retries are
+    /// [`patient_retry_config`]'s.
     ///
     /// [`JournalError::NotInitialised`] if the table or its format record is missing,
     /// [`JournalError::Incompatible`] if a newer keyturn wrote it.
     pub async fn open(sdk: &aws_config::SdkConfig, table: &str) -> Result<Self, JournalError> {
-        Self::open_with_client(Client::new(sdk), table).await
+        Self::open_with_client(patient_client(sdk), table).await
     }
 
     /// Opens the journal in `table` with the given client.
@@ -174,7 +187,7 @@ impl DynamoJournal {
         sdk: &aws_config::SdkConfig,
         table: &str,
     ) -> Result<InitOutcome, JournalError> {
-        Self::init_with_client(Client::new(sdk), table).await
+        Self::init_with_client(patient_client(sdk), table).await
     }
 
     /// [`DynamoJournal::init`] with the given client.

@@ -55,6 +55,25 @@ pub use query::{AuditFilter, IndexUsed, audit};
 pub use schema::{EventSchema, decode};
 pub use sqlite::SqliteJournal;
 
+/// Attempts of a call made with [`patient_retry_config`].
+pub const PATIENT_ATTEMPTS: u32 = 10;
+
+/// Retries for AWS calls whose failure costs work already done: the journal's (an
+/// append that fails after its mutation was made leaves the next run to reconcile it,
+/// and a replacement whose secret was only in the run's memory is deleted and created
+/// again) and the delivery of a new key's secret. The SDK's standard retries,
+/// [`PATIENT_ATTEMPTS`] attempts with jittered exponential backoff from 100 ms, each wait
+/// at most 2 s: up to about 11 s of waiting (half that on average), where keyturn's other
+/// AWS calls make six attempts (about 3 s) and leave the rest to the next run's backoff.
+/// Safe to repeat: the journal's writes are conditional (a write applied once already
+/// is recognised by its hash), and a delivery is idempotent by its request token.
+pub fn patient_retry_config() -> aws_config::retry::RetryConfig {
+    aws_config::retry::RetryConfig::standard()
+        .with_max_attempts(PATIENT_ATTEMPTS)
+        .with_initial_backoff(std::time::Duration::from_millis(100))
+        .with_max_backoff(std::time::Duration::from_secs(2))
+}
+
 /// Where a stream ends, as a read or an append showed it: the sequence of its last
 /// event (its version, 0 when empty) and that event's hash.
 ///

@@ -387,7 +387,9 @@ async fn throttling_and_server_errors_are_unavailable_with_the_aws_code() {
     keyturn_journal::init(&location(&table), Some(&sdk))
         .await
         .unwrap();
-    let journal = keyturn_journal::open(&location(&table), Some(&sdk))
+    // With the SDK's default retries (three attempts), not the journal's patient ones:
+    // what is mapped here is what is left once retries are exhausted, whatever their number.
+    let journal = DynamoJournal::open_with_client(Client::new(&sdk), &table)
         .await
         .unwrap();
     let id = StreamId::new("c", "s").unwrap();
@@ -410,6 +412,48 @@ async fn throttling_and_server_errors_are_unavailable_with_the_aws_code() {
 
     emulator.clear_faults().await;
     assert_eq!(journal.append(&id, 0, one_event()).await.unwrap(), 1);
+}
+
+/// The journal's client is patient (`patient_retry_config`): a write throttled seven
+/// times in a row, one more than keyturn's other AWS calls attempt, still lands, once.
+#[tokio::test]
+async fn a_write_throttled_past_six_attempts_still_lands_once() {
+    // Its own emulator, so that its fault rules touch no other test.
+    let emulator = Emulator::start(EmulatorOptions { serial: true });
+    let sdk = emulator.sdk_config().await;
+    let table = unique_table();
+    keyturn_journal::init(&location(&table), Some(&sdk))
+        .await
+        .unwrap();
+    let journal = keyturn_journal::open(&location(&table), Some(&sdk))
+        .await
+        .unwrap();
+    let id = StreamId::new("c", "s").unwrap();
+    let rules = [
+        FaultRule::throttle()
+            .service("dynamodb")
+            .action("TransactWriteItems")
+            .count(7),
+        FaultRule::error(503)
+            .service("dynamodb")
+            .action("PutItem")
+            .count(7),
+    ];
+    emulator.set_faults(&rules).await;
+
+    // The stream's first append (with the campaign index item: a transaction), then a
+    // second one (a single PutItem).
+    assert_eq!(journal.append(&id, 0, one_event()).await.unwrap(), 1);
+    assert_eq!(journal.append(&id, 1, one_event()).await.unwrap(), 2);
+    let fired: Vec<u64> = emulator.faults().await.iter().map(|f| f.fired).collect();
+    assert_eq!(fired, [7, 7], "every injected fault was met and retried");
+    emulator.clear_faults().await;
+    let events = journal.read_stream(&id).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    verify_stream(&events).unwrap();
 }
 
 #[tokio::test]

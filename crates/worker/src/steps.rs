@@ -310,9 +310,12 @@ pub async fn delete_access_key(
 }
 
 /// A Secrets Manager client of `config`'s account, in `region` if given (else the
-/// config's region).
+/// config's region), with the journal's patient retries
+/// ([`keyturn_journal::patient_retry_config`]): a delivery that fails costs the
+/// replacement, whose secret exists only in the run's memory.
 pub fn secrets_manager_client(config: &SdkConfig, region: Option<&str>) -> SecretsManagerClient {
     let mut builder = aws_sdk_secretsmanager::config::Builder::from(config)
+        .retry_config(keyturn_journal::patient_retry_config())
         .interceptor(crate::telemetry::AwsCallTelemetry);
     if let Some(region) = region {
         builder = builder.region(Region::new(region.to_owned()));

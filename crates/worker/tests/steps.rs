@@ -777,6 +777,51 @@ async fn a_throttled_create_is_retried_by_the_sdk_and_creates_exactly_one_key() 
     assert!(sdk_keys(&config, "bob").await.is_empty());
 }
 
+/// The delivery's client retries patiently (`keyturn_journal::patient_retry_config`):
+/// a secret throttled seven times in a row, past the six attempts of keyturn's other
+/// calls, is still stored, once, so the replacement it belongs to is kept.
+#[tokio::test]
+async fn a_delivery_throttled_past_six_attempts_still_stores_one_version() {
+    let emu = emulator();
+    let config = emu.sdk_config().await;
+    create_users(&config, &["app"]).await;
+    let iam = aws_sdk_iam::Client::new(&config);
+    let sm = secrets_manager_client(&config, None);
+    let key = create_access_key(&iam, &user("app")).await.unwrap();
+    let name = "keyturn/throttled/app";
+    emu.set_faults(&[
+        FaultRule::throttle()
+            .service("secretsmanager")
+            .action("CreateSecret")
+            .count(7),
+        FaultRule::throttle()
+            .service("secretsmanager")
+            .action("GetSecretValue")
+            .count(7),
+    ])
+    .await;
+
+    let token = client_request_token("spring-2025", &key.access_key_id, 1);
+    let delivery = deliver_secret(
+        &sm,
+        &target(name, None),
+        &key,
+        &meta("123456789012", "app", "spring-2025"),
+        &token,
+    )
+    .await
+    .unwrap();
+    assert_eq!(delivery.version_id, token);
+    let fired: Vec<u64> = emu.faults().await.iter().map(|f| f.fired).collect();
+    assert_eq!(fired, [7, 7], "every injected fault was met and retried");
+    emu.clear_faults().await;
+    assert_eq!(version_count(&sm, name).await, 1);
+    assert_eq!(
+        current_value(&sm, name).await["AccessKeyId"],
+        key.access_key_id.as_str()
+    );
+}
+
 #[test]
 fn client_request_tokens_are_deterministic_distinct_and_valid() {
     let key = AccessKeyId::new("AKIAIOSFODNN7EXAMPLE").unwrap();
