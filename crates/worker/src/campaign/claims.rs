@@ -713,6 +713,45 @@ mod tests {
         assert!(d_commit.flush(None).await.is_none(), "its gate was written");
         d.release(journal.as_ref(), &actor("run-d")).await;
 
+        // The same while another user's append waits in the group (for a member that
+        // does not append): `keep` writes the gate with it, all in one write, and the
+        // waiting append gets its outcome from that write.
+        let seen = journal.read_stream(&stream).await.unwrap();
+        let f_commit = GroupCommit::new(journal.clone(), std::time::Duration::from_secs(30));
+        let mut f = Claim::lazily(
+            &f_commit,
+            &campaign,
+            &account,
+            &actor("run-f"),
+            short,
+            &seen,
+        )
+        .unwrap()
+        .unwrap();
+        let (_waiting, _idle) = (f_commit.join(), f_commit.join());
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        let carol = StreamId::new("c1", "user/222222222222/carol").unwrap();
+        let (_, empty, events) = user_append(&StreamHead::empty(), "run-f");
+        let started = std::time::Instant::now();
+        let (appended, kept) = tokio::join!(f_commit.append_at(&carol, &empty, events), async {
+            // Once the append is queued, waiting for the idle member.
+            tokio::task::yield_now().await;
+            f.keep(journal.as_ref(), &actor("run-f"), short, Some(&f_commit))
+                .await
+        });
+        assert!(kept.unwrap());
+        assert_eq!(appended.unwrap().version(), 1);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "the append did not wait out the linger"
+        );
+        assert_eq!(f.token(), 7, "taken at 6 with carol's append, renewed at 7");
+        let claims = journal.read_stream(&stream).await.unwrap();
+        let carols = journal.read_stream(&carol).await.unwrap();
+        assert_eq!(claims[5].recorded_at, carols[0].recorded_at, "one write");
+        assert!(f_commit.flush(None).await.is_none(), "nothing left queued");
+        f.release(journal.as_ref(), &actor("run-f")).await;
+
         // Nothing to write at the end: the claim is never taken.
         let seen = journal.read_stream(&stream).await.unwrap();
         let e_commit = GroupCommit::new(journal.clone(), std::time::Duration::ZERO);
