@@ -100,9 +100,14 @@ impl Deferred {
 }
 
 fn dropped() -> JournalError {
+    unwritten("group commit".into(), "the append was dropped unwritten")
+}
+
+/// An append that no write carried, when its caller expected one to.
+fn unwritten(backend: String, detail: &str) -> JournalError {
     JournalError::Unexpected {
-        backend: "group commit".into(),
-        detail: "the append was dropped unwritten".into(),
+        backend,
+        detail: detail.into(),
     }
 }
 
@@ -312,10 +317,10 @@ impl GroupCommit {
         }
         outcome.as_mut().map(|outcome| {
             outcome.try_recv().unwrap_or_else(|_| {
-                Err(JournalError::Unexpected {
-                    backend: self.journal.describe(),
-                    detail: "a flushed append was not written".into(),
-                })
+                Err(unwritten(
+                    self.journal.describe(),
+                    "a flushed append was not written",
+                ))
             })
         })
     }
@@ -351,11 +356,7 @@ impl GroupCommit {
         if group.is_empty() {
             return;
         }
-        let refused = self
-            .refused
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let refused = self.refused().clone();
         if let Some(refused) = refused {
             for queued in group {
                 let _ = queued.outcome.send(Err(refused.clone()));
@@ -399,10 +400,7 @@ impl GroupCommit {
             };
             let Some(culprit) = culprit else {
                 // The gate failed: so does every append written after it.
-                *self
-                    .refused
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(failure.clone());
+                *self.refused() = Some(failure.clone());
                 for queued in group {
                     let _ = queued.outcome.send(Err(failure.clone()));
                 }
@@ -456,14 +454,20 @@ impl GroupCommit {
     }
 
     fn writer_gone(&self) -> JournalError {
-        JournalError::Unexpected {
-            backend: self.journal.describe(),
-            detail: "the task writing a group of appends stopped before its outcome".into(),
-        }
+        unwritten(
+            self.journal.describe(),
+            "the task writing a group of appends stopped before its outcome",
+        )
     }
 
     fn tally(&self) -> MutexGuard<'_, Tally> {
         self.tally
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn refused(&self) -> MutexGuard<'_, Option<JournalError>> {
+        self.refused
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
