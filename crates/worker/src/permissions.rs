@@ -288,6 +288,20 @@ mod tests {
             .to_path_buf()
     }
 
+    /// The triple of the platform the tests run on, as `rustc -vV` names it.
+    fn host_triple() -> String {
+        let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+        let out = std::process::Command::new(rustc)
+            .arg("-vV")
+            .output()
+            .expect("rustc -vV runs");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|line| line.strip_prefix("host: "))
+            .expect("rustc -vV names the host")
+            .to_owned()
+    }
+
     /// Every operation of every SDK crate in the dependency graph: the fluent method
     /// name (`create_access_key`) → (IAM service prefix, operation name as AWS spells
     /// it, `CreateAccessKey`). Read from the SDK sources that `cargo metadata` locates:
@@ -295,12 +309,16 @@ mod tests {
     /// the operation (`Metadata::new("CreateAccessKey", …)`).
     fn sdk_operations() -> BTreeMap<String, Vec<(&'static str, String)>> {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        // The host's packages only: offline, the other platforms' packages (never built
+        // here) are not in the local registry cache, and cargo would have to fetch them.
         let out = std::process::Command::new(cargo)
             .args([
                 "metadata",
                 "--format-version",
                 "1",
                 "--offline",
+                "--filter-platform",
+                &host_triple(),
                 "--manifest-path",
             ])
             .arg(workspace_root().join("Cargo.toml"))
