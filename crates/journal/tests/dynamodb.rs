@@ -378,15 +378,21 @@ async fn open_without_aws_configuration_is_rejected() {
     assert!(matches!(err, JournalError::Rejected(_)), "{err}");
 }
 
-#[tokio::test]
-async fn throttling_and_server_errors_are_unavailable_with_the_aws_code() {
-    // Its own emulator, so that its fault rules touch no other test.
+/// A journal table on an emulator of its own, so that the caller's fault rules touch
+/// no other test.
+async fn faulty_table() -> (Emulator, aws_config::SdkConfig, String) {
     let emulator = Emulator::start(EmulatorOptions { serial: true });
     let sdk = emulator.sdk_config().await;
     let table = unique_table();
     keyturn_journal::init(&location(&table), Some(&sdk))
         .await
         .unwrap();
+    (emulator, sdk, table)
+}
+
+#[tokio::test]
+async fn throttling_and_server_errors_are_unavailable_with_the_aws_code() {
+    let (emulator, sdk, table) = faulty_table().await;
     // With the SDK's default retries (three attempts), not the journal's patient ones:
     // what is mapped here is what is left once retries are exhausted, whatever their number.
     let journal = DynamoJournal::open_with_client(Client::new(&sdk), &table)
@@ -418,13 +424,7 @@ async fn throttling_and_server_errors_are_unavailable_with_the_aws_code() {
 /// times in a row, one more than keyturn's other AWS calls attempt, still lands, once.
 #[tokio::test]
 async fn a_write_throttled_past_six_attempts_still_lands_once() {
-    // Its own emulator, so that its fault rules touch no other test.
-    let emulator = Emulator::start(EmulatorOptions { serial: true });
-    let sdk = emulator.sdk_config().await;
-    let table = unique_table();
-    keyturn_journal::init(&location(&table), Some(&sdk))
-        .await
-        .unwrap();
+    let (emulator, sdk, table) = faulty_table().await;
     let journal = keyturn_journal::open(&location(&table), Some(&sdk))
         .await
         .unwrap();
