@@ -27,6 +27,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub mod clock;
 pub mod dynamo;
 pub mod envelope;
 pub mod error;
@@ -38,6 +39,7 @@ pub mod query;
 pub mod schema;
 pub mod sqlite;
 
+pub use clock::{Clock, SystemClock};
 pub use dynamo::DynamoJournal;
 pub use envelope::{
     Actor, Envelope, MAX_ACCESS_KEY_IDS, MAX_EVENTS_PER_APPEND, MAX_PAYLOAD_BYTES, NewEvent,

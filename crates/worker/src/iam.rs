@@ -18,9 +18,10 @@ use keyturn_planner::policy::{Rotation, UserExclusion};
 use keyturn_planner::rotation::{ObservedKey, PlanAction, classify};
 use keyturn_planner::{AccessKeyId, AccountId, Scope, UserName};
 
-use crate::credential_report::{self, CredentialReport, ReportKey};
+use crate::credential_report::{CredentialReport, ReportKey};
 use crate::error::AwsFailure;
 use crate::org::OrgAccount;
+use crate::port::AccountApi;
 
 /// How many per-user IAM calls of one account run at once.
 pub const PER_ACCOUNT_CONCURRENCY: usize = 4;
@@ -135,14 +136,14 @@ pub struct AccountKeys {
 /// Reads every user of the account and, for the users `listing` selects, their keys
 /// and their last use.
 pub async fn account_keys(
-    iam: &IamClient,
+    api: &dyn AccountApi,
     account: &OrgAccount,
     scope: &Scope,
     listing: Listing<'_>,
+    now: DateTime<Utc>,
 ) -> Result<AccountKeys, AwsFailure> {
-    let users = list_users(iam).await?;
-    let report = credential_report::fetch(iam).await?;
-    let now = Utc::now();
+    let users = api.list_users().await?;
+    let report = api.credential_report().await?;
     let mut users: Vec<UserKeys> = futures::stream::iter(users)
         .map(|user| {
             let report = &report;
@@ -154,7 +155,7 @@ pub async fn account_keys(
                 let listed =
                     listing.wants(&account.id, &user.name, exclusion.as_ref(), report, now);
                 let keys = if listed {
-                    user_keys(iam, account, &user.name, report).await?
+                    user_keys(api, account, &user.name, report).await?
                 } else {
                     Vec::new()
                 };
@@ -204,12 +205,12 @@ pub async fn list_users(iam: &IamClient) -> Result<Vec<IamUser>, AwsFailure> {
 
 /// The keys of one user, with last use from the report or, failing that, from IAM.
 async fn user_keys(
-    iam: &IamClient,
+    api: &dyn AccountApi,
     account: &OrgAccount,
     user: &UserName,
     report: &CredentialReport,
 ) -> Result<Vec<KeyRecord>, AwsFailure> {
-    let listed = crate::steps::list_access_keys(iam, user).await?;
+    let listed = api.list_access_keys(user).await?;
     let mut keys = Vec::with_capacity(listed.len());
     for crate::steps::ListedKey {
         access_key_id,
@@ -219,7 +220,7 @@ async fn user_keys(
     {
         let last_used = match report.last_used(user.as_str(), created_at) {
             Some(last_used) => last_used,
-            None => last_used(iam, &access_key_id).await?,
+            None => api.last_used(&access_key_id).await?,
         };
         keys.push(KeyRecord {
             account_id: account.id.clone(),

@@ -8,11 +8,13 @@ use futures::StreamExt;
 use keyturn_planner::Scope;
 use tracing::Instrument;
 
+use keyturn_journal::{Clock, SystemClock};
+
 use crate::error::{AwsFailure, WorkerError};
 use crate::iam::{self, AccountKeys, Listing};
-use crate::org::{self, OrgAccount};
-use crate::session::Sessions;
-use crate::telemetry::{self, Progress};
+use crate::org::OrgAccount;
+use crate::port::Cloud;
+use crate::telemetry::Progress;
 
 /// How many accounts are read at once unless the caller says otherwise.
 pub const DEFAULT_CONCURRENCY: u16 = 16;
@@ -38,36 +40,36 @@ pub struct Inventory {
 /// Reads every key of every account the scope selects (the keys of every user the
 /// credential report shows with keys or does not know: [`Listing::Held`]).
 pub async fn collect(
-    sessions: &Sessions,
+    cloud: &dyn Cloud,
     scope: &Scope,
     concurrency: usize,
 ) -> Result<Inventory, WorkerError> {
-    collect_listing(sessions, scope, concurrency, Listing::Held).await
+    collect_listing(cloud, scope, concurrency, Listing::Held).await
 }
 
 /// Reads every account the scope selects, listing the keys of the users `listing`
 /// selects.
 pub async fn collect_listing(
-    sessions: &Sessions,
+    cloud: &dyn Cloud,
     scope: &Scope,
     concurrency: usize,
     listing: Listing<'_>,
 ) -> Result<Inventory, WorkerError> {
-    collect_with_progress(sessions, scope, concurrency, listing, None).await
+    collect_with_progress(cloud, scope, concurrency, listing, None, &SystemClock).await
 }
 
 /// [`collect_listing`], telling `progress` how many accounts there are and when each is
-/// read.
+/// read, with ages taken against `clock`.
 #[tracing::instrument(name = "keyturn.inventory", skip_all, fields(accounts = tracing::field::Empty))]
 pub async fn collect_with_progress(
-    sessions: &Sessions,
+    cloud: &dyn Cloud,
     scope: &Scope,
     concurrency: usize,
     listing: Listing<'_>,
     progress: Option<&dyn Progress>,
+    clock: &dyn Clock,
 ) -> Result<Inventory, WorkerError> {
-    let org = telemetry::organizations_client(sessions.base());
-    let accounts = org::accounts_in_scope(&org, scope).await?;
+    let accounts = cloud.accounts_in_scope(scope).await?;
     tracing::Span::current().record("accounts", accounts.len());
     if let Some(progress) = progress {
         progress.phase("inventory", accounts.len());
@@ -82,11 +84,9 @@ pub async fn collect_with_progress(
                 aws.error_code = tracing::field::Empty,
             );
             async move {
-                let config = sessions
-                    .for_account(&account.id, &scope.role_name, scope.external_id.as_ref())
-                    .await;
-                let iam = telemetry::iam_client(&config);
-                let read = iam::account_keys(&iam, &account, scope, listing).await;
+                let api = cloud.account(&account.id, scope).await;
+                let read =
+                    iam::account_keys(api.as_ref(), &account, scope, listing, clock.now()).await;
                 let span = tracing::Span::current();
                 match &read {
                     Ok(_) => span.record("outcome", "ok"),

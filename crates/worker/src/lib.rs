@@ -14,6 +14,7 @@ pub mod inventory;
 pub mod notify;
 pub mod org;
 pub mod permissions;
+pub mod port;
 pub mod secret;
 pub mod session;
 pub mod steps;

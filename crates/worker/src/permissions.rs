@@ -459,6 +459,11 @@ mod tests {
             let Some(candidates) = operations.get(&name) else {
                 continue;
             };
+            // A call on the engine's AWS port (`api.list_users()`, `AccountApi`) is not an
+            // SDK call: its implementation's calls are found where they are made.
+            if text[..dot].ends_with("api") {
+                continue;
+            }
             let mut referenced: Vec<&(&str, String)> = candidates
                 .iter()
                 .filter(|(service, _)| {
@@ -626,7 +631,8 @@ mod tests {
         );
         let source = "use aws_sdk_iam::Client;\nuse aws_sdk_secretsmanager as sm;\n\
                       fn f() { iam.create_access_key().user_name(u).send(); \
-                      steps::create_access_key(x); sm.tag_resource(); }\n\
+                      steps::create_access_key(x); sm.tag_resource(); \
+                      self.api.create_access_key(user); }\n\
                       #[cfg(test)]\nmod tests { fn g() { iam.create_access_key(); } }\n";
         let text = without_test_modules(source);
         let found = calls_in(Path::new("x.rs"), &text, &operations);

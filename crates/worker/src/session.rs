@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::error::CredentialsError;
@@ -38,8 +39,11 @@ use crate::error::{AwsFailure, WorkerError};
 /// attempts. Not the adaptive mode: its client-side rate limiter is shared by every
 /// account of the process, so one throttled account would slow all the others (and
 /// under steady throttling it slowed a whole run to a request every second or two).
-/// `AWS_ENDPOINT_URL` is honoured,
-/// which is how tests and the demo point keyturn at the local emulator.
+/// Every operation, its retries included, is cut off after
+/// [`OPERATION_TIMEOUT`](crate::port::OPERATION_TIMEOUT): a call that hangs (a stuck
+/// connection, a laptop that slept) gives the worker control back well within half of
+/// its claim's time to live. `AWS_ENDPOINT_URL` is honoured, which is how tests and the
+/// demo point keyturn at the local emulator.
 pub async fn load_sdk_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .http_client(shared_http_client())
@@ -47,6 +51,11 @@ pub async fn load_sdk_config() -> SdkConfig {
             RetryConfig::standard()
                 .with_max_attempts(6)
                 .with_initial_backoff(Duration::from_millis(100)),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_timeout(crate::port::OPERATION_TIMEOUT)
+                .build(),
         )
         .load()
         .await

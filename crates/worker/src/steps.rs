@@ -156,6 +156,13 @@ struct StoredKeyPair {
 
 /// Creates a new access key for `user` (CreateAccessKey). IAM refuses a third key with
 /// `LimitExceeded`. Not idempotent: each successful call creates a key.
+///
+/// Sent exactly once, without the SDK's retries: a first attempt that took effect but
+/// whose answer was lost would otherwise be followed by a retry answered
+/// `LimitExceeded`, and that answer would wrongly say that nothing was created. So the
+/// error returned is IAM's answer to this one request, which the planner reads as proof
+/// that nothing was created when it is a refusal (`rotation::create_refused`); the
+/// campaign's own backoff retries the step.
 pub async fn create_access_key(
     iam: &IamClient,
     user: &UserName,
@@ -163,6 +170,11 @@ pub async fn create_access_key(
     let out = iam
         .create_access_key()
         .user_name(user.as_str())
+        .customize()
+        .config_override(
+            aws_sdk_iam::config::Builder::default()
+                .retry_config(aws_config::retry::RetryConfig::disabled()),
+        )
         .send()
         .await
         .map_err(|e| AwsFailure::from_sdk("CreateAccessKey", &e))?;

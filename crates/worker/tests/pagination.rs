@@ -22,6 +22,7 @@ use keyturn_planner::policy::UserExclusion;
 use keyturn_planner::{AccountId, OrganizationalUnitId, Scope};
 use keyturn_worker::iam::{Listing, account_keys};
 use keyturn_worker::org::{OrgAccount, accounts_in_scope};
+use keyturn_worker::port::SdkAccount;
 
 fn interceptor(rules: &[&Rule]) -> MockResponseInterceptor {
     rules.iter().fold(
@@ -171,9 +172,16 @@ async fn every_page_of_users_and_keys_is_read() {
         email: None,
     };
 
-    let keys = account_keys(&iam, &account, &Scope::default(), Listing::Held)
-        .await
-        .unwrap();
+    let api = SdkAccount::with_iam_client(aws_config::SdkConfig::builder().build(), iam);
+    let keys = account_keys(
+        &api,
+        &account,
+        &Scope::default(),
+        Listing::Held,
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
 
     let names: Vec<&str> = keys.users.iter().map(|u| u.user.name.as_str()).collect();
     assert_eq!(names, ["alice", "bob"], "both pages of users");

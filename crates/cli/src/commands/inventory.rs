@@ -125,6 +125,7 @@ pub async fn run(args: InventoryArgs) -> Outcome {
         usize::from(args.concurrency),
         keyturn_worker::iam::Listing::Held,
         Some(&progress),
+        &keyturn_journal::SystemClock,
     )
     .await?;
     progress.finish();

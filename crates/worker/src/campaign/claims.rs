@@ -25,10 +25,12 @@
 //! retries, or a verification through IAM's propagation delay): the claim is checked
 //! before a step and its outcome is appended only while the claim is still held.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use keyturn_journal::{
-    Actor, Append, Deferred, Envelope, EventSchema, GroupCommit, Journal, JournalError, NewEvent,
-    SchemaVersion, StreamHead, StreamId, decode,
+    Actor, Append, Clock, Deferred, Envelope, EventSchema, GroupCommit, Journal, JournalError,
+    NewEvent, SchemaVersion, StreamHead, StreamId, decode,
 };
 use keyturn_planner::{AccountId, CampaignName};
 use serde::{Deserialize, Serialize};
@@ -107,6 +109,8 @@ pub struct Claim {
     run_id: String,
     /// The account's first write failed on the claim: another run took it first.
     refused: bool,
+    /// Where the claim reads the time.
+    clock: Arc<dyn Clock>,
 }
 
 /// Taking a claim either succeeds or names who holds it until when.
@@ -137,6 +141,7 @@ pub async fn acquire(
     actor: &Actor,
     ttl: chrono::Duration,
     seen: Option<&[Envelope]>,
+    clock: &Arc<dyn Clock>,
 ) -> Result<Acquired, JournalError> {
     let stream = claim_stream(campaign, account)?;
     // Three reads of the stream at most, after the look at what was seen.
@@ -147,7 +152,7 @@ pub async fn acquire(
             Some(events) => (events, false),
             None => (journal.read_stream(&stream).await?, true),
         };
-        if let Some((run_id, expires_at)) = held_by_another(&events, &actor.run_id)? {
+        if let Some((run_id, expires_at)) = held_by_another(&events, &actor.run_id, clock.now())? {
             if !fresh {
                 continue;
             }
@@ -156,8 +161,14 @@ pub async fn acquire(
                 until: expires_at,
             });
         }
-        let (taking, expires_at) =
-            taking(&stream, &StreamHead::after(&events), account, actor, ttl);
+        let expires_at = clock.now() + ttl;
+        let taking = taking(
+            &stream,
+            &StreamHead::after(&events),
+            account,
+            actor,
+            expires_at,
+        );
         match journal
             .append_at(&taking.stream, &taking.head, taking.events)
             .await
@@ -177,6 +188,7 @@ pub async fn acquire(
                     gate: None,
                     run_id: actor.run_id.clone(),
                     refused: false,
+                    clock: clock.clone(),
                 }));
             }
             Err(e) if e.is_conflict() => continue,
@@ -194,35 +206,34 @@ pub async fn acquire(
 fn held_by_another(
     events: &[Envelope],
     run_id: &str,
+    now: DateTime<Utc>,
 ) -> Result<Option<(String, DateTime<Utc>)>, JournalError> {
     Ok(match events.last().map(decode::<ClaimEvent>).transpose()? {
         Some(ClaimEvent::ClaimTaken {
             run_id: holder,
             expires_at,
-        }) if holder != run_id && expires_at > Utc::now() => Some((holder, expires_at)),
+        }) if holder != run_id && expires_at > now => Some((holder, expires_at)),
         _ => None,
     })
 }
 
-/// The append that takes the claim at `head`, and until when it holds.
+/// The append that takes the claim at `head`, until `expires_at`.
 fn taking(
     stream: &StreamId,
     head: &StreamHead,
     account: &AccountId,
     actor: &Actor,
-    ttl: chrono::Duration,
-) -> (Append, DateTime<Utc>) {
-    let expires_at = Utc::now() + ttl;
+    expires_at: DateTime<Utc>,
+) -> Append {
     let event = ClaimEvent::ClaimTaken {
         run_id: actor.run_id.clone(),
         expires_at,
     };
-    let append = Append {
+    Append {
         stream: stream.clone(),
         head: head.clone(),
         events: vec![NewEvent::encode(&event, actor.clone()).with_account(account.as_str())],
-    };
-    (append, expires_at)
+    }
 }
 
 impl Claim {
@@ -237,13 +248,15 @@ impl Claim {
         actor: &Actor,
         ttl: chrono::Duration,
         seen: &[Envelope],
+        clock: &Arc<dyn Clock>,
     ) -> Result<Option<Claim>, JournalError> {
-        if held_by_another(seen, &actor.run_id)?.is_some() {
+        if held_by_another(seen, &actor.run_id, clock.now())?.is_some() {
             return Ok(None);
         }
         let stream = claim_stream(campaign, account)?;
         let head = StreamHead::after(seen);
-        let (append, expires_at) = taking(&stream, &head, account, actor, ttl);
+        let expires_at = clock.now() + ttl;
+        let append = taking(&stream, &head, account, actor, expires_at);
         Ok(Some(Claim {
             gate: Some(commit.gate(append)),
             stream,
@@ -252,6 +265,7 @@ impl Claim {
             lost: false,
             run_id: actor.run_id.clone(),
             refused: false,
+            clock: clock.clone(),
         }))
     }
 
@@ -294,7 +308,11 @@ impl Claim {
         if !self.refused {
             return Ok(None);
         }
-        held_by_another(&journal.read_stream(&self.stream).await?, &self.run_id)
+        held_by_another(
+            &journal.read_stream(&self.stream).await?,
+            &self.run_id,
+            self.clock.now(),
+        )
     }
 
     /// Whether the claim still waits for the account's first write to carry it.
@@ -337,7 +355,7 @@ impl Claim {
         if self.lost {
             return Ok(false);
         }
-        if self.expires_at - Utc::now() > ttl / 2 {
+        if self.expires_at - self.clock.now() > ttl / 2 {
             return Ok(true);
         }
         if let Some(gate) = self.gate.as_mut() {
@@ -352,7 +370,7 @@ impl Claim {
                 return Ok(false);
             }
         }
-        let expires_at = Utc::now() + ttl;
+        let expires_at = self.clock.now() + ttl;
         let event = ClaimEvent::ClaimTaken {
             run_id: actor.run_id.clone(),
             expires_at,
@@ -436,6 +454,10 @@ mod tests {
         }
     }
 
+    fn clock() -> Arc<dyn Clock> {
+        Arc::new(keyturn_journal::SystemClock)
+    }
+
     fn names() -> (CampaignName, AccountId) {
         (
             CampaignName::new("c1").unwrap(),
@@ -449,9 +471,17 @@ mod tests {
         ttl: chrono::Duration,
     ) -> Result<Claim, (String, DateTime<Utc>)> {
         let (campaign, account) = names();
-        match acquire(journal, &campaign, &account, &actor(run), ttl, None)
-            .await
-            .unwrap()
+        match acquire(
+            journal,
+            &campaign,
+            &account,
+            &actor(run),
+            ttl,
+            None,
+            &clock(),
+        )
+        .await
+        .unwrap()
         {
             Acquired::Held(claim) => Ok(claim),
             Acquired::Busy { run_id, until } => Err((run_id, until)),
@@ -556,6 +586,7 @@ mod tests {
             &actor("run-b"),
             ttl,
             Some(&seen_empty),
+            &clock(),
         )
         .await
         .unwrap();
@@ -574,6 +605,7 @@ mod tests {
             &actor("run-b"),
             ttl,
             Some(&seen_busy),
+            &clock(),
         )
         .await
         .unwrap();
@@ -593,6 +625,7 @@ mod tests {
             &actor("run-c"),
             ttl,
             Some(&seen_released),
+            &clock(),
         )
         .await
         .unwrap();
@@ -629,7 +662,16 @@ mod tests {
         let stream = claim_stream(&campaign, &account).unwrap();
         let ttl = chrono::Duration::seconds(60);
         let lazily = |commit: &GroupCommit, run: &str, seen: &[Envelope]| {
-            Claim::lazily(commit, &campaign, &account, &actor(run), ttl, seen).unwrap()
+            Claim::lazily(
+                commit,
+                &campaign,
+                &account,
+                &actor(run),
+                ttl,
+                seen,
+                &clock(),
+            )
+            .unwrap()
         };
 
         // Pending, and nothing written, until the account's first write carries it.
@@ -698,6 +740,7 @@ mod tests {
             &actor("run-d"),
             short,
             &seen,
+            &clock(),
         )
         .unwrap()
         .unwrap();
@@ -725,6 +768,7 @@ mod tests {
             &actor("run-f"),
             short,
             &seen,
+            &clock(),
         )
         .unwrap()
         .unwrap();

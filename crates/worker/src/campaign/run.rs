@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use aws_config::SdkConfig;
-use aws_sdk_iam::Client as IamClient;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use keyturn_journal::{Actor, Deferred, GroupCommit, Journal, JournalError, StreamId};
+use keyturn_journal::{
+    Actor, Clock, Deferred, GroupCommit, Journal, JournalError, StreamId, SystemClock,
+};
 use keyturn_planner::inventory::{KeyRecord, KeyStatus};
 use keyturn_planner::rotation::{
     Action, Decision, FreshUse, ObservedKey, Path, RotationEvent, Step, classify, decide, enroll,
@@ -30,8 +30,8 @@ use crate::failpoints::{self as fp, Boundary};
 use crate::iam::{self, Listing, UserKeys};
 use crate::inventory::{self, AccountFailure};
 use crate::org::OrgAccount;
+use crate::port::{AccountApi, Cloud};
 use crate::secret::NewAccessKey;
-use crate::session::Sessions;
 use crate::steps::{self, Deletion, DeliveryMeta, SecretTarget};
 use crate::telemetry::{self, Progress};
 
@@ -52,6 +52,8 @@ pub struct RunOptions {
     pub stop: Arc<AtomicBool>,
     /// Told how many accounts there are and when each is done, and which keys were acted on.
     pub progress: Option<Arc<dyn Progress>>,
+    /// Where the run reads the time (the system clock; a virtual one in the simulator).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for RunOptions {
@@ -63,6 +65,7 @@ impl Default for RunOptions {
             group_linger: Duration::from_millis(200),
             stop: Arc::new(AtomicBool::new(false)),
             progress: None,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -126,7 +129,7 @@ impl RunSummary {
 /// Everything one run needs, shared by its account tasks.
 struct Ctx<'a> {
     journal: Arc<dyn Journal>,
-    sessions: &'a Sessions,
+    cloud: &'a dyn Cloud,
     campaign: &'a Campaign,
     actor: Actor,
     caller_key: Option<AccessKeyId>,
@@ -143,7 +146,7 @@ struct Ctx<'a> {
 )]
 pub async fn run(
     journal: Arc<dyn Journal>,
-    sessions: &Sessions,
+    cloud: &dyn Cloud,
     name: &CampaignName,
     actor: Actor,
     options: &RunOptions,
@@ -152,12 +155,14 @@ pub async fn run(
     let policy: &Policy = &state.campaign.policy;
     // Before the organization is read: a webhook URL variable that is not set refuses
     // the run.
-    let notifier = match &policy.notify {
-        Some(notify) => Some(crate::notify::Notifier::from_policy(
-            notify,
-            sessions.base(),
-        )?),
-        None => None,
+    let notifier = match (&policy.notify, cloud.sdk_config()) {
+        (Some(notify), Some(sdk)) => Some(crate::notify::Notifier::from_policy(notify, sdk)?),
+        (Some(_), None) => {
+            return Err(WorkerError::Rejected(
+                "this campaign's policy has [notify], which needs the AWS SDK".to_owned(),
+            ));
+        }
+        (None, _) => None,
     };
     // Keys are listed only for users the campaign may act on (the credential report
     // says which) and for users it is working on; see `iam::Listing`.
@@ -172,23 +177,22 @@ pub async fn run(
         in_flight: &in_flight,
     };
     let inventory = inventory::collect_with_progress(
-        sessions,
+        cloud,
         &policy.scope,
         options.concurrency,
         listing,
         options.progress.as_deref(),
+        options.clock.as_ref(),
     )
     .await?;
     tracing::Span::current().record("accounts", inventory.accounts.len());
     if let Some(progress) = &options.progress {
         progress.phase("run", inventory.accounts.len());
     }
-    let caller_key = steps::caller_access_key_id(sessions.base())
-        .await
-        .and_then(|k| AccessKeyId::new(k).ok());
+    let caller_key = cloud.caller_key().await;
     let ctx = Ctx {
         journal,
-        sessions,
+        cloud,
         campaign: &state.campaign,
         actor,
         caller_key,
@@ -312,6 +316,7 @@ async fn run_account(
             &ctx.actor,
             ctx.options.claim_ttl,
             seen_claim,
+            &ctx.options.clock,
         )
     };
     let acquired = match lazily {
@@ -324,6 +329,7 @@ async fn run_account(
                 &ctx.actor,
                 ctx.options.claim_ttl,
                 Some(seen_claim),
+                &ctx.options.clock,
             )
             .await
         }
@@ -340,20 +346,14 @@ async fn run_account(
             return outcome;
         }
     };
-    let policy = &ctx.campaign.policy;
-    let config = ctx
-        .sessions
-        .for_account(
-            &account.id,
-            &policy.scope.role_name,
-            policy.scope.external_id.as_ref(),
-        )
+    let api = ctx
+        .cloud
+        .account(&account.id, &ctx.campaign.policy.scope)
         .await;
     let worker = AccountWorker {
         ctx,
         account,
-        iam: telemetry::iam_client(&config),
-        config,
+        api,
         commit,
         claim: tokio::sync::Mutex::new(claim),
         outcome: std::sync::Mutex::new(outcome),
@@ -492,8 +492,8 @@ fn journal_failure(e: JournalError) -> AwsFailure {
 struct AccountWorker<'c> {
     ctx: &'c Ctx<'c>,
     account: &'c OrgAccount,
-    config: SdkConfig,
-    iam: IamClient,
+    /// The account's AWS, through the run's port.
+    api: Arc<dyn AccountApi>,
     /// The users' appends, written together when they coincide.
     commit: GroupCommit,
     /// Held across a renewal, so that the account's tasks renew it one at a time.
@@ -546,8 +546,8 @@ impl UserWork {
 const MAX_STEPS_PER_USER: usize = 64;
 
 impl AccountWorker<'_> {
-    fn iam(&self) -> IamClient {
-        self.iam.clone()
+    fn now(&self) -> DateTime<Utc> {
+        self.ctx.options.clock.now()
     }
 
     fn outcome(&self) -> std::sync::MutexGuard<'_, AccountOutcome> {
@@ -618,7 +618,7 @@ impl AccountWorker<'_> {
                 listed.exclusion.as_ref(),
                 ctx.caller_key.as_ref(),
                 rules,
-                Utc::now(),
+                self.now(),
             );
             let events = enroll(
                 &work.entry.state,
@@ -628,7 +628,7 @@ impl AccountWorker<'_> {
             );
             // Folded now, appended with the first intent or outcome of this turn (or
             // deferred at its end): see `append`.
-            let now = Utc::now();
+            let now = self.now();
             for event in events {
                 work.settle(event, now);
             }
@@ -710,7 +710,7 @@ impl AccountWorker<'_> {
                 &work.observed,
                 fresh.as_ref(),
                 rules,
-                Utc::now(),
+                self.now(),
             );
             match decision {
                 Decision::Idle => {
@@ -729,13 +729,12 @@ impl AccountWorker<'_> {
                     return Ok(true);
                 }
                 Decision::CheckLastUse { key } => {
-                    let iam = self.iam();
                     let last_used =
-                        telemetry::step("check-last-use", user, &key, iam::last_used(&iam, &key))
+                        telemetry::step("check-last-use", user, &key, self.api.last_used(&key))
                             .await?;
                     fresh = Some(FreshUse {
                         key,
-                        checked_at: Utc::now(),
+                        checked_at: self.now(),
                         last_used_at: last_used.map(|l| l.at),
                     });
                 }
@@ -817,7 +816,7 @@ impl AccountWorker<'_> {
         };
         let rules = &ctx.campaign.policy.rotation;
         let events =
-            crate::notify::send_due(notifier, notify, rules, user, &work.entry.state, Utc::now())
+            crate::notify::send_due(notifier, notify, rules, user, &work.entry.state, self.now())
                 .await;
         if events.is_empty() {
             return;
@@ -900,7 +899,7 @@ impl AccountWorker<'_> {
             .await
         {
             Ok(head) => {
-                let now = Utc::now();
+                let now = self.now();
                 for event in events {
                     work.entry.fold(event, now);
                 }
@@ -930,8 +929,7 @@ impl AccountWorker<'_> {
     }
 
     async fn list_keys(&self, user: &UserName) -> Result<Vec<ObservedKey>, AwsFailure> {
-        let iam = self.iam();
-        match steps::list_access_keys(&iam, user).await {
+        match self.api.list_access_keys(user).await {
             Ok(keys) => Ok(keys
                 .into_iter()
                 .map(|k| ObservedKey {
@@ -1042,10 +1040,6 @@ impl AccountWorker<'_> {
             }
             Action::CreateReplacement { attempt } => self.replace(work, key, attempt).await,
             Action::RecoverDelivery { new_key, attempt } => {
-                let sm = steps::secrets_manager_client(
-                    &self.config,
-                    self.target(&work.user).region.as_deref(),
-                );
                 let token =
                     steps::client_request_token(self.ctx.campaign.name.as_str(), key, attempt);
                 // A failed lookup is a failure of the delivery step like any other:
@@ -1056,7 +1050,7 @@ impl AccountWorker<'_> {
                     "find-delivery",
                     &work.user,
                     key,
-                    steps::find_delivery(&sm, &target, &token),
+                    self.api.find_delivery(&target, &token),
                 )
                 .await
                 {
@@ -1098,12 +1092,11 @@ impl AccountWorker<'_> {
                     });
                 };
                 let target = self.target(&work.user);
-                let sm = steps::secrets_manager_client(&self.config, target.region.as_deref());
                 let read = telemetry::step(
                     "read-delivery",
                     &work.user,
                     key,
-                    steps::read_delivered_key(&sm, &target, &version),
+                    self.api.read_delivered_key(&target, &version),
                 )
                 .await;
                 let secret = match read {
@@ -1141,14 +1134,12 @@ impl AccountWorker<'_> {
                 {
                     return Ok(false);
                 }
-                let iam = self.iam();
                 let deactivated = fp::DEACTIVATE
                     .around(telemetry::step(
                         Step::Deactivate.as_str(),
                         &work.user,
                         key,
-                        steps::set_access_key_status(
-                            &iam,
+                        self.api.set_access_key_status(
                             &work.user,
                             key,
                             keyturn_planner::inventory::KeyStatus::Inactive,
@@ -1162,7 +1153,7 @@ impl AccountWorker<'_> {
                                 key: key.clone(),
                                 evidence,
                             },
-                            Utc::now(),
+                            self.now(),
                         );
                         let why = match work.entry.state.keys.get(key).and_then(|k| k.path) {
                             Some(Path::RetireUnused) => {
@@ -1194,13 +1185,12 @@ impl AccountWorker<'_> {
                 {
                     return Ok(false);
                 }
-                let iam = self.iam();
                 let deleted = fp::DELETE
                     .around(telemetry::step(
                         Step::Delete.as_str(),
                         &work.user,
                         key,
-                        steps::delete_access_key(&iam, &work.user, key),
+                        self.api.delete_access_key(&work.user, key),
                     ))
                     .await;
                 match deleted {
@@ -1211,7 +1201,7 @@ impl AccountWorker<'_> {
                                 key: key.clone(),
                                 already_gone,
                             },
-                            Utc::now(),
+                            self.now(),
                         );
                         self.note(work, key, "deleted".into());
                         work.observe_gone(key);
@@ -1225,14 +1215,12 @@ impl AccountWorker<'_> {
             }
             Action::Reactivate => {
                 // The rollback recorded its intent, which stays open until this is done.
-                let iam = self.iam();
                 let reactivated = fp::REACTIVATE
                     .around(telemetry::step(
                         Step::Reactivate.as_str(),
                         &work.user,
                         key,
-                        steps::set_access_key_status(
-                            &iam,
+                        self.api.set_access_key_status(
                             &work.user,
                             key,
                             keyturn_planner::inventory::KeyStatus::Active,
@@ -1286,13 +1274,12 @@ impl AccountWorker<'_> {
         {
             return Ok(false);
         }
-        let iam = self.iam();
         let created = fp::CREATE
             .around(telemetry::step(
                 Step::CreateReplacement.as_str(),
                 &work.user,
                 key,
-                steps::create_access_key(&iam, &work.user),
+                self.api.create_access_key(&work.user),
             ))
             .await;
         let new = match created {
@@ -1337,12 +1324,11 @@ impl AccountWorker<'_> {
             return Ok(false);
         }
         let target = self.target(&work.user);
-        let sm = steps::secrets_manager_client(&self.config, target.region.as_deref());
         let meta = DeliveryMeta {
             account: self.account.id.clone(),
             user: work.user.clone(),
             campaign: self.ctx.campaign.name.clone(),
-            rotated_at: Utc::now(),
+            rotated_at: self.now(),
         };
         let token = steps::client_request_token(self.ctx.campaign.name.as_str(), key, attempt);
         let delivered = fp::DELIVER
@@ -1350,7 +1336,7 @@ impl AccountWorker<'_> {
                 Step::DeliverSecret.as_str(),
                 &work.user,
                 key,
-                steps::deliver_secret(&sm, &target, &new, &meta, &token),
+                self.api.deliver_secret(&target, &new, &meta, &token),
             ))
             .await;
         let delivery = match delivered {
@@ -1368,7 +1354,7 @@ impl AccountWorker<'_> {
                     "find-delivery",
                     &work.user,
                     key,
-                    steps::find_delivery(&sm, &target, &token),
+                    self.api.find_delivery(&target, &token),
                 )
                 .await;
                 return match found {
@@ -1426,12 +1412,8 @@ impl AccountWorker<'_> {
                 Step::VerifyReplacement.as_str(),
                 &work.user,
                 key,
-                steps::verify_access_key(
-                    &self.config,
-                    new,
-                    &work.user,
-                    self.ctx.options.verify_wait,
-                ),
+                self.api
+                    .verify_access_key(new, &work.user, self.ctx.options.verify_wait),
             ))
             .await;
         match verified {
@@ -1479,13 +1461,12 @@ impl AccountWorker<'_> {
         {
             return Ok(false);
         }
-        let iam = self.iam();
         let deleted = fp::DELETE_ORPHAN
             .around(telemetry::step(
                 Step::DeleteOrphan.as_str(),
                 &work.user,
                 key,
-                steps::delete_access_key(&iam, &work.user, orphan),
+                self.api.delete_access_key(&work.user, orphan),
             ))
             .await;
         match deleted {
@@ -1537,7 +1518,7 @@ fn journal_failure_w(e: &WorkerError) -> AwsFailure {
 /// goes back to waiting for adoption.
 pub async fn rollback(
     journal: Arc<dyn Journal>,
-    sessions: &Sessions,
+    cloud: &dyn Cloud,
     name: &CampaignName,
     key: &AccessKeyId,
     reason: &str,
@@ -1570,6 +1551,7 @@ pub async fn rollback(
         &actor,
         options.claim_ttl,
         None,
+        &options.clock,
     )
     .await?
     {
@@ -1582,7 +1564,7 @@ pub async fn rollback(
     };
     let result = reactivate(
         journal.as_ref(),
-        sessions,
+        cloud,
         &state,
         &account,
         &user,
@@ -1599,7 +1581,7 @@ pub async fn rollback(
 #[allow(clippy::too_many_arguments)]
 async fn reactivate(
     journal: &dyn Journal,
-    sessions: &Sessions,
+    cloud: &dyn Cloud,
     state: &CampaignState,
     account: &AccountId,
     user: &UserName,
@@ -1630,22 +1612,13 @@ async fn reactivate(
     let version = fp::APPEND_INTENT_REACTIVATE
         .around(journal.append(&stream, entry.version, new))
         .await?;
-    let scope = &state.campaign.policy.scope;
-    let config = sessions
-        .for_account(account, &scope.role_name, scope.external_id.as_ref())
-        .await;
-    let iam = telemetry::iam_client(&config);
+    let api = cloud.account(account, &state.campaign.policy.scope).await;
     let reactivated = fp::REACTIVATE
         .around(telemetry::step(
             Step::Reactivate.as_str(),
             user,
             key,
-            steps::set_access_key_status(
-                &iam,
-                user,
-                key,
-                keyturn_planner::inventory::KeyStatus::Active,
-            ),
+            api.set_access_key_status(user, key, KeyStatus::Active),
         ))
         .await;
     if let Err(failure) = reactivated {
