@@ -598,6 +598,24 @@ fn decide_key(
                     evidence: None,
                 });
             }
+            // The Inactive old key is the only way back while its replacement is not
+            // there and Active (deleted or made Inactive outside keyturn during the
+            // observation): deleting it would leave the user with no key to reactivate,
+            // so a human decides, and is told at once rather than when the deletion
+            // falls due. A retirement has no replacement.
+            if let Some(new_key) = ks.new_key.as_ref().filter(|new_key| {
+                !observed
+                    .iter()
+                    .any(|k| &k.key == *new_key && k.status == KeyStatus::Active)
+            }) {
+                return record(RotationEvent::KeyBlocked {
+                    key: key.clone(),
+                    reason: format!(
+                        "the replacement {new_key} was deleted or made Inactive outside keyturn during observation: not deleting the old key, the only way back"
+                    ),
+                    evidence: None,
+                });
+            }
             let due = ks.deactivated_at.unwrap_or(now) + chrono(rules.observation_period);
             if now >= due {
                 act(Action::Delete)

@@ -696,19 +696,25 @@ fn deletion_waits_for_the_observation_period_and_never_hits_an_active_key() {
             },
         },
     );
+    let replacement = |now| active(k(2), 10, Some(0), now);
     let now = deactivated + days(6);
     assert!(
-        matches!(given.decide(&[inactive(k(1), 130, None, now)], None, now), Decision::Wait { until: Some(u), .. } if u == deactivated + days(7))
+        matches!(given.decide(&[inactive(k(1), 130, None, now), replacement(now)], None, now), Decision::Wait { until: Some(u), .. } if u == deactivated + days(7))
     );
     let now = deactivated + days(7);
     assert_eq!(
-        given.decide(&[inactive(k(1), 130, None, now)], None, now),
+        given.decide(
+            &[inactive(k(1), 130, None, now), replacement(now)],
+            None,
+            now
+        ),
         Decision::Act {
             key: k(1),
             action: Action::Delete
         }
     );
-    let reactivated_by_hand = given.decide(&[active(k(1), 130, None, now)], None, now);
+    let reactivated_by_hand =
+        given.decide(&[active(k(1), 130, None, now), replacement(now)], None, now);
     assert!(matches!(
         reactivated_by_hand,
         Decision::Act {
@@ -734,7 +740,14 @@ fn a_clock_moving_backwards_never_advances_a_gate() {
     );
     let earlier = deactivated - days(2);
     assert!(matches!(
-        given.decide(&[inactive(k(1), 130, None, earlier)], None, earlier),
+        given.decide(
+            &[
+                inactive(k(1), 130, None, earlier),
+                active(k(2), 0, None, earlier)
+            ],
+            None,
+            earlier
+        ),
         Decision::Wait { .. }
     ));
     assert!(matches!(
@@ -1202,4 +1215,108 @@ fn the_old_key_is_never_deactivated_once_its_replacement_is_gone_or_inactive() {
             ..
         }
     ));
+}
+
+#[test]
+fn the_old_key_is_never_deleted_once_its_replacement_is_gone_or_inactive_during_observation() {
+    let verified = t0();
+    let deactivated = verified + days(3);
+    let observing = rotation_verified(verified).at(
+        deactivated,
+        RotationEvent::KeyDeactivated {
+            key: k(1),
+            evidence: UseEvidence {
+                checked_at: deactivated,
+                last_used_at: None,
+            },
+        },
+    );
+    let due = deactivated + days(7);
+    let blocked = |decision: Decision| match decision {
+        Decision::Act {
+            key,
+            action: Action::Record(RotationEvent::KeyBlocked { reason, .. }),
+        } => {
+            assert_eq!(key, k(1));
+            assert!(reason.contains(k(2).as_str()), "{reason}");
+            assert!(reason.contains("deleted or made Inactive"), "{reason}");
+        }
+        other => panic!("expected the old key blocked, got {other:?}"),
+    };
+
+    // The replacement was deleted by hand while the old key was observed: the old key,
+    // Inactive, is the only way back.
+    blocked(observing.decide(&[inactive(k(1), 130, None, due)], None, due));
+    // The replacement was made Inactive by hand.
+    blocked(observing.decide(
+        &[
+            inactive(k(1), 130, None, due),
+            inactive(k(2), 10, Some(1), due),
+        ],
+        None,
+        due,
+    ));
+    // Told at once, not only when the deletion falls due: the user may have no working key.
+    blocked(observing.decide(
+        &[inactive(k(1), 130, None, due)],
+        None,
+        deactivated + days(1),
+    ));
+    // With the replacement there and Active, the deletion goes ahead.
+    assert_eq!(
+        observing.decide(
+            &[
+                inactive(k(1), 130, None, due),
+                active(k(2), 10, Some(0), due)
+            ],
+            None,
+            due
+        ),
+        Decision::Act {
+            key: k(1),
+            action: Action::Delete
+        }
+    );
+
+    // A pending rollback still comes first: the key is made Active again.
+    let rolling_back = observing.at(
+        due,
+        RotationEvent::StepIntended {
+            key: k(1),
+            step: Step::Reactivate,
+            attempt: 1,
+            target: None,
+        },
+    );
+    assert_eq!(
+        rolling_back.decide(&[inactive(k(1), 130, None, due)], None, due),
+        Decision::Act {
+            key: k(1),
+            action: Action::Reactivate
+        }
+    );
+
+    // A retirement has no replacement to check: it is deleted when due.
+    let retiring = Given::new()
+        .at(
+            verified,
+            enrolled(k(1), Path::RetireUnused, verified - days(200)),
+        )
+        .at(
+            deactivated,
+            RotationEvent::KeyDeactivated {
+                key: k(1),
+                evidence: UseEvidence {
+                    checked_at: deactivated,
+                    last_used_at: None,
+                },
+            },
+        );
+    assert_eq!(
+        retiring.decide(&[inactive(k(1), 200, None, due)], None, due),
+        Decision::Act {
+            key: k(1),
+            action: Action::Delete
+        }
+    );
 }
