@@ -315,6 +315,21 @@ pub enum Decision {
     Idle,
 }
 
+/// Whether `o`, the tracked state of the user's other key (`other`, as observed), is
+/// itself a rotation without a replacement that waits for the second key slot (Active,
+/// pending) or was blocked: it never frees the slot, so a rotation waiting for it would
+/// wait forever. A retirement turned into a rotation by a rollback gets there.
+fn rotation_waiting_for_the_slot(o: &KeyState, other: &ObservedKey) -> bool {
+    o.key == other.key
+        && o.path == Some(Path::Rotate)
+        && o.new_key.is_none()
+        && match o.phase {
+            Phase::Pending => other.status == KeyStatus::Active,
+            Phase::Blocked => true,
+            _ => false,
+        }
+}
+
 /// What one key needs, before priorities between keys are applied.
 fn decide_key(
     state: &UserState,
@@ -493,7 +508,20 @@ fn decide_key(
                 }
             }
             if let Some(other) = observed.iter().find(|k| k.key != ks.key) {
-                return match state.tracking(&other.key) {
+                let tracked = state.tracking(&other.key);
+                if tracked.is_some_and(|o| rotation_waiting_for_the_slot(o, other)) {
+                    // Each waits for the other to free the slot: the key decided first (in
+                    // `decide`'s order) is blocked first, then the other for the same reason.
+                    return record(RotationEvent::KeyBlocked {
+                        key: key.clone(),
+                        reason: format!(
+                            "the user's other key {} is to be rotated too, and neither rotation can free the second key slot for the other: a human must choose which one to rotate first (keyturn never deletes a key in use)",
+                            other.key
+                        ),
+                        evidence: None,
+                    });
+                }
+                return match tracked {
                     Some(o) if !o.phase.is_terminal() => wait(
                         None,
                         &format!(

@@ -1320,3 +1320,98 @@ fn the_old_key_is_never_deleted_once_its_replacement_is_gone_or_inactive_during_
         }
     );
 }
+
+#[test]
+fn two_keys_to_rotate_that_wait_for_each_other_are_blocked_for_a_human() {
+    // k(1) is rotated and waits for k(2), planned for retirement, to free the second
+    // slot. k(2) is deactivated, then rolled back: reactivated, it is to be rotated too.
+    // Now each waits for the other to be deleted, which neither ever will be.
+    let now = t0();
+    let deactivated = now + Duration::hours(1);
+    let reactivated = now + Duration::hours(2);
+    let given = Given::new()
+        .at(now, enrolled(k(1), Path::Rotate, now - days(120)))
+        .at(now, enrolled(k(2), Path::RetireUnused, now - days(100)))
+        .at(
+            deactivated,
+            RotationEvent::KeyDeactivated {
+                key: k(2),
+                evidence: UseEvidence {
+                    checked_at: deactivated,
+                    last_used_at: None,
+                },
+            },
+        )
+        .at(
+            reactivated,
+            RotationEvent::RollbackRequested {
+                key: k(2),
+                reason: "a batch job still needs it".into(),
+                requested_by: "ops".into(),
+            },
+        )
+        .at(
+            reactivated,
+            RotationEvent::StepIntended {
+                key: k(2),
+                step: Step::Reactivate,
+                attempt: 1,
+                target: None,
+            },
+        )
+        .at(reactivated, RotationEvent::KeyReactivated { key: k(2) });
+    assert_eq!(
+        (
+            given.state().keys[&k(2)].path,
+            given.state().keys[&k(2)].phase
+        ),
+        (Some(Path::Rotate), Phase::Pending)
+    );
+    let later = reactivated + Duration::minutes(1);
+    let keys = [
+        active(k(1), 120, Some(0), later),
+        active(k(2), 100, Some(0), later),
+    ];
+    let blocked = |decision: Decision, blocked: AccessKeyId, other: AccessKeyId| match decision {
+        Decision::Act {
+            key,
+            action:
+                Action::Record(RotationEvent::KeyBlocked {
+                    key: event_key,
+                    reason,
+                    ..
+                }),
+        } => {
+            assert_eq!((&key, &event_key), (&blocked, &blocked));
+            assert!(reason.contains(other.as_str()), "{reason}");
+            assert!(reason.contains("a human must choose"), "{reason}");
+        }
+        other => panic!("expected {blocked} blocked, got {other:?}"),
+    };
+    // Before the rollback the rotation simply waits for the retirement to free the slot.
+    let retiring = Given(given.0[..2].to_vec());
+    assert_eq!(
+        retiring.decide(&keys, None, later),
+        Decision::CheckLastUse { key: k(2) }
+    );
+    // The key that sorts first is blocked first, then the other, for the same reason.
+    blocked(given.decide(&keys, None, later), k(1), k(2));
+    let first = given.at(
+        later,
+        RotationEvent::KeyBlocked {
+            key: k(1),
+            reason: "each waits for the other".into(),
+            evidence: None,
+        },
+    );
+    blocked(first.decide(&keys, None, later), k(2), k(1));
+    let both = first.at(
+        later,
+        RotationEvent::KeyBlocked {
+            key: k(2),
+            reason: "each waits for the other".into(),
+            evidence: None,
+        },
+    );
+    assert_eq!(both.decide(&keys, None, later), Decision::Idle);
+}
