@@ -330,6 +330,55 @@ fn rotation_waiting_for_the_slot(o: &KeyState, other: &ObservedKey) -> bool {
         }
 }
 
+/// The reconciliation of a replacement the campaign created, or may have created, whose
+/// secret may be lost, if one is due: a created replacement whose delivery is unknown
+/// (`RecoverDelivery`), an orphan whose deletion was intended (deleted, or recorded as
+/// deleted once IAM no longer shows it), and a key that an open create intent may have
+/// left behind (deleted). It does not depend on what became of the old key.
+fn reconcile_created(
+    state: &UserState,
+    ks: &KeyState,
+    observed: &[ObservedKey],
+) -> Option<Decision> {
+    let act = |action| {
+        Some(Decision::Act {
+            key: ks.key.clone(),
+            action,
+        })
+    };
+    if ks.phase == Phase::Created {
+        let new_key = ks.new_key.clone().expect("a created replacement has an id");
+        return act(Action::RecoverDelivery {
+            new_key,
+            attempt: ks.create_attempts,
+        });
+    }
+    let intent = ks.open_intent.as_ref()?;
+    match intent.step {
+        super::events::Step::DeleteOrphan => {
+            let orphan = intent.target.clone()?;
+            if observed.iter().any(|k| k.key == orphan) {
+                act(Action::DeleteOrphan { orphan })
+            } else {
+                act(Action::Record(RotationEvent::OrphanDeleted {
+                    key: ks.key.clone(),
+                    orphan,
+                }))
+            }
+        }
+        super::events::Step::CreateReplacement => {
+            let since = intent.at - chrono(CLOCK_SKEW);
+            let orphan = observed.iter().find(|k| {
+                k.key != ks.key && state.tracking(&k.key).is_none() && k.created_at >= since
+            })?;
+            act(Action::DeleteOrphan {
+                orphan: orphan.key.clone(),
+            })
+        }
+        _ => None,
+    }
+}
+
 /// What one key needs, before priorities between keys are applied.
 fn decide_key(
     state: &UserState,
@@ -354,6 +403,38 @@ fn decide_key(
         reason: reason.to_owned(),
     };
 
+    let backoff = ks.last_failure_at.and_then(|failed_at| {
+        let backoff =
+            FIRST_BACKOFF.saturating_mul(2u32.saturating_pow(ks.failures.saturating_sub(1)));
+        let retry_at = failed_at + chrono(backoff);
+        (now < retry_at).then(|| {
+            let code = ks.last_failure_code.as_deref().unwrap_or("an error");
+            wait(
+                Some(retry_at),
+                &format!("retrying after {code} ({} of {MAX_FAILURES})", ks.failures),
+            )
+        })
+    });
+
+    // A replacement this campaign created, or may have created, without storing its
+    // secret is reconciled before anything that ends the key's path (the last failure
+    // allowed, the old key vanished or released): those close the open intent, after
+    // which the created key, Active and with its secret lost, would never be looked at
+    // again. A call the reconciliation makes waits out the backoff of a failure; an
+    // outcome it only records does not.
+    if let Some(reconciliation) = reconcile_created(state, ks, observed) {
+        return match (&reconciliation, backoff) {
+            (
+                Decision::Act {
+                    action: Action::Record(_),
+                    ..
+                },
+                _,
+            )
+            | (_, None) => reconciliation,
+            (_, Some(wait)) => wait,
+        };
+    }
     if ks.failures >= MAX_FAILURES {
         let code = ks.last_failure_code.clone().unwrap_or_default();
         return record(RotationEvent::KeyFailed {
@@ -361,40 +442,8 @@ fn decide_key(
             reason: format!("{} failures in a row, the last with {code}", ks.failures),
         });
     }
-    if let Some(failed_at) = ks.last_failure_at {
-        let backoff = FIRST_BACKOFF * 2u32.saturating_pow(ks.failures.saturating_sub(1));
-        let retry_at = failed_at + chrono(backoff);
-        if now < retry_at {
-            let code = ks.last_failure_code.as_deref().unwrap_or("an error");
-            return wait(
-                Some(retry_at),
-                &format!("retrying after {code} ({} of {MAX_FAILURES})", ks.failures),
-            );
-        }
-    }
-
-    // A replacement whose secret may be lost is reconciled first, whatever became of the old key.
-    if ks.phase == Phase::Created {
-        let new_key = ks.new_key.clone().expect("a created replacement has an id");
-        return act(Action::RecoverDelivery {
-            new_key,
-            attempt: ks.create_attempts,
-        });
-    }
-    if let Some(intent) = &ks.open_intent
-        && intent.step == super::events::Step::DeleteOrphan
-        && let Some(orphan) = &intent.target
-    {
-        return if observed.iter().any(|k| &k.key == orphan) {
-            act(Action::DeleteOrphan {
-                orphan: orphan.clone(),
-            })
-        } else {
-            record(RotationEvent::OrphanDeleted {
-                key: key.clone(),
-                orphan: orphan.clone(),
-            })
-        };
+    if let Some(wait) = backoff {
+        return wait;
     }
 
     let Some(current) = observed.iter().find(|k| k.key == ks.key) else {
@@ -492,20 +541,6 @@ fn decide_key(
                     key: key.clone(),
                     reason: "made Inactive outside keyturn".to_owned(),
                 });
-            }
-            let known = |k: &AccessKeyId| state.tracking(k).is_some();
-            if let Some(intent) = &ks.open_intent
-                && intent.step == super::events::Step::CreateReplacement
-            {
-                let since = intent.at - chrono(CLOCK_SKEW);
-                if let Some(orphan) = observed
-                    .iter()
-                    .find(|k| !known(&k.key) && k.created_at >= since)
-                {
-                    return act(Action::DeleteOrphan {
-                        orphan: orphan.key.clone(),
-                    });
-                }
             }
             if let Some(other) = observed.iter().find(|k| k.key != ks.key) {
                 let tracked = state.tracking(&other.key);

@@ -1415,3 +1415,238 @@ fn two_keys_to_rotate_that_wait_for_each_other_are_blocked_for_a_human() {
     );
     assert_eq!(both.decide(&keys, None, later), Decision::Idle);
 }
+
+/// k(1) is rotated; the create intent of `attempt` is open since `at`.
+fn create_intended(at: DateTime<Utc>, attempt: u32) -> Given {
+    (1..=attempt).fold(
+        Given::new().at(at, enrolled(k(1), Path::Rotate, at - days(120))),
+        |given, n| {
+            let given = given.at(
+                at,
+                RotationEvent::StepIntended {
+                    key: k(1),
+                    step: Step::CreateReplacement,
+                    attempt: n,
+                    target: None,
+                },
+            );
+            if n < attempt {
+                failed_with(given, Step::CreateReplacement, n, "ServiceFailure", at)
+            } else {
+                given
+            }
+        },
+    )
+}
+
+fn failed_with(given: Given, step: Step, attempt: u32, code: &str, at: DateTime<Utc>) -> Given {
+    given.at(
+        at,
+        RotationEvent::StepFailed {
+            key: k(1),
+            step,
+            attempt,
+            code: code.into(),
+            message: "x".into(),
+        },
+    )
+}
+
+fn recorded(decision: &Decision) -> Option<&'static str> {
+    match decision {
+        Decision::Act {
+            action: Action::Record(event),
+            ..
+        } => Some(event.event_type()),
+        _ => None,
+    }
+}
+
+#[test]
+fn the_fifth_failure_never_leaves_a_created_key_behind() {
+    let now = t0();
+    let later = now + Duration::minutes(1);
+    let old = active(k(1), 120, Some(1), later);
+
+    // A replacement created, its delivery failing five times: its secret may be lost.
+    let created = (1..=5).fold(
+        Given::new()
+            .at(now, enrolled(k(1), Path::Rotate, now - days(120)))
+            .at(
+                now,
+                RotationEvent::StepIntended {
+                    key: k(1),
+                    step: Step::CreateReplacement,
+                    attempt: 1,
+                    target: None,
+                },
+            )
+            .at(
+                now,
+                RotationEvent::ReplacementCreated {
+                    key: k(1),
+                    new_key: k(2),
+                    created_at: now,
+                },
+            ),
+        |g, n| failed_with(g, Step::DeliverSecret, n, "InternalServiceError", now),
+    );
+    let keys = [old.clone(), active(k(2), 0, None, now)];
+    assert_eq!(
+        created.decide(&keys, None, later),
+        Decision::Act {
+            key: k(1),
+            action: Action::RecoverDelivery {
+                new_key: k(2),
+                attempt: 1
+            }
+        },
+        "the replacement is reconciled before the key fails"
+    );
+    assert!(
+        matches!(
+            created.decide(&keys, None, now + Duration::seconds(1)),
+            Decision::Wait { .. }
+        ),
+        "the backoff still applies to the reconciliation"
+    );
+
+    // Deleting an orphan failing five times: it is still deleted, then the key fails.
+    let deleting = (1..=5).fold(
+        create_intended(now, 1).at(
+            now,
+            RotationEvent::StepIntended {
+                key: k(1),
+                step: Step::DeleteOrphan,
+                attempt: 1,
+                target: Some(k(9)),
+            },
+        ),
+        |g, n| failed_with(g, Step::DeleteOrphan, n, "ServiceFailure", now),
+    );
+    let orphaned = [old.clone(), active(k(9), 0, None, now)];
+    assert_eq!(
+        deleting.decide(&orphaned, None, later),
+        Decision::Act {
+            key: k(1),
+            action: Action::DeleteOrphan { orphan: k(9) }
+        }
+    );
+    let cleaned = deleting.at(
+        later,
+        RotationEvent::OrphanDeleted {
+            key: k(1),
+            orphan: k(9),
+        },
+    );
+    assert_eq!(
+        recorded(&cleaned.decide(std::slice::from_ref(&old), None, later)),
+        Some("key-failed"),
+        "the failures that led to the orphan still count"
+    );
+
+    // Five creates that failed, the last of which may have created a key anyway.
+    let creating = failed_with(
+        create_intended(now, 5),
+        Step::CreateReplacement,
+        5,
+        "ServiceFailure",
+        now,
+    );
+    assert_eq!(creating.state().keys[&k(1)].failures, 5);
+    let maybe = [
+        old.clone(),
+        active(k(9), 0, None, now + Duration::seconds(1)),
+    ];
+    let never_used = fresh(&k(9), None, later);
+    assert_eq!(
+        creating.decide(&maybe, Some(&never_used), later),
+        Decision::Act {
+            key: k(1),
+            action: Action::DeleteOrphan { orphan: k(9) }
+        }
+    );
+    assert_eq!(
+        recorded(&creating.decide(&[old], None, later)),
+        Some("key-failed"),
+        "nothing was created: the key fails"
+    );
+}
+
+#[test]
+fn an_old_key_that_vanished_never_leaves_a_created_key_behind() {
+    let now = t0();
+    let later = now + Duration::minutes(1);
+    let given = create_intended(now, 1);
+    // The old key was deleted by hand while CreateAccessKey was in flight.
+    let orphan_only = [active(k(9), 0, None, now + Duration::seconds(1))];
+    let never_used = fresh(&k(9), None, later);
+    assert_eq!(
+        given.decide(&orphan_only, Some(&never_used), later),
+        Decision::Act {
+            key: k(1),
+            action: Action::DeleteOrphan { orphan: k(9) }
+        }
+    );
+    let cleaned = given
+        .at(
+            later,
+            RotationEvent::StepIntended {
+                key: k(1),
+                step: Step::DeleteOrphan,
+                attempt: 1,
+                target: Some(k(9)),
+            },
+        )
+        .at(
+            later,
+            RotationEvent::OrphanDeleted {
+                key: k(1),
+                orphan: k(9),
+            },
+        );
+    assert_eq!(
+        recorded(&cleaned.decide(&[], None, later)),
+        Some("key-vanished")
+    );
+}
+
+#[test]
+fn an_old_key_made_inactive_outside_keyturn_never_leaves_a_created_key_behind() {
+    let now = t0();
+    let later = now + Duration::minutes(1);
+    let given = create_intended(now, 1);
+    let keys = [
+        inactive(k(1), 120, Some(1), later),
+        active(k(9), 0, None, now + Duration::seconds(1)),
+    ];
+    let never_used = fresh(&k(9), None, later);
+    assert_eq!(
+        given.decide(&keys, Some(&never_used), later),
+        Decision::Act {
+            key: k(1),
+            action: Action::DeleteOrphan { orphan: k(9) }
+        }
+    );
+    let cleaned = given
+        .at(
+            later,
+            RotationEvent::StepIntended {
+                key: k(1),
+                step: Step::DeleteOrphan,
+                attempt: 1,
+                target: Some(k(9)),
+            },
+        )
+        .at(
+            later,
+            RotationEvent::OrphanDeleted {
+                key: k(1),
+                orphan: k(9),
+            },
+        );
+    assert_eq!(
+        recorded(&cleaned.decide(&keys[..1], None, later)),
+        Some("key-released")
+    );
+}
