@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::events::{Path, RotationEvent, UseEvidence};
-use super::state::{KeyState, Phase, UserState};
+use super::events::{Path, RotationEvent, Step, UseEvidence};
+use super::state::{KeyState, OpenIntent, Phase, UserState};
 use crate::ids::AccessKeyId;
 use crate::inventory::{KeyStatus, whole_days};
 use crate::policy::{Rotation, UserExclusion, format_duration};
@@ -16,8 +16,43 @@ use crate::policy::{Rotation, UserExclusion, format_duration};
 pub const MAX_FAILURES: u32 = 5;
 /// The wait after the first failure; it doubles with each further failure.
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(2);
-/// How far before an intent a key's creation time may lie and still be ours (clock skew).
+/// How far a key's creation time, by IAM's clock, may lie outside the span of a create
+/// call, by ours, and still be the call's key (clock skew).
 pub const CLOCK_SKEW: Duration = Duration::from_secs(120);
+/// How long a CreateAccessKey call may take: the worker's operation timeout for an IAM
+/// call, 30 s, with margin. A create intent that no failure answered (its run died) may
+/// have created a key until this long after it was recorded, not later.
+pub const CREATE_CALL_BOUND: Duration = Duration::from_secs(60);
+
+/// Whether a failure of CreateAccessKey with this AWS error code proves that IAM refused
+/// the request, so that no key was created: a limit (`LimitExceeded`, two keys already),
+/// a refusal of the caller (`AccessDenied`, `AccessDeniedException`,
+/// `UnrecognizedClientException`, `InvalidClientTokenId`, `ExpiredToken`), a request IAM
+/// would not take (`ValidationError`, `InvalidInput`, `NoSuchEntity`,
+/// `EntityTemporarilyUnmodifiable`) or a throttle (`Throttling`, `ThrottlingException`).
+///
+/// The worker sends CreateAccessKey exactly once per attempt (no SDK retries), so the
+/// code answers that one request: with retries, a first request that timed out after
+/// creating the key and a retry refused with `LimitExceeded` would prove nothing. Server
+/// errors (5xx, `ServiceFailure`), timeouts (`RequestTimeout` among them), dispatch and
+/// IO errors are not refusals: the request may have taken effect.
+pub fn create_refused(code: &str) -> bool {
+    matches!(
+        code,
+        "LimitExceeded"
+            | "AccessDenied"
+            | "AccessDeniedException"
+            | "ValidationError"
+            | "InvalidInput"
+            | "NoSuchEntity"
+            | "Throttling"
+            | "ThrottlingException"
+            | "EntityTemporarilyUnmodifiable"
+            | "UnrecognizedClientException"
+            | "InvalidClientTokenId"
+            | "ExpiredToken"
+    )
+}
 
 /// A key as IAM shows it now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,18 +223,32 @@ pub fn classify(
     plans
 }
 
+/// Whether a key created at `created_at` may be the key of an open create intent: it was
+/// created while the call was in flight, from the intent (less [`CLOCK_SKEW`]) to the
+/// failure that answered the call, or [`CREATE_CALL_BOUND`] after the intent when none
+/// did (plus [`CLOCK_SKEW`]). A key created outside that span is not the call's.
+fn created_during(intent: &OpenIntent, created_at: DateTime<Utc>) -> bool {
+    let answered = intent
+        .answered_at
+        .unwrap_or_else(|| intent.at + chrono(CREATE_CALL_BOUND));
+    intent.at - chrono(CLOCK_SKEW) <= created_at && created_at <= answered + chrono(CLOCK_SKEW)
+}
+
 /// Whether an untracked key may be a replacement this campaign created without recording
-/// it (its process died between CreateAccessKey and the append): a key created after an
-/// open intent to create a replacement (less [`CLOCK_SKEW`]), or the target of an open
-/// intent to delete such an orphan. [`decide`] deletes it; it is never enrolled, which
-/// would take it for the user's own second key and block the rotation for good.
+/// it (its process died between CreateAccessKey and the append, or the call failed after
+/// taking effect): a key created while an open intent to create a replacement was in
+/// flight (see [`CREATE_CALL_BOUND`] and [`CLOCK_SKEW`]), or the target of an open intent
+/// to delete such an orphan. It is never enrolled, which would take it for the user's
+/// own second key and block the rotation for good: [`decide`] deletes it if it was never
+/// used and does not sign the run, and blocks the user for a human otherwise. A key
+/// created outside that span may be enrolled as usual.
 pub fn is_unrecorded_replacement(state: &UserState, key: &ObservedKey) -> bool {
     state.tracking(&key.key).is_none()
         && state.keys.values().any(|ks| match &ks.open_intent {
-            Some(intent) if intent.step == super::events::Step::CreateReplacement => {
-                key.created_at >= intent.at - chrono(CLOCK_SKEW)
+            Some(intent) if intent.step == Step::CreateReplacement => {
+                created_during(intent, key.created_at)
             }
-            Some(intent) if intent.step == super::events::Step::DeleteOrphan => {
+            Some(intent) if intent.step == Step::DeleteOrphan => {
                 intent.target.as_ref() == Some(&key.key)
             }
             _ => false,
@@ -334,11 +383,20 @@ fn rotation_waiting_for_the_slot(o: &KeyState, other: &ObservedKey) -> bool {
 /// secret may be lost, if one is due: a created replacement whose delivery is unknown
 /// (`RecoverDelivery`), an orphan whose deletion was intended (deleted, or recorded as
 /// deleted once IAM no longer shows it), and a key that an open create intent may have
-/// left behind (deleted). It does not depend on what became of the old key.
+/// left behind ([`is_unrecorded_replacement`]). It does not depend on what became of the
+/// old key.
+///
+/// The first two are keyturn's own recorded keys. The last is only a key created while
+/// the call was in flight, which could be someone else's: it is deleted only on fresh
+/// evidence that it was never used (asked first with `CheckLastUse`), and never when it
+/// signs the run (`caller_key`). Used, or the run's own, it is left alone and the user
+/// is blocked for a human.
 fn reconcile_created(
     state: &UserState,
     ks: &KeyState,
     observed: &[ObservedKey],
+    fresh: Option<&FreshUse>,
+    caller_key: Option<&AccessKeyId>,
 ) -> Option<Decision> {
     let act = |action| {
         Some(Decision::Act {
@@ -355,7 +413,7 @@ fn reconcile_created(
     }
     let intent = ks.open_intent.as_ref()?;
     match intent.step {
-        super::events::Step::DeleteOrphan => {
+        Step::DeleteOrphan => {
             let orphan = intent.target.clone()?;
             if observed.iter().any(|k| k.key == orphan) {
                 act(Action::DeleteOrphan { orphan })
@@ -366,14 +424,37 @@ fn reconcile_created(
                 }))
             }
         }
-        super::events::Step::CreateReplacement => {
-            let since = intent.at - chrono(CLOCK_SKEW);
-            let orphan = observed.iter().find(|k| {
-                k.key != ks.key && state.tracking(&k.key).is_none() && k.created_at >= since
+        Step::CreateReplacement => {
+            let candidate = observed.iter().find(|k| {
+                k.key != ks.key
+                    && state.tracking(&k.key).is_none()
+                    && created_during(intent, k.created_at)
             })?;
-            act(Action::DeleteOrphan {
-                orphan: orphan.key.clone(),
-            })
+            let fresh = fresh.filter(|f| f.key == candidate.key);
+            let used = candidate
+                .last_used_at
+                .or_else(|| fresh.and_then(|f| f.last_used_at));
+            let why = if caller_key == Some(&candidate.key) {
+                "it signs this run".to_owned()
+            } else if let Some(used) = used {
+                format!("it was used (at {})", used.to_rfc3339())
+            } else if fresh.is_none() {
+                return Some(Decision::CheckLastUse {
+                    key: candidate.key.clone(),
+                });
+            } else {
+                return act(Action::DeleteOrphan {
+                    orphan: candidate.key.clone(),
+                });
+            };
+            act(Action::Record(RotationEvent::KeyBlocked {
+                key: ks.key.clone(),
+                reason: format!(
+                    "an unknown key {} was created while keyturn's CreateAccessKey was in flight, and {why}: not deleting it; a human must decide whether it is keyturn's replacement",
+                    candidate.key
+                ),
+                evidence: None,
+            }))
         }
         _ => None,
     }
@@ -385,6 +466,7 @@ fn decide_key(
     ks: &KeyState,
     observed: &[ObservedKey],
     fresh: Option<&FreshUse>,
+    caller_key: Option<&AccessKeyId>,
     rules: &Rotation,
     now: DateTime<Utc>,
 ) -> Decision {
@@ -422,7 +504,7 @@ fn decide_key(
     // which the created key, Active and with its secret lost, would never be looked at
     // again. A call the reconciliation makes waits out the backoff of a failure; an
     // outcome it only records does not.
-    if let Some(reconciliation) = reconcile_created(state, ks, observed) {
+    if let Some(reconciliation) = reconcile_created(state, ks, observed, fresh, caller_key) {
         return match (&reconciliation, backoff) {
             (
                 Decision::Act {
@@ -450,7 +532,7 @@ fn decide_key(
         let deleting = ks
             .open_intent
             .as_ref()
-            .is_some_and(|i| i.step == super::events::Step::Delete);
+            .is_some_and(|i| i.step == Step::Delete);
         return if deleting {
             record(RotationEvent::KeyDeleted {
                 key: key.clone(),
@@ -498,7 +580,7 @@ fn decide_key(
             let deactivating = ks
                 .open_intent
                 .as_ref()
-                .is_some_and(|i| i.step == super::events::Step::Deactivate);
+                .is_some_and(|i| i.step == Step::Deactivate);
             if current.status == KeyStatus::Inactive && !deactivating {
                 return record(RotationEvent::KeyReleased {
                     key: key.clone(),
@@ -644,7 +726,7 @@ fn decide_key(
             let reactivating = ks
                 .open_intent
                 .as_ref()
-                .is_some_and(|i| i.step == super::events::Step::Reactivate);
+                .is_some_and(|i| i.step == Step::Reactivate);
             if current.status == KeyStatus::Active && reactivating {
                 return record(RotationEvent::KeyReactivated { key: key.clone() });
             }
@@ -691,11 +773,14 @@ fn decide_key(
 }
 
 /// The next thing to do for a user: reconciliations and the steps that free a key slot
-/// come first, then the rotation; otherwise the earliest wait.
+/// come first, then the rotation; otherwise the earliest wait. `caller_key` is the key
+/// the run is signed with, if it is an access key: a key an open create intent may have
+/// left is never deleted when it is that key.
 pub fn decide(
     state: &UserState,
     observed: &[ObservedKey],
     fresh: Option<&FreshUse>,
+    caller_key: Option<&AccessKeyId>,
     rules: &Rotation,
     now: DateTime<Utc>,
 ) -> Decision {
@@ -713,7 +798,7 @@ pub fn decide(
     let mut earliest: Option<Decision> = None;
     let mut indefinite: Option<Decision> = None;
     for ks in open {
-        match decide_key(state, ks, observed, fresh, rules, now) {
+        match decide_key(state, ks, observed, fresh, caller_key, rules, now) {
             Decision::Idle => {}
             wait @ Decision::Wait {
                 until: Some(until), ..

@@ -82,7 +82,17 @@ impl Given {
         fresh: Option<&FreshUse>,
         now: DateTime<Utc>,
     ) -> Decision {
-        decide(&self.state(), observed, fresh, &rules(), now)
+        decide(&self.state(), observed, fresh, None, &rules(), now)
+    }
+    /// The decision of a run signed with `caller`.
+    fn decide_as(
+        &self,
+        caller: &AccessKeyId,
+        observed: &[ObservedKey],
+        fresh: Option<&FreshUse>,
+        now: DateTime<Utc>,
+    ) -> Decision {
+        decide(&self.state(), observed, fresh, Some(caller), &rules(), now)
     }
 }
 
@@ -368,11 +378,14 @@ fn a_create_intent_without_outcome_deletes_the_orphan_it_left() {
             },
         );
     let orphan = active(k(9), 0, None, now + Duration::seconds(1));
-    let decision = given.decide(
-        &[active(k(1), 120, Some(1), now), orphan],
-        None,
-        now + Duration::minutes(1),
+    let later = now + Duration::minutes(1);
+    let keys = [active(k(1), 120, Some(1), now), orphan];
+    assert_eq!(
+        given.decide(&keys, None, later),
+        Decision::CheckLastUse { key: k(9) },
+        "never deleted without fresh evidence that it was never used"
     );
+    let decision = given.decide(&keys, Some(&fresh(&k(9), None, later)), later);
     assert_eq!(
         decision,
         Decision::Act {
@@ -497,11 +510,15 @@ fn a_failed_create_keeps_looking_for_the_key_it_may_have_made() {
     ];
     assert_eq!(
         given.decide(&made_anyway, None, later),
+        Decision::CheckLastUse { key: k(9) },
+        "a create that failed may still have created the key"
+    );
+    assert_eq!(
+        given.decide(&made_anyway, Some(&fresh(&k(9), None, later)), later),
         Decision::Act {
             key: k(1),
             action: Action::DeleteOrphan { orphan: k(9) }
         },
-        "a create that failed may still have created the key"
     );
     assert_eq!(
         given.decide(&made_anyway[..1], None, later),
@@ -1648,5 +1665,292 @@ fn an_old_key_made_inactive_outside_keyturn_never_leaves_a_created_key_behind() 
     assert_eq!(
         recorded(&cleaned.decide(&keys[..1], None, later)),
         Some("key-released")
+    );
+}
+
+// ---- decide: what an open create intent may have left ------------------------------------
+
+/// k(9), never used as far as listed, created at `created`.
+fn unknown_key(created: DateTime<Utc>, now: DateTime<Utc>) -> ObservedKey {
+    ObservedKey {
+        created_at: created,
+        ..active(k(9), 0, None, now)
+    }
+}
+
+fn blocked_for(decision: &Decision, words: &[&str]) {
+    match decision {
+        Decision::Act {
+            key,
+            action: Action::Record(RotationEvent::KeyBlocked { reason, .. }),
+        } => {
+            assert_eq!(key, &k(1));
+            for word in words {
+                assert!(reason.contains(word), "{word:?} not in {reason:?}");
+            }
+        }
+        other => panic!("expected k(1) blocked ({words:?}), got {other:?}"),
+    }
+}
+
+#[test]
+fn a_create_that_iam_refused_created_nothing_and_leaves_later_keys_alone() {
+    let now = t0();
+    let answered = now + Duration::seconds(1);
+    let refused = failed_with(
+        create_intended(now, 1),
+        Step::CreateReplacement,
+        1,
+        "LimitExceeded",
+        answered,
+    );
+    let state = refused.state();
+    let ks = &state.keys[&k(1)];
+    assert_eq!(
+        ks.open_intent, None,
+        "IAM's answer proves nothing was created"
+    );
+    assert_eq!(
+        (ks.failures, ks.last_failure_code.as_deref()),
+        (1, Some("LimitExceeded")),
+        "the failure still counts"
+    );
+    let later = now + Duration::seconds(30);
+    let someone_elses = unknown_key(now + Duration::seconds(5), later);
+    assert!(!is_unrecorded_replacement(&state, &someone_elses));
+    let keys = [active(k(1), 120, Some(1), later), someone_elses.clone()];
+    blocked_for(
+        &refused.decide(&keys, Some(&fresh(&k(9), None, later)), later),
+        &["second key", k(9).as_str()],
+    );
+    assert!(
+        matches!(
+            refused.decide(&keys[..1], None, answered + Duration::seconds(1)),
+            Decision::Wait { .. }
+        ),
+        "the backoff still applies"
+    );
+    assert_eq!(
+        refused.decide(&keys[..1], None, later),
+        Decision::Act {
+            key: k(1),
+            action: Action::CreateReplacement { attempt: 2 }
+        }
+    );
+
+    for code in [
+        "LimitExceeded",
+        "AccessDenied",
+        "AccessDeniedException",
+        "ValidationError",
+        "InvalidInput",
+        "NoSuchEntity",
+        "Throttling",
+        "ThrottlingException",
+        "EntityTemporarilyUnmodifiable",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "ExpiredToken",
+    ] {
+        assert!(decide::create_refused(code), "{code}");
+    }
+    // A failure that may have taken effect leaves the intent open.
+    for code in [
+        "ServiceFailure",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "RequestTimeout",
+        "TimeoutError",
+        "DispatchFailure",
+    ] {
+        let maybe = failed_with(
+            create_intended(now, 1),
+            Step::CreateReplacement,
+            1,
+            code,
+            answered,
+        );
+        assert!(!decide::create_refused(code), "{code}");
+        assert!(maybe.state().keys[&k(1)].open_intent.is_some(), "{code}");
+        assert!(
+            is_unrecorded_replacement(&maybe.state(), &someone_elses),
+            "{code}"
+        );
+    }
+}
+
+#[test]
+fn only_a_key_created_while_the_create_call_was_in_flight_is_its_orphan() {
+    let now = t0();
+    let later = now + Duration::minutes(30);
+    let never_used = fresh(&k(9), None, later);
+    let old = active(k(1), 120, Some(1), later);
+    let skew = Duration::seconds(120);
+
+    // No answer recorded (the run died): the call lasted at most CREATE_CALL_BOUND.
+    let open = create_intended(now, 1);
+    let bound = now + Duration::seconds(60);
+    for (created, ours) in [
+        (now - skew - Duration::seconds(1), false),
+        (now - skew, true),
+        (now + Duration::seconds(30), true),
+        (bound + skew, true),
+        (bound + skew + Duration::seconds(1), false),
+        (now + Duration::minutes(20), false),
+    ] {
+        let candidate = unknown_key(created, later);
+        assert_eq!(
+            is_unrecorded_replacement(&open.state(), &candidate),
+            ours,
+            "created at {created}"
+        );
+        let decision = open.decide(&[old.clone(), candidate], Some(&never_used), later);
+        if ours {
+            assert_eq!(
+                decision,
+                Decision::Act {
+                    key: k(1),
+                    action: Action::DeleteOrphan { orphan: k(9) }
+                },
+                "created at {created}"
+            );
+        } else {
+            // Not an orphan: a second key this campaign does not remove.
+            blocked_for(&decision, &["second key", k(9).as_str()]);
+        }
+    }
+
+    // A key created outside the window is enrolled as usual; inside, it never is.
+    let enrolled_keys = |created: DateTime<Utc>| {
+        let keys = [
+            old.clone(),
+            ObservedKey {
+                status: KeyStatus::Inactive,
+                ..unknown_key(created, later)
+            },
+        ];
+        let plans = classify(&keys, None, None, &rules(), later);
+        enroll(&open.state(), &keys, &plans, None)
+    };
+    assert!(
+        matches!(
+            &enrolled_keys(now + Duration::minutes(20))[..],
+            [RotationEvent::KeyEnrolled {
+                path: Path::DeleteInactive,
+                ..
+            }]
+        ),
+        "created long after the call"
+    );
+    assert_eq!(enrolled_keys(now + Duration::seconds(30)), []);
+
+    // A failure answered the call after 10 s: the window closes CLOCK_SKEW after it.
+    let answered = now + Duration::seconds(10);
+    let timed_out = failed_with(
+        create_intended(now, 1),
+        Step::CreateReplacement,
+        1,
+        "RequestTimeout",
+        answered,
+    );
+    assert_eq!(
+        timed_out.state().keys[&k(1)]
+            .open_intent
+            .as_ref()
+            .and_then(|i| i.answered_at),
+        Some(answered)
+    );
+    let inside = unknown_key(answered + skew, later);
+    let outside = unknown_key(answered + skew + Duration::seconds(1), later);
+    assert!(is_unrecorded_replacement(&timed_out.state(), &inside));
+    assert!(
+        !is_unrecorded_replacement(&timed_out.state(), &outside),
+        "created after the call was answered"
+    );
+    blocked_for(
+        &timed_out.decide(&[old, outside], Some(&never_used), later),
+        &["second key"],
+    );
+}
+
+#[test]
+fn an_orphan_candidate_is_deleted_only_if_fresh_evidence_shows_it_never_used() {
+    let now = t0();
+    let later = now + Duration::minutes(1);
+    let given = create_intended(now, 1);
+    let candidate = unknown_key(now + Duration::seconds(1), later);
+    let keys = [active(k(1), 120, Some(1), later), candidate.clone()];
+
+    assert_eq!(
+        given.decide(&keys, None, later),
+        Decision::CheckLastUse { key: k(9) },
+        "the candidate's own last use is asked first"
+    );
+    assert_eq!(
+        given.decide(&keys, Some(&fresh(&k(1), None, later)), later),
+        Decision::CheckLastUse { key: k(9) },
+        "evidence about another key says nothing of the candidate"
+    );
+    assert_eq!(
+        given.decide(&keys, Some(&fresh(&k(9), None, later)), later),
+        Decision::Act {
+            key: k(1),
+            action: Action::DeleteOrphan { orphan: k(9) }
+        }
+    );
+
+    // Used: someone else's key, created while CreateAccessKey was in flight.
+    let used = fresh(&k(9), Some(now + Duration::seconds(40)), later);
+    let decision = given.decide(&keys, Some(&used), later);
+    blocked_for(
+        &decision,
+        &[
+            "unknown key",
+            k(9).as_str(),
+            "was used",
+            "not deleting it",
+            "a human must decide",
+        ],
+    );
+    // Listed as used already: no need to ask.
+    let listed_used = [
+        keys[0].clone(),
+        ObservedKey {
+            last_used_at: Some(now + Duration::seconds(40)),
+            ..candidate.clone()
+        },
+    ];
+    blocked_for(
+        &given.decide(&listed_used, None, later),
+        &["unknown key", "was used"],
+    );
+    // The key this run is signed with is never deleted, used or not.
+    blocked_for(
+        &given.decide_as(&k(9), &keys, Some(&fresh(&k(9), None, later)), later),
+        &[
+            "unknown key",
+            k(9).as_str(),
+            "signs this run",
+            "a human must decide",
+        ],
+    );
+
+    // Keyturn's own recorded keys keep their handling: an intended orphan deletion
+    // and a created replacement whose delivery is not found need no last-use check.
+    let deleting = given.at(
+        later,
+        RotationEvent::StepIntended {
+            key: k(1),
+            step: Step::DeleteOrphan,
+            attempt: 1,
+            target: Some(k(9)),
+        },
+    );
+    assert_eq!(
+        deleting.decide(&keys, None, later),
+        Decision::Act {
+            key: k(1),
+            action: Action::DeleteOrphan { orphan: k(9) }
+        }
     );
 }
