@@ -129,8 +129,34 @@ pub struct KeyPlan {
     pub reason: String,
 }
 
+/// A duration as chrono's, to compare spans of time; never added to a time (see
+/// [`after`]).
 fn chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// `t` plus `d`, or the latest time there is when that lies beyond it. Every gate and
+/// deadline is computed this way, so that no duration can panic a decision, a check or
+/// a notification (the policy bounds its durations; the model does not rely on it).
+pub(crate) fn after(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `t` less `d`, or the earliest time there is when that lies before it.
+pub(crate) fn before(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_sub_signed(d))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// The wait after `failures` failures in a row: [`FIRST_BACKOFF`], doubled with each
+/// further failure (saturating).
+pub(crate) fn backoff(failures: u32) -> Duration {
+    FIRST_BACKOFF.saturating_mul(2u32.saturating_pow(failures.saturating_sub(1)))
 }
 
 fn describe(key: &ObservedKey, now: DateTime<Utc>) -> String {
@@ -230,8 +256,8 @@ pub fn classify(
 fn created_during(intent: &OpenIntent, created_at: DateTime<Utc>) -> bool {
     let answered = intent
         .answered_at
-        .unwrap_or_else(|| intent.at + chrono(CREATE_CALL_BOUND));
-    intent.at - chrono(CLOCK_SKEW) <= created_at && created_at <= answered + chrono(CLOCK_SKEW)
+        .unwrap_or_else(|| after(intent.at, CREATE_CALL_BOUND));
+    before(intent.at, CLOCK_SKEW) <= created_at && created_at <= after(answered, CLOCK_SKEW)
 }
 
 /// Whether an untracked key may be a replacement this campaign created without recording
@@ -486,9 +512,7 @@ fn decide_key(
     };
 
     let backoff = ks.last_failure_at.and_then(|failed_at| {
-        let backoff =
-            FIRST_BACKOFF.saturating_mul(2u32.saturating_pow(ks.failures.saturating_sub(1)));
-        let retry_at = failed_at + chrono(backoff);
+        let retry_at = after(failed_at, backoff(ks.failures));
         (now < retry_at).then(|| {
             let code = ks.last_failure_code.as_deref().unwrap_or("an error");
             wait(
@@ -556,7 +580,7 @@ fn decide_key(
                 // A last use only ever moves later, so a fresh answer can only push the
                 // deletion further out: while the period is not over even from the last
                 // use already known, the check (one call) is not worth asking.
-                let due = unused_since(current) + chrono(rules.observation_period);
+                let due = after(unused_since(current), rules.observation_period);
                 if now < due {
                     return wait(Some(due), "Inactive; waiting for the observation period");
                 }
@@ -566,7 +590,7 @@ fn decide_key(
                 last_used_at: fresh.last_used_at,
                 ..current.clone()
             };
-            let due = unused_since(&quiet) + chrono(rules.observation_period);
+            let due = after(unused_since(&quiet), rules.observation_period);
             if now >= due {
                 act(Action::Delete)
             } else {
@@ -668,7 +692,7 @@ fn decide_key(
         }),
         (Phase::AwaitingAdoption, _) => {
             let started = ks.adoption_started_at.unwrap_or(ks.enrolled_at);
-            let earliest = started + chrono(rules.quiet_period);
+            let earliest = after(started, rules.quiet_period);
             if now < earliest {
                 return wait(Some(earliest), "waiting for the old key to go quiet");
             }
@@ -680,8 +704,8 @@ fn decide_key(
                 last_used_at: fresh.last_used_at,
             };
             let quiet_since = fresh.last_used_at.map_or(started, |used| used.max(started));
-            let due = quiet_since + chrono(rules.quiet_period);
-            let timeout = started + chrono(rules.adoption_timeout);
+            let due = after(quiet_since, rules.quiet_period);
+            let timeout = after(started, rules.adoption_timeout);
             // Deactivating the old key is safe only while its replacement is there and
             // Active: deleted or made Inactive outside keyturn, it would leave the user
             // without a working key, so a human decides.
@@ -761,7 +785,7 @@ fn decide_key(
                     evidence: None,
                 });
             }
-            let due = ks.deactivated_at.unwrap_or(now) + chrono(rules.observation_period);
+            let due = after(ks.deactivated_at.unwrap_or(now), rules.observation_period);
             if now >= due {
                 act(Action::Delete)
             } else {

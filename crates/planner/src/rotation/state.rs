@@ -192,16 +192,12 @@ impl KeyState {
     /// When the key's next gate falls due, from the recorded facts alone (the run
     /// decides on fresh evidence; this is the earliest it could move).
     pub fn next_check_at(&self, rules: &crate::policy::Rotation) -> Option<DateTime<Utc>> {
-        let after = |from: Option<DateTime<Utc>>, d: std::time::Duration| {
-            from.map(|t| t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX))
-        };
+        let after = |from: Option<DateTime<Utc>>, d| from.map(|t| super::decide::after(t, d));
         if self.phase.is_terminal() {
             return None;
         }
         if let Some(failed) = self.last_failure_at {
-            let backoff =
-                super::decide::FIRST_BACKOFF * 2u32.saturating_pow(self.failures.saturating_sub(1));
-            return after(Some(failed), backoff);
+            return after(Some(failed), super::decide::backoff(self.failures));
         }
         match self.phase {
             Phase::AwaitingAdoption => after(self.adoption_started_at, rules.quiet_period),

@@ -1954,3 +1954,72 @@ fn an_orphan_candidate_is_deleted_only_if_fresh_evidence_shows_it_never_used() {
         }
     );
 }
+
+#[test]
+fn no_duration_overflows_a_decision_a_check_or_a_notification() {
+    // The policy refuses such durations; the model must not panic on them all the same.
+    let forever = Rotation {
+        max_key_age: std::time::Duration::MAX,
+        unused_after: std::time::Duration::MAX,
+        quiet_period: std::time::Duration::MAX,
+        adoption_timeout: std::time::Duration::MAX,
+        observation_period: std::time::Duration::MAX,
+        ..rules()
+    };
+    let mut notify = crate::policy::Policy::from_toml(
+        "p.toml",
+        "[notify]\nsns_topic_arn = \"arn:aws:sns:us-east-1:123456789012:t\"\n",
+    )
+    .unwrap()
+    .notify
+    .unwrap();
+    notify.warn_before_adoption_timeout = std::time::Duration::MAX;
+
+    let verified = t0();
+    let now = verified + days(1);
+    let deactivated = |given: Given| {
+        given.at(
+            verified,
+            RotationEvent::KeyDeactivated {
+                key: k(1),
+                evidence: UseEvidence {
+                    checked_at: verified,
+                    last_used_at: None,
+                },
+            },
+        )
+    };
+    let failing = (1..=40).fold(
+        Given::new().at(verified, enrolled(k(1), Path::Rotate, verified - days(120))),
+        |g, n| failed_with(g, Step::CreateReplacement, n, "ServiceFailure", verified),
+    );
+    let cases = [
+        rotation_verified(verified),
+        deactivated(rotation_verified(verified)),
+        Given::new().at(verified, enrolled(k(1), Path::DeleteInactive, verified)),
+        deactivated(Given::new().at(verified, enrolled(k(1), Path::RetireUnused, verified))),
+        failing,
+    ];
+    let observed = [
+        active(k(1), 120, Some(0), now),
+        active(k(2), 1, Some(0), now),
+    ];
+    let inactive_now = [
+        inactive(k(1), 120, Some(0), now),
+        active(k(2), 1, Some(0), now),
+    ];
+    let _ = classify(&observed, None, None, &forever, now);
+    for given in cases {
+        let state = given.state();
+        for keys in [&observed[..], &inactive_now[..]] {
+            for fresh_use in [None, Some(fresh(&k(1), Some(verified), now))] {
+                let _ = decide(&state, keys, fresh_use.as_ref(), None, &forever, now);
+            }
+        }
+        for ks in state.keys.values() {
+            let _ = ks.next_check_at(&forever);
+        }
+        let _ = due_notifications(&state, &notify, &forever, now);
+        let _ = notify::adoption_deadline(&state.keys[&k(1)], &forever);
+    }
+}
