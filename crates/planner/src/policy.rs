@@ -4,7 +4,10 @@
 //! an optional fourth, `[notify]`.
 //! Every field has a default, unknown fields are refused, and every error names the
 //! file, the line and the field, so that a typo never silently widens or narrows
-//! what keyturn touches. Parsing is pure: nothing is contacted.
+//! what keyturn touches. Every duration lies between zero (excluded) and
+//! [`MAX_DURATION`], and the gates that decide on last use are at least [`MIN_GATE`]
+//! unless `[rotation]` allows short gates for a test bed. Parsing is pure: nothing is
+//! contacted.
 
 use std::fmt;
 use std::time::Duration;
@@ -21,6 +24,13 @@ pub const DEFAULT_ROLE_NAME: &str = "OrganizationAccountAccessRole";
 pub const DEFAULT_EXEMPT_TAG: &str = "keyturn:exempt";
 /// The user tag that names a key's owner for notifications unless the policy names another.
 pub const DEFAULT_OWNER_TAG: &str = "owner";
+
+/// The longest duration a policy may set (3650 days, ten years): longer is a typo, and
+/// no time computed from it may overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
+/// The shortest `quiet_period` and `observation_period` unless `allow_short_gates` is
+/// set: last-use evidence is coarser than that (see [`Rotation::allow_short_gates`]).
+pub const MIN_GATE: Duration = Duration::from_secs(86_400);
 
 /// A validated policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -210,6 +220,18 @@ pub struct Rotation {
     /// A deactivated key stays Inactive this long before deletion.
     #[serde(default = "days::<7>", with = "human_duration")]
     pub observation_period: Duration,
+    /// Allows `quiet_period` and `observation_period` under one day ([`MIN_GATE`]), for
+    /// a test bed. The floor exists because GetAccessKeyLastUsed is not a real-time feed
+    /// and the credential report records only the first use in a 15-minute span: a
+    /// shorter gate can miss a use and disable a key still in use. Written to the
+    /// snapshot when set (an unset flag is left out, so that the snapshot of a policy
+    /// without it is unchanged).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_short_gates: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 impl Default for Rotation {
@@ -220,6 +242,7 @@ impl Default for Rotation {
             quiet_period: days::<3>(),
             adoption_timeout: days::<30>(),
             observation_period: days::<7>(),
+            allow_short_gates: false,
         }
     }
 }
@@ -528,7 +551,8 @@ fn days<const N: u64>() -> Duration {
     Duration::from_secs(N * 86_400)
 }
 
-/// Durations as humantime text ("90d", "12h", "2s").
+/// Durations as humantime text ("90d", "12h", "2s"), longer than zero and at most
+/// [`MAX_DURATION`].
 mod human_duration {
     use std::time::Duration;
 
@@ -549,6 +573,12 @@ mod human_duration {
             return Err(serde::de::Error::custom(
                 "a duration must be longer than zero",
             ));
+        }
+        if duration > super::MAX_DURATION {
+            return Err(serde::de::Error::custom(format!(
+                "{text:?} is longer than ten years: a duration must be at most {}",
+                super::format_duration(super::MAX_DURATION)
+            )));
         }
         Ok(duration)
     }
@@ -613,6 +643,20 @@ impl Policy {
         Ok(policy)
     }
 
+    /// What the operator should be told about a valid policy, one line each (the CLI
+    /// prints them): a policy for a test bed says so.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.rotation.allow_short_gates {
+            warnings.push(
+                "allow_short_gates = true: quiet and observation periods under one day are \
+                 allowed; this policy is for a test bed, not for production"
+                    .to_owned(),
+            );
+        }
+        warnings
+    }
+
     /// The canonical TOML of the policy: what a campaign records and compares.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a policy always serialises")
@@ -621,25 +665,43 @@ impl Policy {
     /// Rules that span several fields.
     fn check(&self, file: &str, text: &str) -> Result<(), PolicyError> {
         let r = &self.rotation;
-        let problem = if r.quiet_period >= r.adoption_timeout {
+        let short_gate = [
+            ("rotation.quiet_period", r.quiet_period),
+            ("rotation.observation_period", r.observation_period),
+        ]
+        .into_iter()
+        .find(|(_, gate)| !r.allow_short_gates && *gate < MIN_GATE);
+        let problem = if let Some((field, gate)) = short_gate {
+            Some((
+                field,
+                format!(
+                    "must be at least one day (it is {}): GetAccessKeyLastUsed is not a \
+                     real-time feed, and the credential report records only the first use in \
+                     a 15-minute span, so a shorter gate can miss a use and disable a key \
+                     still in use; for a test bed, set allow_short_gates = true in [rotation]",
+                    format_duration(gate)
+                ),
+            ))
+        } else if r.quiet_period >= r.adoption_timeout {
             Some((
                 "rotation.quiet_period",
-                "must be shorter than rotation.adoption_timeout",
+                "must be shorter than rotation.adoption_timeout".to_owned(),
             ))
         } else if !self.delivery.name_template.contains("{user_name}") {
             Some((
                 "delivery.name_template",
-                "must contain {user_name}, so that every user gets a secret of its own",
+                "must contain {user_name}, so that every user gets a secret of its own".to_owned(),
             ))
         } else if !is_secret_name_template(&self.delivery.name_template) {
             Some((
                 "delivery.name_template",
                 "must be a secret name, not an ARN: letters, digits and /_+=.@- around the \
                  {account_id} and {user_name} placeholders, so every secret stays in the \
-                 user's own account",
+                 user's own account"
+                    .to_owned(),
             ))
         } else if let Some(notify) = &self.notify {
-            notify_problem(notify, r)
+            notify_problem(notify, r).map(|(field, message)| (field, message.to_owned()))
         } else {
             None
         };
@@ -652,7 +714,7 @@ impl Policy {
                     line,
                     column: None,
                     field: Some(field.to_owned()),
-                    message: message.to_owned(),
+                    message,
                 })
             }
         }
@@ -819,6 +881,7 @@ exempt_tag = "rotation:exempt"
 [rotation]
 max_key_age = "60d"
 unused_after = "30d"
+allow_short_gates = true
 quiet_period = "2s"
 adoption_timeout = "12h"
 observation_period = "1h"
@@ -840,6 +903,7 @@ region = "eu-west-1"
             ["breakglass-*", "svc-?"]
         );
         assert_eq!(policy.rotation.quiet_period, Duration::from_secs(2));
+        assert!(policy.rotation.allow_short_gates);
         assert_eq!(
             policy.rotation.adoption_timeout,
             Duration::from_secs(12 * 3600)
@@ -851,7 +915,7 @@ region = "eu-west-1"
     fn a_policy_survives_a_round_trip_through_its_snapshot() {
         let policy = Policy::from_toml(
             "p.toml",
-            "[scope]\nexclude_users = [\"a*\"]\n[rotation]\nquiet_period = \"90s\"\n",
+            "[scope]\nexclude_users = [\"a*\"]\n[rotation]\nallow_short_gates = true\nquiet_period = \"90s\"\n",
         )
         .unwrap();
         let snapshot = toml::to_string(&policy).unwrap();
@@ -951,6 +1015,95 @@ region = "eu-west-1"
             );
             assert!(e.message.contains(words), "{text:?} → {e}");
         }
+    }
+
+    #[test]
+    fn no_policy_duration_may_exceed_ten_years() {
+        let notify = "sns_topic_arn = \"arn:aws:sns:us-east-1:123456789012:t\"\n";
+        for (table, field) in [
+            ("rotation", "max_key_age"),
+            ("rotation", "unused_after"),
+            ("rotation", "quiet_period"),
+            ("rotation", "adoption_timeout"),
+            ("rotation", "observation_period"),
+            ("notify", "warn_before_adoption_timeout"),
+        ] {
+            let extra = if table == "notify" { notify } else { "" };
+            for value in ["300000y", "3651d"] {
+                let text = format!("[{table}]\n{extra}{field} = \"{value}\"\n");
+                let e = error(&text);
+                let line = if table == "notify" { 3 } else { 2 };
+                assert_eq!(
+                    (e.line, e.field.clone()),
+                    (Some(line), Some(format!("{table}.{field}"))),
+                    "{text:?} → {e}"
+                );
+                assert!(e.message.contains("at most 3650d"), "{text:?} → {e}");
+                assert!(e.to_string().starts_with("policy.toml:"), "{e}");
+            }
+        }
+        let ceiling = Policy::from_toml(
+            "p.toml",
+            "[rotation]\nmax_key_age = \"3650d\"\nadoption_timeout = \"3650d\"\n",
+        );
+        assert!(ceiling.is_ok(), "{ceiling:?}");
+    }
+
+    #[test]
+    fn gates_under_a_day_need_allow_short_gates() {
+        for (field, value) in [
+            ("quiet_period", "1h"),
+            ("quiet_period", "23h 59m 59s"),
+            ("observation_period", "2s"),
+        ] {
+            let text = format!("[rotation]\nmax_key_age = \"60d\"\n{field} = \"{value}\"\n");
+            let e = error(&text);
+            assert_eq!(
+                (e.line, e.field.clone()),
+                (Some(3), Some(format!("rotation.{field}"))),
+                "{text:?} → {e}"
+            );
+            for words in [
+                "at least one day",
+                "GetAccessKeyLastUsed",
+                "first use in a 15-minute span",
+                "allow_short_gates = true",
+                "test bed",
+            ] {
+                assert!(e.message.contains(words), "{words:?}: {e}");
+            }
+            let allowed = Policy::from_toml(
+                "p.toml",
+                &format!("[rotation]\nallow_short_gates = true\n{field} = \"{value}\"\n"),
+            )
+            .unwrap();
+            assert!(allowed.rotation.allow_short_gates);
+            let warnings = allowed.warnings();
+            assert_eq!(warnings.len(), 1, "{warnings:?}");
+            assert!(
+                warnings[0].contains("allow_short_gates = true")
+                    && warnings[0].contains("not for production"),
+                "{warnings:?}"
+            );
+            assert_eq!(
+                Policy::from_toml("snapshot", &allowed.to_toml()).unwrap(),
+                allowed,
+                "the flag survives the snapshot"
+            );
+        }
+        let one_day = Policy::from_toml(
+            "p.toml",
+            "[rotation]\nquiet_period = \"1d\"\nobservation_period = \"24h\"\n",
+        )
+        .unwrap();
+        assert!(!one_day.rotation.allow_short_gates);
+        assert_eq!(one_day.warnings(), Vec::<String>::new());
+        let e = error("[rotation]\nallow_short_gates = \"yes\"\n");
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (Some(2), Some("rotation.allow_short_gates")),
+            "{e}"
+        );
     }
 
     #[test]

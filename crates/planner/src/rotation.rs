@@ -6,8 +6,8 @@ pub mod notify;
 pub mod state;
 
 pub use decide::{
-    Action, Decision, FreshUse, KeyPlan, ObservedKey, PlanAction, classify, decide, enroll,
-    is_unrecorded_replacement,
+    Action, Decision, FreshUse, KeyPlan, ObservedKey, PlanAction, classify, create_refused, decide,
+    enroll, is_unrecorded_replacement,
 };
 pub use events::{
     CampaignEvent, NotificationChannel, NotificationKind, Path, RotationEvent, Step, UseEvidence,

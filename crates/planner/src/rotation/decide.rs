@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::events::{Path, RotationEvent, UseEvidence};
-use super::state::{KeyState, Phase, UserState};
+use super::events::{Path, RotationEvent, Step, UseEvidence};
+use super::state::{KeyState, OpenIntent, Phase, UserState};
 use crate::ids::AccessKeyId;
 use crate::inventory::{KeyStatus, whole_days};
 use crate::policy::{Rotation, UserExclusion, format_duration};
@@ -16,8 +16,43 @@ use crate::policy::{Rotation, UserExclusion, format_duration};
 pub const MAX_FAILURES: u32 = 5;
 /// The wait after the first failure; it doubles with each further failure.
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(2);
-/// How far before an intent a key's creation time may lie and still be ours (clock skew).
+/// How far a key's creation time, by IAM's clock, may lie outside the span of a create
+/// call, by ours, and still be the call's key (clock skew).
 pub const CLOCK_SKEW: Duration = Duration::from_secs(120);
+/// How long a CreateAccessKey call may take: the worker's operation timeout for an IAM
+/// call, 30 s, with margin. A create intent that no failure answered (its run died) may
+/// have created a key until this long after it was recorded, not later.
+pub const CREATE_CALL_BOUND: Duration = Duration::from_secs(60);
+
+/// Whether a failure of CreateAccessKey with this AWS error code proves that IAM refused
+/// the request, so that no key was created: a limit (`LimitExceeded`, two keys already),
+/// a refusal of the caller (`AccessDenied`, `AccessDeniedException`,
+/// `UnrecognizedClientException`, `InvalidClientTokenId`, `ExpiredToken`), a request IAM
+/// would not take (`ValidationError`, `InvalidInput`, `NoSuchEntity`,
+/// `EntityTemporarilyUnmodifiable`) or a throttle (`Throttling`, `ThrottlingException`).
+///
+/// The worker sends CreateAccessKey exactly once per attempt (no SDK retries), so the
+/// code answers that one request: with retries, a first request that timed out after
+/// creating the key and a retry refused with `LimitExceeded` would prove nothing. Server
+/// errors (5xx, `ServiceFailure`), timeouts (`RequestTimeout` among them), dispatch and
+/// IO errors are not refusals: the request may have taken effect.
+pub fn create_refused(code: &str) -> bool {
+    matches!(
+        code,
+        "LimitExceeded"
+            | "AccessDenied"
+            | "AccessDeniedException"
+            | "ValidationError"
+            | "InvalidInput"
+            | "NoSuchEntity"
+            | "Throttling"
+            | "ThrottlingException"
+            | "EntityTemporarilyUnmodifiable"
+            | "UnrecognizedClientException"
+            | "InvalidClientTokenId"
+            | "ExpiredToken"
+    )
+}
 
 /// A key as IAM shows it now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,8 +129,34 @@ pub struct KeyPlan {
     pub reason: String,
 }
 
+/// A duration as chrono's, to compare spans of time; never added to a time (see
+/// [`after`]).
 fn chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// `t` plus `d`, or the latest time there is when that lies beyond it. Every gate and
+/// deadline is computed this way, so that no duration can panic a decision, a check or
+/// a notification (the policy bounds its durations; the model does not rely on it).
+pub(crate) fn after(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `t` less `d`, or the earliest time there is when that lies before it.
+pub(crate) fn before(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_sub_signed(d))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// The wait after `failures` failures in a row: [`FIRST_BACKOFF`], doubled with each
+/// further failure (saturating).
+pub(crate) fn backoff(failures: u32) -> Duration {
+    FIRST_BACKOFF.saturating_mul(2u32.saturating_pow(failures.saturating_sub(1)))
 }
 
 fn describe(key: &ObservedKey, now: DateTime<Utc>) -> String {
@@ -188,18 +249,32 @@ pub fn classify(
     plans
 }
 
+/// Whether a key created at `created_at` may be the key of an open create intent: it was
+/// created while the call was in flight, from the intent (less [`CLOCK_SKEW`]) to the
+/// failure that answered the call, or [`CREATE_CALL_BOUND`] after the intent when none
+/// did (plus [`CLOCK_SKEW`]). A key created outside that span is not the call's.
+fn created_during(intent: &OpenIntent, created_at: DateTime<Utc>) -> bool {
+    let answered = intent
+        .answered_at
+        .unwrap_or_else(|| after(intent.at, CREATE_CALL_BOUND));
+    before(intent.at, CLOCK_SKEW) <= created_at && created_at <= after(answered, CLOCK_SKEW)
+}
+
 /// Whether an untracked key may be a replacement this campaign created without recording
-/// it (its process died between CreateAccessKey and the append): a key created after an
-/// open intent to create a replacement (less [`CLOCK_SKEW`]), or the target of an open
-/// intent to delete such an orphan. [`decide`] deletes it; it is never enrolled, which
-/// would take it for the user's own second key and block the rotation for good.
+/// it (its process died between CreateAccessKey and the append, or the call failed after
+/// taking effect): a key created while an open intent to create a replacement was in
+/// flight (see [`CREATE_CALL_BOUND`] and [`CLOCK_SKEW`]), or the target of an open intent
+/// to delete such an orphan. It is never enrolled, which would take it for the user's
+/// own second key and block the rotation for good: [`decide`] deletes it if it was never
+/// used and does not sign the run, and blocks the user for a human otherwise. A key
+/// created outside that span may be enrolled as usual.
 pub fn is_unrecorded_replacement(state: &UserState, key: &ObservedKey) -> bool {
     state.tracking(&key.key).is_none()
         && state.keys.values().any(|ks| match &ks.open_intent {
-            Some(intent) if intent.step == super::events::Step::CreateReplacement => {
-                key.created_at >= intent.at - chrono(CLOCK_SKEW)
+            Some(intent) if intent.step == Step::CreateReplacement => {
+                created_during(intent, key.created_at)
             }
-            Some(intent) if intent.step == super::events::Step::DeleteOrphan => {
+            Some(intent) if intent.step == Step::DeleteOrphan => {
                 intent.target.as_ref() == Some(&key.key)
             }
             _ => false,
@@ -315,12 +390,109 @@ pub enum Decision {
     Idle,
 }
 
+/// Whether `o`, the tracked state of the user's other key (`other`, as observed), is
+/// itself a rotation without a replacement that waits for the second key slot (Active,
+/// pending) or was blocked: it never frees the slot, so a rotation waiting for it would
+/// wait forever. A retirement turned into a rotation by a rollback gets there.
+fn rotation_waiting_for_the_slot(o: &KeyState, other: &ObservedKey) -> bool {
+    o.key == other.key
+        && o.path == Some(Path::Rotate)
+        && o.new_key.is_none()
+        && match o.phase {
+            Phase::Pending => other.status == KeyStatus::Active,
+            Phase::Blocked => true,
+            _ => false,
+        }
+}
+
+/// The reconciliation of a replacement the campaign created, or may have created, whose
+/// secret may be lost, if one is due: a created replacement whose delivery is unknown
+/// (`RecoverDelivery`), an orphan whose deletion was intended (deleted, or recorded as
+/// deleted once IAM no longer shows it), and a key that an open create intent may have
+/// left behind ([`is_unrecorded_replacement`]). It does not depend on what became of the
+/// old key.
+///
+/// The first two are keyturn's own recorded keys. The last is only a key created while
+/// the call was in flight, which could be someone else's: it is deleted only on fresh
+/// evidence that it was never used (asked first with `CheckLastUse`), and never when it
+/// signs the run (`caller_key`). Used, or the run's own, it is left alone and the user
+/// is blocked for a human.
+fn reconcile_created(
+    state: &UserState,
+    ks: &KeyState,
+    observed: &[ObservedKey],
+    fresh: Option<&FreshUse>,
+    caller_key: Option<&AccessKeyId>,
+) -> Option<Decision> {
+    let act = |action| {
+        Some(Decision::Act {
+            key: ks.key.clone(),
+            action,
+        })
+    };
+    if ks.phase == Phase::Created {
+        let new_key = ks.new_key.clone().expect("a created replacement has an id");
+        return act(Action::RecoverDelivery {
+            new_key,
+            attempt: ks.create_attempts,
+        });
+    }
+    let intent = ks.open_intent.as_ref()?;
+    match intent.step {
+        Step::DeleteOrphan => {
+            let orphan = intent.target.clone()?;
+            if observed.iter().any(|k| k.key == orphan) {
+                act(Action::DeleteOrphan { orphan })
+            } else {
+                act(Action::Record(RotationEvent::OrphanDeleted {
+                    key: ks.key.clone(),
+                    orphan,
+                }))
+            }
+        }
+        Step::CreateReplacement => {
+            let candidate = observed.iter().find(|k| {
+                k.key != ks.key
+                    && state.tracking(&k.key).is_none()
+                    && created_during(intent, k.created_at)
+            })?;
+            let fresh = fresh.filter(|f| f.key == candidate.key);
+            let used = candidate
+                .last_used_at
+                .or_else(|| fresh.and_then(|f| f.last_used_at));
+            let why = if caller_key == Some(&candidate.key) {
+                "it signs this run".to_owned()
+            } else if let Some(used) = used {
+                format!("it was used (at {})", used.to_rfc3339())
+            } else if fresh.is_none() {
+                return Some(Decision::CheckLastUse {
+                    key: candidate.key.clone(),
+                });
+            } else {
+                return act(Action::DeleteOrphan {
+                    orphan: candidate.key.clone(),
+                });
+            };
+            act(Action::Record(RotationEvent::KeyBlocked {
+                key: ks.key.clone(),
+                reason: format!(
+                    "an unknown key {} was created while keyturn's CreateAccessKey was in flight, and {why}: not deleting it; a human must decide whether it is keyturn's replacement",
+                    candidate.key
+                ),
+                evidence: None,
+            }))
+        }
+        _ => None,
+    }
+}
+
 /// What one key needs, before priorities between keys are applied.
 fn decide_key(
     state: &UserState,
     ks: &KeyState,
     observed: &[ObservedKey],
     fresh: Option<&FreshUse>,
+    caller_key: Option<&AccessKeyId>,
     rules: &Rotation,
     now: DateTime<Utc>,
 ) -> Decision {
@@ -339,6 +511,36 @@ fn decide_key(
         reason: reason.to_owned(),
     };
 
+    let backoff = ks.last_failure_at.and_then(|failed_at| {
+        let retry_at = after(failed_at, backoff(ks.failures));
+        (now < retry_at).then(|| {
+            let code = ks.last_failure_code.as_deref().unwrap_or("an error");
+            wait(
+                Some(retry_at),
+                &format!("retrying after {code} ({} of {MAX_FAILURES})", ks.failures),
+            )
+        })
+    });
+
+    // A replacement this campaign created, or may have created, without storing its
+    // secret is reconciled before anything that ends the key's path (the last failure
+    // allowed, the old key vanished or released): those close the open intent, after
+    // which the created key, Active and with its secret lost, would never be looked at
+    // again. A call the reconciliation makes waits out the backoff of a failure; an
+    // outcome it only records does not.
+    if let Some(reconciliation) = reconcile_created(state, ks, observed, fresh, caller_key) {
+        return match (&reconciliation, backoff) {
+            (
+                Decision::Act {
+                    action: Action::Record(_),
+                    ..
+                },
+                _,
+            )
+            | (_, None) => reconciliation,
+            (_, Some(wait)) => wait,
+        };
+    }
     if ks.failures >= MAX_FAILURES {
         let code = ks.last_failure_code.clone().unwrap_or_default();
         return record(RotationEvent::KeyFailed {
@@ -346,47 +548,15 @@ fn decide_key(
             reason: format!("{} failures in a row, the last with {code}", ks.failures),
         });
     }
-    if let Some(failed_at) = ks.last_failure_at {
-        let backoff = FIRST_BACKOFF * 2u32.saturating_pow(ks.failures.saturating_sub(1));
-        let retry_at = failed_at + chrono(backoff);
-        if now < retry_at {
-            let code = ks.last_failure_code.as_deref().unwrap_or("an error");
-            return wait(
-                Some(retry_at),
-                &format!("retrying after {code} ({} of {MAX_FAILURES})", ks.failures),
-            );
-        }
-    }
-
-    // A replacement whose secret may be lost is reconciled first, whatever became of the old key.
-    if ks.phase == Phase::Created {
-        let new_key = ks.new_key.clone().expect("a created replacement has an id");
-        return act(Action::RecoverDelivery {
-            new_key,
-            attempt: ks.create_attempts,
-        });
-    }
-    if let Some(intent) = &ks.open_intent
-        && intent.step == super::events::Step::DeleteOrphan
-        && let Some(orphan) = &intent.target
-    {
-        return if observed.iter().any(|k| &k.key == orphan) {
-            act(Action::DeleteOrphan {
-                orphan: orphan.clone(),
-            })
-        } else {
-            record(RotationEvent::OrphanDeleted {
-                key: key.clone(),
-                orphan: orphan.clone(),
-            })
-        };
+    if let Some(wait) = backoff {
+        return wait;
     }
 
     let Some(current) = observed.iter().find(|k| k.key == ks.key) else {
         let deleting = ks
             .open_intent
             .as_ref()
-            .is_some_and(|i| i.step == super::events::Step::Delete);
+            .is_some_and(|i| i.step == Step::Delete);
         return if deleting {
             record(RotationEvent::KeyDeleted {
                 key: key.clone(),
@@ -410,7 +580,7 @@ fn decide_key(
                 // A last use only ever moves later, so a fresh answer can only push the
                 // deletion further out: while the period is not over even from the last
                 // use already known, the check (one call) is not worth asking.
-                let due = unused_since(current) + chrono(rules.observation_period);
+                let due = after(unused_since(current), rules.observation_period);
                 if now < due {
                     return wait(Some(due), "Inactive; waiting for the observation period");
                 }
@@ -420,7 +590,7 @@ fn decide_key(
                 last_used_at: fresh.last_used_at,
                 ..current.clone()
             };
-            let due = unused_since(&quiet) + chrono(rules.observation_period);
+            let due = after(unused_since(&quiet), rules.observation_period);
             if now >= due {
                 act(Action::Delete)
             } else {
@@ -434,7 +604,7 @@ fn decide_key(
             let deactivating = ks
                 .open_intent
                 .as_ref()
-                .is_some_and(|i| i.step == super::events::Step::Deactivate);
+                .is_some_and(|i| i.step == Step::Deactivate);
             if current.status == KeyStatus::Inactive && !deactivating {
                 return record(RotationEvent::KeyReleased {
                     key: key.clone(),
@@ -478,22 +648,21 @@ fn decide_key(
                     reason: "made Inactive outside keyturn".to_owned(),
                 });
             }
-            let known = |k: &AccessKeyId| state.tracking(k).is_some();
-            if let Some(intent) = &ks.open_intent
-                && intent.step == super::events::Step::CreateReplacement
-            {
-                let since = intent.at - chrono(CLOCK_SKEW);
-                if let Some(orphan) = observed
-                    .iter()
-                    .find(|k| !known(&k.key) && k.created_at >= since)
-                {
-                    return act(Action::DeleteOrphan {
-                        orphan: orphan.key.clone(),
+            if let Some(other) = observed.iter().find(|k| k.key != ks.key) {
+                let tracked = state.tracking(&other.key);
+                if tracked.is_some_and(|o| rotation_waiting_for_the_slot(o, other)) {
+                    // Each waits for the other to free the slot: the key decided first (in
+                    // `decide`'s order) is blocked first, then the other for the same reason.
+                    return record(RotationEvent::KeyBlocked {
+                        key: key.clone(),
+                        reason: format!(
+                            "the user's other key {} is to be rotated too, and neither rotation can free the second key slot for the other: a human must choose which one to rotate first (keyturn never deletes a key in use)",
+                            other.key
+                        ),
+                        evidence: None,
                     });
                 }
-            }
-            if let Some(other) = observed.iter().find(|k| k.key != ks.key) {
-                return match state.tracking(&other.key) {
+                return match tracked {
                     Some(o) if !o.phase.is_terminal() => wait(
                         None,
                         &format!(
@@ -523,7 +692,7 @@ fn decide_key(
         }),
         (Phase::AwaitingAdoption, _) => {
             let started = ks.adoption_started_at.unwrap_or(ks.enrolled_at);
-            let earliest = started + chrono(rules.quiet_period);
+            let earliest = after(started, rules.quiet_period);
             if now < earliest {
                 return wait(Some(earliest), "waiting for the old key to go quiet");
             }
@@ -535,8 +704,8 @@ fn decide_key(
                 last_used_at: fresh.last_used_at,
             };
             let quiet_since = fresh.last_used_at.map_or(started, |used| used.max(started));
-            let due = quiet_since + chrono(rules.quiet_period);
-            let timeout = started + chrono(rules.adoption_timeout);
+            let due = after(quiet_since, rules.quiet_period);
+            let timeout = after(started, rules.adoption_timeout);
             // Deactivating the old key is safe only while its replacement is there and
             // Active: deleted or made Inactive outside keyturn, it would leave the user
             // without a working key, so a human decides.
@@ -581,7 +750,7 @@ fn decide_key(
             let reactivating = ks
                 .open_intent
                 .as_ref()
-                .is_some_and(|i| i.step == super::events::Step::Reactivate);
+                .is_some_and(|i| i.step == Step::Reactivate);
             if current.status == KeyStatus::Active && reactivating {
                 return record(RotationEvent::KeyReactivated { key: key.clone() });
             }
@@ -598,7 +767,25 @@ fn decide_key(
                     evidence: None,
                 });
             }
-            let due = ks.deactivated_at.unwrap_or(now) + chrono(rules.observation_period);
+            // The Inactive old key is the only way back while its replacement is not
+            // there and Active (deleted or made Inactive outside keyturn during the
+            // observation): deleting it would leave the user with no key to reactivate,
+            // so a human decides, and is told at once rather than when the deletion
+            // falls due. A retirement has no replacement.
+            if let Some(new_key) = ks.new_key.as_ref().filter(|new_key| {
+                !observed
+                    .iter()
+                    .any(|k| &k.key == *new_key && k.status == KeyStatus::Active)
+            }) {
+                return record(RotationEvent::KeyBlocked {
+                    key: key.clone(),
+                    reason: format!(
+                        "the replacement {new_key} was deleted or made Inactive outside keyturn during observation: not deleting the old key, the only way back"
+                    ),
+                    evidence: None,
+                });
+            }
+            let due = after(ks.deactivated_at.unwrap_or(now), rules.observation_period);
             if now >= due {
                 act(Action::Delete)
             } else {
@@ -610,11 +797,14 @@ fn decide_key(
 }
 
 /// The next thing to do for a user: reconciliations and the steps that free a key slot
-/// come first, then the rotation; otherwise the earliest wait.
+/// come first, then the rotation; otherwise the earliest wait. `caller_key` is the key
+/// the run is signed with, if it is an access key: a key an open create intent may have
+/// left is never deleted when it is that key.
 pub fn decide(
     state: &UserState,
     observed: &[ObservedKey],
     fresh: Option<&FreshUse>,
+    caller_key: Option<&AccessKeyId>,
     rules: &Rotation,
     now: DateTime<Utc>,
 ) -> Decision {
@@ -632,7 +822,7 @@ pub fn decide(
     let mut earliest: Option<Decision> = None;
     let mut indefinite: Option<Decision> = None;
     for ks in open {
-        match decide_key(state, ks, observed, fresh, rules, now) {
+        match decide_key(state, ks, observed, fresh, caller_key, rules, now) {
             Decision::Idle => {}
             wait @ Decision::Wait {
                 until: Some(until), ..

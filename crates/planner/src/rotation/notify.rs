@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::decide::{after, before};
 use super::events::{NotificationChannel, NotificationKind};
 use super::state::{KeyState, Phase, UserState};
 use crate::ids::AccessKeyId;
@@ -29,11 +30,7 @@ pub struct DueNotification {
 pub fn adoption_deadline(ks: &KeyState, rules: &Rotation) -> Option<DateTime<Utc>> {
     (ks.phase == Phase::AwaitingAdoption)
         .then_some(ks.adoption_started_at?)
-        .map(|started| started + chrono(rules.adoption_timeout))
-}
-
-fn chrono(d: std::time::Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+        .map(|started| after(started, rules.adoption_timeout))
 }
 
 /// Whether the key's situation calls for a notification of `kind` now.
@@ -65,8 +62,8 @@ pub fn calls_for(
             else {
                 return false;
             };
-            let warn_from = (deadline - chrono(notify.warn_before_adoption_timeout))
-                .max(started + chrono(rules.quiet_period));
+            let warn_from = before(deadline, notify.warn_before_adoption_timeout)
+                .max(after(started, rules.quiet_period));
             now >= warn_from && ks.last_failure_at.is_none()
         }
     }

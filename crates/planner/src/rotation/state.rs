@@ -72,7 +72,8 @@ impl Phase {
 }
 
 /// An intent whose outcome has not been recorded yet (a failure is not an outcome: the
-/// failed call may have taken effect).
+/// failed call may have taken effect), except a create that IAM refused
+/// ([`create_refused`](super::decide::create_refused)), which created nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenIntent {
     /// The step.
@@ -83,6 +84,9 @@ pub struct OpenIntent {
     pub target: Option<AccessKeyId>,
     /// When the intent was recorded.
     pub at: DateTime<Utc>,
+    /// When a failure answered it (the first `step-failed` of this step and attempt), if
+    /// one did: a key the call created was created before then.
+    pub answered_at: Option<DateTime<Utc>>,
 }
 
 /// What was tried of one notification (a kind on a channel) since what it is about last
@@ -188,16 +192,12 @@ impl KeyState {
     /// When the key's next gate falls due, from the recorded facts alone (the run
     /// decides on fresh evidence; this is the earliest it could move).
     pub fn next_check_at(&self, rules: &crate::policy::Rotation) -> Option<DateTime<Utc>> {
-        let after = |from: Option<DateTime<Utc>>, d: std::time::Duration| {
-            from.map(|t| t + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX))
-        };
+        let after = |from: Option<DateTime<Utc>>, d| from.map(|t| super::decide::after(t, d));
         if self.phase.is_terminal() {
             return None;
         }
         if let Some(failed) = self.last_failure_at {
-            let backoff =
-                super::decide::FIRST_BACKOFF * 2u32.saturating_pow(self.failures.saturating_sub(1));
-            return after(Some(failed), backoff);
+            return after(Some(failed), super::decide::backoff(self.failures));
         }
         match self.phase {
             Phase::AwaitingAdoption => after(self.adoption_started_at, rules.quiet_period),
@@ -271,6 +271,7 @@ impl UserState {
                     attempt: *attempt,
                     target: target.clone(),
                     at,
+                    answered_at: None,
                 });
                 if *step == Step::CreateReplacement {
                     state.create_attempts = state.create_attempts.max(*attempt);
@@ -363,11 +364,27 @@ impl UserState {
                 set(state, Phase::Released, reason);
                 state.open_intent = None;
             }
-            RotationEvent::StepFailed { code, .. } => {
+            RotationEvent::StepFailed {
+                step,
+                attempt,
+                code,
+                ..
+            } => {
                 // The intent stays open: a call that failed may still have taken effect
                 // (a key created, an orphan deleted, a key reactivated, a timeout after
                 // the fact), so the decisions keep reconciling it by observing IAM until
-                // an outcome closes it or the next attempt's intent replaces it.
+                // an outcome closes it or the next attempt's intent replaces it. The
+                // failure bounds when the call took effect, if it did. A create that IAM
+                // refused created nothing: its intent is closed, so that no key created
+                // afterwards is taken for its orphan.
+                let answers = |i: &OpenIntent| i.step == *step && i.attempt == *attempt;
+                if state.open_intent.as_ref().is_some_and(answers) {
+                    if *step == Step::CreateReplacement && super::decide::create_refused(code) {
+                        state.open_intent = None;
+                    } else if let Some(intent) = state.open_intent.as_mut() {
+                        intent.answered_at.get_or_insert(at);
+                    }
+                }
                 state.failures += 1;
                 state.last_failure_at = Some(at);
                 state.last_failure_code = Some(code.clone());

@@ -82,7 +82,17 @@ impl Given {
         fresh: Option<&FreshUse>,
         now: DateTime<Utc>,
     ) -> Decision {
-        decide(&self.state(), observed, fresh, &rules(), now)
+        decide(&self.state(), observed, fresh, None, &rules(), now)
+    }
+    /// The decision of a run signed with `caller`.
+    fn decide_as(
+        &self,
+        caller: &AccessKeyId,
+        observed: &[ObservedKey],
+        fresh: Option<&FreshUse>,
+        now: DateTime<Utc>,
+    ) -> Decision {
+        decide(&self.state(), observed, fresh, Some(caller), &rules(), now)
     }
 }
 
@@ -368,11 +378,14 @@ fn a_create_intent_without_outcome_deletes_the_orphan_it_left() {
             },
         );
     let orphan = active(k(9), 0, None, now + Duration::seconds(1));
-    let decision = given.decide(
-        &[active(k(1), 120, Some(1), now), orphan],
-        None,
-        now + Duration::minutes(1),
+    let later = now + Duration::minutes(1);
+    let keys = [active(k(1), 120, Some(1), now), orphan];
+    assert_eq!(
+        given.decide(&keys, None, later),
+        Decision::CheckLastUse { key: k(9) },
+        "never deleted without fresh evidence that it was never used"
     );
+    let decision = given.decide(&keys, Some(&fresh(&k(9), None, later)), later);
     assert_eq!(
         decision,
         Decision::Act {
@@ -497,11 +510,15 @@ fn a_failed_create_keeps_looking_for_the_key_it_may_have_made() {
     ];
     assert_eq!(
         given.decide(&made_anyway, None, later),
+        Decision::CheckLastUse { key: k(9) },
+        "a create that failed may still have created the key"
+    );
+    assert_eq!(
+        given.decide(&made_anyway, Some(&fresh(&k(9), None, later)), later),
         Decision::Act {
             key: k(1),
             action: Action::DeleteOrphan { orphan: k(9) }
         },
-        "a create that failed may still have created the key"
     );
     assert_eq!(
         given.decide(&made_anyway[..1], None, later),
@@ -696,19 +713,25 @@ fn deletion_waits_for_the_observation_period_and_never_hits_an_active_key() {
             },
         },
     );
+    let replacement = |now| active(k(2), 10, Some(0), now);
     let now = deactivated + days(6);
     assert!(
-        matches!(given.decide(&[inactive(k(1), 130, None, now)], None, now), Decision::Wait { until: Some(u), .. } if u == deactivated + days(7))
+        matches!(given.decide(&[inactive(k(1), 130, None, now), replacement(now)], None, now), Decision::Wait { until: Some(u), .. } if u == deactivated + days(7))
     );
     let now = deactivated + days(7);
     assert_eq!(
-        given.decide(&[inactive(k(1), 130, None, now)], None, now),
+        given.decide(
+            &[inactive(k(1), 130, None, now), replacement(now)],
+            None,
+            now
+        ),
         Decision::Act {
             key: k(1),
             action: Action::Delete
         }
     );
-    let reactivated_by_hand = given.decide(&[active(k(1), 130, None, now)], None, now);
+    let reactivated_by_hand =
+        given.decide(&[active(k(1), 130, None, now), replacement(now)], None, now);
     assert!(matches!(
         reactivated_by_hand,
         Decision::Act {
@@ -734,7 +757,14 @@ fn a_clock_moving_backwards_never_advances_a_gate() {
     );
     let earlier = deactivated - days(2);
     assert!(matches!(
-        given.decide(&[inactive(k(1), 130, None, earlier)], None, earlier),
+        given.decide(
+            &[
+                inactive(k(1), 130, None, earlier),
+                active(k(2), 0, None, earlier)
+            ],
+            None,
+            earlier
+        ),
         Decision::Wait { .. }
     ));
     assert!(matches!(
@@ -1202,4 +1232,794 @@ fn the_old_key_is_never_deactivated_once_its_replacement_is_gone_or_inactive() {
             ..
         }
     ));
+}
+
+#[test]
+fn the_old_key_is_never_deleted_once_its_replacement_is_gone_or_inactive_during_observation() {
+    let verified = t0();
+    let deactivated = verified + days(3);
+    let observing = rotation_verified(verified).at(
+        deactivated,
+        RotationEvent::KeyDeactivated {
+            key: k(1),
+            evidence: UseEvidence {
+                checked_at: deactivated,
+                last_used_at: None,
+            },
+        },
+    );
+    let due = deactivated + days(7);
+    let blocked = |decision: Decision| match decision {
+        Decision::Act {
+            key,
+            action: Action::Record(RotationEvent::KeyBlocked { reason, .. }),
+        } => {
+            assert_eq!(key, k(1));
+            assert!(reason.contains(k(2).as_str()), "{reason}");
+            assert!(reason.contains("deleted or made Inactive"), "{reason}");
+        }
+        other => panic!("expected the old key blocked, got {other:?}"),
+    };
+
+    // The replacement was deleted by hand while the old key was observed: the old key,
+    // Inactive, is the only way back.
+    blocked(observing.decide(&[inactive(k(1), 130, None, due)], None, due));
+    // The replacement was made Inactive by hand.
+    blocked(observing.decide(
+        &[
+            inactive(k(1), 130, None, due),
+            inactive(k(2), 10, Some(1), due),
+        ],
+        None,
+        due,
+    ));
+    // Told at once, not only when the deletion falls due: the user may have no working key.
+    blocked(observing.decide(
+        &[inactive(k(1), 130, None, due)],
+        None,
+        deactivated + days(1),
+    ));
+    // With the replacement there and Active, the deletion goes ahead.
+    assert_eq!(
+        observing.decide(
+            &[
+                inactive(k(1), 130, None, due),
+                active(k(2), 10, Some(0), due)
+            ],
+            None,
+            due
+        ),
+        Decision::Act {
+            key: k(1),
+            action: Action::Delete
+        }
+    );
+
+    // A pending rollback still comes first: the key is made Active again.
+    let rolling_back = observing.at(
+        due,
+        RotationEvent::StepIntended {
+            key: k(1),
+            step: Step::Reactivate,
+            attempt: 1,
+            target: None,
+        },
+    );
+    assert_eq!(
+        rolling_back.decide(&[inactive(k(1), 130, None, due)], None, due),
+        Decision::Act {
+            key: k(1),
+            action: Action::Reactivate
+        }
+    );
+
+    // A retirement has no replacement to check: it is deleted when due.
+    let retiring = Given::new()
+        .at(
+            verified,
+            enrolled(k(1), Path::RetireUnused, verified - days(200)),
+        )
+        .at(
+            deactivated,
+            RotationEvent::KeyDeactivated {
+                key: k(1),
+                evidence: UseEvidence {
+                    checked_at: deactivated,
+                    last_used_at: None,
+                },
+            },
+        );
+    assert_eq!(
+        retiring.decide(&[inactive(k(1), 200, None, due)], None, due),
+        Decision::Act {
+            key: k(1),
+            action: Action::Delete
+        }
+    );
+}
+
+#[test]
+fn two_keys_to_rotate_that_wait_for_each_other_are_blocked_for_a_human() {
+    // k(1) is rotated and waits for k(2), planned for retirement, to free the second
+    // slot. k(2) is deactivated, then rolled back: reactivated, it is to be rotated too.
+    // Now each waits for the other to be deleted, which neither ever will be.
+    let now = t0();
+    let deactivated = now + Duration::hours(1);
+    let reactivated = now + Duration::hours(2);
+    let given = Given::new()
+        .at(now, enrolled(k(1), Path::Rotate, now - days(120)))
+        .at(now, enrolled(k(2), Path::RetireUnused, now - days(100)))
+        .at(
+            deactivated,
+            RotationEvent::KeyDeactivated {
+                key: k(2),
+                evidence: UseEvidence {
+                    checked_at: deactivated,
+                    last_used_at: None,
+                },
+            },
+        )
+        .at(
+            reactivated,
+            RotationEvent::RollbackRequested {
+                key: k(2),
+                reason: "a batch job still needs it".into(),
+                requested_by: "ops".into(),
+            },
+        )
+        .at(
+            reactivated,
+            RotationEvent::StepIntended {
+                key: k(2),
+                step: Step::Reactivate,
+                attempt: 1,
+                target: None,
+            },
+        )
+        .at(reactivated, RotationEvent::KeyReactivated { key: k(2) });
+    assert_eq!(
+        (
+            given.state().keys[&k(2)].path,
+            given.state().keys[&k(2)].phase
+        ),
+        (Some(Path::Rotate), Phase::Pending)
+    );
+    let later = reactivated + Duration::minutes(1);
+    let keys = [
+        active(k(1), 120, Some(0), later),
+        active(k(2), 100, Some(0), later),
+    ];
+    let blocked = |decision: Decision, blocked: AccessKeyId, other: AccessKeyId| match decision {
+        Decision::Act {
+            key,
+            action:
+                Action::Record(RotationEvent::KeyBlocked {
+                    key: event_key,
+                    reason,
+                    ..
+                }),
+        } => {
+            assert_eq!((&key, &event_key), (&blocked, &blocked));
+            assert!(reason.contains(other.as_str()), "{reason}");
+            assert!(reason.contains("a human must choose"), "{reason}");
+        }
+        other => panic!("expected {blocked} blocked, got {other:?}"),
+    };
+    // Before the rollback the rotation simply waits for the retirement to free the slot.
+    let retiring = Given(given.0[..2].to_vec());
+    assert_eq!(
+        retiring.decide(&keys, None, later),
+        Decision::CheckLastUse { key: k(2) }
+    );
+    // The key that sorts first is blocked first, then the other, for the same reason.
+    blocked(given.decide(&keys, None, later), k(1), k(2));
+    let first = given.at(
+        later,
+        RotationEvent::KeyBlocked {
+            key: k(1),
+            reason: "each waits for the other".into(),
+            evidence: None,
+        },
+    );
+    blocked(first.decide(&keys, None, later), k(2), k(1));
+    let both = first.at(
+        later,
+        RotationEvent::KeyBlocked {
+            key: k(2),
+            reason: "each waits for the other".into(),
+            evidence: None,
+        },
+    );
+    assert_eq!(both.decide(&keys, None, later), Decision::Idle);
+}
+
+/// k(1) is rotated; the create intent of `attempt` is open since `at`.
+fn create_intended(at: DateTime<Utc>, attempt: u32) -> Given {
+    (1..=attempt).fold(
+        Given::new().at(at, enrolled(k(1), Path::Rotate, at - days(120))),
+        |given, n| {
+            let given = given.at(
+                at,
+                RotationEvent::StepIntended {
+                    key: k(1),
+                    step: Step::CreateReplacement,
+                    attempt: n,
+                    target: None,
+                },
+            );
+            if n < attempt {
+                failed_with(given, Step::CreateReplacement, n, "ServiceFailure", at)
+            } else {
+                given
+            }
+        },
+    )
+}
+
+fn failed_with(given: Given, step: Step, attempt: u32, code: &str, at: DateTime<Utc>) -> Given {
+    given.at(
+        at,
+        RotationEvent::StepFailed {
+            key: k(1),
+            step,
+            attempt,
+            code: code.into(),
+            message: "x".into(),
+        },
+    )
+}
+
+fn recorded(decision: &Decision) -> Option<&'static str> {
+    match decision {
+        Decision::Act {
+            action: Action::Record(event),
+            ..
+        } => Some(event.event_type()),
+        _ => None,
+    }
+}
+
+#[test]
+fn the_fifth_failure_never_leaves_a_created_key_behind() {
+    let now = t0();
+    let later = now + Duration::minutes(1);
+    let old = active(k(1), 120, Some(1), later);
+
+    // A replacement created, its delivery failing five times: its secret may be lost.
+    let created = (1..=5).fold(
+        Given::new()
+            .at(now, enrolled(k(1), Path::Rotate, now - days(120)))
+            .at(
+                now,
+                RotationEvent::StepIntended {
+                    key: k(1),
+                    step: Step::CreateReplacement,
+                    attempt: 1,
+                    target: None,
+                },
+            )
+            .at(
+                now,
+                RotationEvent::ReplacementCreated {
+                    key: k(1),
+                    new_key: k(2),
+                    created_at: now,
+                },
+            ),
+        |g, n| failed_with(g, Step::DeliverSecret, n, "InternalServiceError", now),
+    );
+    let keys = [old.clone(), active(k(2), 0, None, now)];
+    assert_eq!(
+        created.decide(&keys, None, later),
+        Decision::Act {
+            key: k(1),
+            action: Action::RecoverDelivery {
+                new_key: k(2),
+                attempt: 1
+            }
+        },
+        "the replacement is reconciled before the key fails"
+    );
+    assert!(
+        matches!(
+            created.decide(&keys, None, now + Duration::seconds(1)),
+            Decision::Wait { .. }
+        ),
+        "the backoff still applies to the reconciliation"
+    );
+
+    // Deleting an orphan failing five times: it is still deleted, then the key fails.
+    let deleting = (1..=5).fold(
+        create_intended(now, 1).at(
+            now,
+            RotationEvent::StepIntended {
+                key: k(1),
+                step: Step::DeleteOrphan,
+                attempt: 1,
+                target: Some(k(9)),
+            },
+        ),
+        |g, n| failed_with(g, Step::DeleteOrphan, n, "ServiceFailure", now),
+    );
+    let orphaned = [old.clone(), active(k(9), 0, None, now)];
+    assert_eq!(
+        deleting.decide(&orphaned, None, later),
+        Decision::Act {
+            key: k(1),
+            action: Action::DeleteOrphan { orphan: k(9) }
+        }
+    );
+    let cleaned = deleting.at(
+        later,
+        RotationEvent::OrphanDeleted {
+            key: k(1),
+            orphan: k(9),
+        },
+    );
+    assert_eq!(
+        recorded(&cleaned.decide(std::slice::from_ref(&old), None, later)),
+        Some("key-failed"),
+        "the failures that led to the orphan still count"
+    );
+
+    // Five creates that failed, the last of which may have created a key anyway.
+    let creating = failed_with(
+        create_intended(now, 5),
+        Step::CreateReplacement,
+        5,
+        "ServiceFailure",
+        now,
+    );
+    assert_eq!(creating.state().keys[&k(1)].failures, 5);
+    let maybe = [
+        old.clone(),
+        active(k(9), 0, None, now + Duration::seconds(1)),
+    ];
+    let never_used = fresh(&k(9), None, later);
+    assert_eq!(
+        creating.decide(&maybe, Some(&never_used), later),
+        Decision::Act {
+            key: k(1),
+            action: Action::DeleteOrphan { orphan: k(9) }
+        }
+    );
+    assert_eq!(
+        recorded(&creating.decide(&[old], None, later)),
+        Some("key-failed"),
+        "nothing was created: the key fails"
+    );
+}
+
+#[test]
+fn an_old_key_that_vanished_never_leaves_a_created_key_behind() {
+    let now = t0();
+    let later = now + Duration::minutes(1);
+    let given = create_intended(now, 1);
+    // The old key was deleted by hand while CreateAccessKey was in flight.
+    let orphan_only = [active(k(9), 0, None, now + Duration::seconds(1))];
+    let never_used = fresh(&k(9), None, later);
+    assert_eq!(
+        given.decide(&orphan_only, Some(&never_used), later),
+        Decision::Act {
+            key: k(1),
+            action: Action::DeleteOrphan { orphan: k(9) }
+        }
+    );
+    let cleaned = given
+        .at(
+            later,
+            RotationEvent::StepIntended {
+                key: k(1),
+                step: Step::DeleteOrphan,
+                attempt: 1,
+                target: Some(k(9)),
+            },
+        )
+        .at(
+            later,
+            RotationEvent::OrphanDeleted {
+                key: k(1),
+                orphan: k(9),
+            },
+        );
+    assert_eq!(
+        recorded(&cleaned.decide(&[], None, later)),
+        Some("key-vanished")
+    );
+}
+
+#[test]
+fn an_old_key_made_inactive_outside_keyturn_never_leaves_a_created_key_behind() {
+    let now = t0();
+    let later = now + Duration::minutes(1);
+    let given = create_intended(now, 1);
+    let keys = [
+        inactive(k(1), 120, Some(1), later),
+        active(k(9), 0, None, now + Duration::seconds(1)),
+    ];
+    let never_used = fresh(&k(9), None, later);
+    assert_eq!(
+        given.decide(&keys, Some(&never_used), later),
+        Decision::Act {
+            key: k(1),
+            action: Action::DeleteOrphan { orphan: k(9) }
+        }
+    );
+    let cleaned = given
+        .at(
+            later,
+            RotationEvent::StepIntended {
+                key: k(1),
+                step: Step::DeleteOrphan,
+                attempt: 1,
+                target: Some(k(9)),
+            },
+        )
+        .at(
+            later,
+            RotationEvent::OrphanDeleted {
+                key: k(1),
+                orphan: k(9),
+            },
+        );
+    assert_eq!(
+        recorded(&cleaned.decide(&keys[..1], None, later)),
+        Some("key-released")
+    );
+}
+
+// ---- decide: what an open create intent may have left ------------------------------------
+
+/// k(9), never used as far as listed, created at `created`.
+fn unknown_key(created: DateTime<Utc>, now: DateTime<Utc>) -> ObservedKey {
+    ObservedKey {
+        created_at: created,
+        ..active(k(9), 0, None, now)
+    }
+}
+
+fn blocked_for(decision: &Decision, words: &[&str]) {
+    match decision {
+        Decision::Act {
+            key,
+            action: Action::Record(RotationEvent::KeyBlocked { reason, .. }),
+        } => {
+            assert_eq!(key, &k(1));
+            for word in words {
+                assert!(reason.contains(word), "{word:?} not in {reason:?}");
+            }
+        }
+        other => panic!("expected k(1) blocked ({words:?}), got {other:?}"),
+    }
+}
+
+#[test]
+fn a_create_that_iam_refused_created_nothing_and_leaves_later_keys_alone() {
+    let now = t0();
+    let answered = now + Duration::seconds(1);
+    let refused = failed_with(
+        create_intended(now, 1),
+        Step::CreateReplacement,
+        1,
+        "LimitExceeded",
+        answered,
+    );
+    let state = refused.state();
+    let ks = &state.keys[&k(1)];
+    assert_eq!(
+        ks.open_intent, None,
+        "IAM's answer proves nothing was created"
+    );
+    assert_eq!(
+        (ks.failures, ks.last_failure_code.as_deref()),
+        (1, Some("LimitExceeded")),
+        "the failure still counts"
+    );
+    let later = now + Duration::seconds(30);
+    let someone_elses = unknown_key(now + Duration::seconds(5), later);
+    assert!(!is_unrecorded_replacement(&state, &someone_elses));
+    let keys = [active(k(1), 120, Some(1), later), someone_elses.clone()];
+    blocked_for(
+        &refused.decide(&keys, Some(&fresh(&k(9), None, later)), later),
+        &["second key", k(9).as_str()],
+    );
+    assert!(
+        matches!(
+            refused.decide(&keys[..1], None, answered + Duration::seconds(1)),
+            Decision::Wait { .. }
+        ),
+        "the backoff still applies"
+    );
+    assert_eq!(
+        refused.decide(&keys[..1], None, later),
+        Decision::Act {
+            key: k(1),
+            action: Action::CreateReplacement { attempt: 2 }
+        }
+    );
+
+    for code in [
+        "LimitExceeded",
+        "AccessDenied",
+        "AccessDeniedException",
+        "ValidationError",
+        "InvalidInput",
+        "NoSuchEntity",
+        "Throttling",
+        "ThrottlingException",
+        "EntityTemporarilyUnmodifiable",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "ExpiredToken",
+    ] {
+        assert!(decide::create_refused(code), "{code}");
+    }
+    // A failure that may have taken effect leaves the intent open.
+    for code in [
+        "ServiceFailure",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "RequestTimeout",
+        "TimeoutError",
+        "DispatchFailure",
+    ] {
+        let maybe = failed_with(
+            create_intended(now, 1),
+            Step::CreateReplacement,
+            1,
+            code,
+            answered,
+        );
+        assert!(!decide::create_refused(code), "{code}");
+        assert!(maybe.state().keys[&k(1)].open_intent.is_some(), "{code}");
+        assert!(
+            is_unrecorded_replacement(&maybe.state(), &someone_elses),
+            "{code}"
+        );
+    }
+}
+
+#[test]
+fn only_a_key_created_while_the_create_call_was_in_flight_is_its_orphan() {
+    let now = t0();
+    let later = now + Duration::minutes(30);
+    let never_used = fresh(&k(9), None, later);
+    let old = active(k(1), 120, Some(1), later);
+    let skew = Duration::seconds(120);
+
+    // No answer recorded (the run died): the call lasted at most CREATE_CALL_BOUND.
+    let open = create_intended(now, 1);
+    let bound = now + Duration::seconds(60);
+    for (created, ours) in [
+        (now - skew - Duration::seconds(1), false),
+        (now - skew, true),
+        (now + Duration::seconds(30), true),
+        (bound + skew, true),
+        (bound + skew + Duration::seconds(1), false),
+        (now + Duration::minutes(20), false),
+    ] {
+        let candidate = unknown_key(created, later);
+        assert_eq!(
+            is_unrecorded_replacement(&open.state(), &candidate),
+            ours,
+            "created at {created}"
+        );
+        let decision = open.decide(&[old.clone(), candidate], Some(&never_used), later);
+        if ours {
+            assert_eq!(
+                decision,
+                Decision::Act {
+                    key: k(1),
+                    action: Action::DeleteOrphan { orphan: k(9) }
+                },
+                "created at {created}"
+            );
+        } else {
+            // Not an orphan: a second key this campaign does not remove.
+            blocked_for(&decision, &["second key", k(9).as_str()]);
+        }
+    }
+
+    // A key created outside the window is enrolled as usual; inside, it never is.
+    let enrolled_keys = |created: DateTime<Utc>| {
+        let keys = [
+            old.clone(),
+            ObservedKey {
+                status: KeyStatus::Inactive,
+                ..unknown_key(created, later)
+            },
+        ];
+        let plans = classify(&keys, None, None, &rules(), later);
+        enroll(&open.state(), &keys, &plans, None)
+    };
+    assert!(
+        matches!(
+            &enrolled_keys(now + Duration::minutes(20))[..],
+            [RotationEvent::KeyEnrolled {
+                path: Path::DeleteInactive,
+                ..
+            }]
+        ),
+        "created long after the call"
+    );
+    assert_eq!(enrolled_keys(now + Duration::seconds(30)), []);
+
+    // A failure answered the call after 10 s: the window closes CLOCK_SKEW after it.
+    let answered = now + Duration::seconds(10);
+    let timed_out = failed_with(
+        create_intended(now, 1),
+        Step::CreateReplacement,
+        1,
+        "RequestTimeout",
+        answered,
+    );
+    assert_eq!(
+        timed_out.state().keys[&k(1)]
+            .open_intent
+            .as_ref()
+            .and_then(|i| i.answered_at),
+        Some(answered)
+    );
+    let inside = unknown_key(answered + skew, later);
+    let outside = unknown_key(answered + skew + Duration::seconds(1), later);
+    assert!(is_unrecorded_replacement(&timed_out.state(), &inside));
+    assert!(
+        !is_unrecorded_replacement(&timed_out.state(), &outside),
+        "created after the call was answered"
+    );
+    blocked_for(
+        &timed_out.decide(&[old, outside], Some(&never_used), later),
+        &["second key"],
+    );
+}
+
+#[test]
+fn an_orphan_candidate_is_deleted_only_if_fresh_evidence_shows_it_never_used() {
+    let now = t0();
+    let later = now + Duration::minutes(1);
+    let given = create_intended(now, 1);
+    let candidate = unknown_key(now + Duration::seconds(1), later);
+    let keys = [active(k(1), 120, Some(1), later), candidate.clone()];
+
+    assert_eq!(
+        given.decide(&keys, None, later),
+        Decision::CheckLastUse { key: k(9) },
+        "the candidate's own last use is asked first"
+    );
+    assert_eq!(
+        given.decide(&keys, Some(&fresh(&k(1), None, later)), later),
+        Decision::CheckLastUse { key: k(9) },
+        "evidence about another key says nothing of the candidate"
+    );
+    assert_eq!(
+        given.decide(&keys, Some(&fresh(&k(9), None, later)), later),
+        Decision::Act {
+            key: k(1),
+            action: Action::DeleteOrphan { orphan: k(9) }
+        }
+    );
+
+    // Used: someone else's key, created while CreateAccessKey was in flight.
+    let used = fresh(&k(9), Some(now + Duration::seconds(40)), later);
+    let decision = given.decide(&keys, Some(&used), later);
+    blocked_for(
+        &decision,
+        &[
+            "unknown key",
+            k(9).as_str(),
+            "was used",
+            "not deleting it",
+            "a human must decide",
+        ],
+    );
+    // Listed as used already: no need to ask.
+    let listed_used = [
+        keys[0].clone(),
+        ObservedKey {
+            last_used_at: Some(now + Duration::seconds(40)),
+            ..candidate.clone()
+        },
+    ];
+    blocked_for(
+        &given.decide(&listed_used, None, later),
+        &["unknown key", "was used"],
+    );
+    // The key this run is signed with is never deleted, used or not.
+    blocked_for(
+        &given.decide_as(&k(9), &keys, Some(&fresh(&k(9), None, later)), later),
+        &[
+            "unknown key",
+            k(9).as_str(),
+            "signs this run",
+            "a human must decide",
+        ],
+    );
+
+    // Keyturn's own recorded keys keep their handling: an intended orphan deletion
+    // and a created replacement whose delivery is not found need no last-use check.
+    let deleting = given.at(
+        later,
+        RotationEvent::StepIntended {
+            key: k(1),
+            step: Step::DeleteOrphan,
+            attempt: 1,
+            target: Some(k(9)),
+        },
+    );
+    assert_eq!(
+        deleting.decide(&keys, None, later),
+        Decision::Act {
+            key: k(1),
+            action: Action::DeleteOrphan { orphan: k(9) }
+        }
+    );
+}
+
+#[test]
+fn no_duration_overflows_a_decision_a_check_or_a_notification() {
+    // The policy refuses such durations; the model must not panic on them all the same.
+    let forever = Rotation {
+        max_key_age: std::time::Duration::MAX,
+        unused_after: std::time::Duration::MAX,
+        quiet_period: std::time::Duration::MAX,
+        adoption_timeout: std::time::Duration::MAX,
+        observation_period: std::time::Duration::MAX,
+        ..rules()
+    };
+    let mut notify = crate::policy::Policy::from_toml(
+        "p.toml",
+        "[notify]\nsns_topic_arn = \"arn:aws:sns:us-east-1:123456789012:t\"\n",
+    )
+    .unwrap()
+    .notify
+    .unwrap();
+    notify.warn_before_adoption_timeout = std::time::Duration::MAX;
+
+    let verified = t0();
+    let now = verified + days(1);
+    let deactivated = |given: Given| {
+        given.at(
+            verified,
+            RotationEvent::KeyDeactivated {
+                key: k(1),
+                evidence: UseEvidence {
+                    checked_at: verified,
+                    last_used_at: None,
+                },
+            },
+        )
+    };
+    let failing = (1..=40).fold(
+        Given::new().at(verified, enrolled(k(1), Path::Rotate, verified - days(120))),
+        |g, n| failed_with(g, Step::CreateReplacement, n, "ServiceFailure", verified),
+    );
+    let cases = [
+        rotation_verified(verified),
+        deactivated(rotation_verified(verified)),
+        Given::new().at(verified, enrolled(k(1), Path::DeleteInactive, verified)),
+        deactivated(Given::new().at(verified, enrolled(k(1), Path::RetireUnused, verified))),
+        failing,
+    ];
+    let observed = [
+        active(k(1), 120, Some(0), now),
+        active(k(2), 1, Some(0), now),
+    ];
+    let inactive_now = [
+        inactive(k(1), 120, Some(0), now),
+        active(k(2), 1, Some(0), now),
+    ];
+    let _ = classify(&observed, None, None, &forever, now);
+    for given in cases {
+        let state = given.state();
+        for keys in [&observed[..], &inactive_now[..]] {
+            for fresh_use in [None, Some(fresh(&k(1), Some(verified), now))] {
+                let _ = decide(&state, keys, fresh_use.as_ref(), None, &forever, now);
+            }
+        }
+        for ks in state.keys.values() {
+            let _ = ks.next_check_at(&forever);
+        }
+        let _ = due_notifications(&state, &notify, &forever, now);
+        let _ = notify::adoption_deadline(&state.keys[&k(1)], &forever);
+    }
 }
