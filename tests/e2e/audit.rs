@@ -14,8 +14,7 @@ use keyturn_testbed::{Emulator, EmulatorOptions};
 use serde_json::Value;
 use support::{Run, TempDir, keyturn};
 
-const POLICY: &str =
-    "[rotation]\nquiet_period = \"2s\"\nadoption_timeout = \"1h\"\nobservation_period = \"2s\"\n";
+const POLICY: &str = "[rotation]\nallow_short_gates = true\nquiet_period = \"2s\"\nadoption_timeout = \"1h\"\nobservation_period = \"2s\"\n";
 
 /// Two accounts; in each, one key to rotate and one unused key to retire.
 async fn campaign(journal: &str) -> (Emulator, SeededOrg, TempDir) {

@@ -26,6 +26,7 @@ const POLICY: &str = r#"
 exclude_users = ["breakglass-*"]
 
 [rotation]
+allow_short_gates = true
 max_key_age = "90d"
 unused_after = "45d"
 quiet_period = "2s"
@@ -1477,7 +1478,7 @@ async fn campaign_commands_refuse_bad_input_with_exit_2_and_change_nothing() {
     let policy = bed.policy_path();
     let bad_value = bed.dir.write(
         "bad.toml",
-        "[scope]\nexclude_users = [\"breakglass-*\"]\n\n[rotation]\nquiet_period = \"soon\"\n",
+        "[scope]\nexclude_users = [\"breakglass-*\"]\n\n[rotation]\nallow_short_gates = true\nquiet_period = \"soon\"\n",
     );
     let unknown_field = bed.dir.write(
         "unknown.toml",
@@ -1536,6 +1537,7 @@ async fn campaign_commands_refuse_bad_input_with_exit_2_and_change_nothing() {
         "same.toml",
         "# the same policy, written differently\n\
          [rotation]\n\
+         allow_short_gates = true\n\
          observation_period = \"2s\"\n\
          quiet_period = \"2s\"\n\
          adoption_timeout = \"1h\"\n\

@@ -143,6 +143,7 @@ fn discovery_org(accounts: usize) -> OrgSpec {
 
 const DISCOVERY_POLICY: &str = r#"
 [rotation]
+allow_short_gates = true
 max_key_age = "90d"
 unused_after = "45d"
 "#;
@@ -255,6 +256,7 @@ const RUN_POLICY: &str = r#"
 accounts = ["ACCOUNT"]
 
 [rotation]
+allow_short_gates = true
 max_key_age = "90d"
 unused_after = "45d"
 quiet_period = "2s"

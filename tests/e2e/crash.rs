@@ -51,6 +51,7 @@ fn policy(accounts: &[&str]) -> String {
 accounts = [{}]
 
 [rotation]
+allow_short_gates = true
 max_key_age = "90d"
 unused_after = "45d"
 quiet_period = "2s"

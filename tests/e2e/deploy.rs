@@ -473,7 +473,7 @@ async fn a_rotation_on_the_templates_table_calls_only_what_the_templates_grant()
         "policy.toml",
         &format!(
             "[scope]\norganizational_units = [\"{}\"]\nexclude_accounts = [\"{}\"]\n\n\
-             [rotation]\nmax_key_age = \"90d\"\nunused_after = \"45d\"\nquiet_period = \"2s\"\n\
+             [rotation]\nallow_short_gates = true\nmax_key_age = \"90d\"\nunused_after = \"45d\"\nquiet_period = \"2s\"\n\
              adoption_timeout = \"30d\"\nobservation_period = \"2s\"\n\n\
              [notify]\nsns_topic_arn = \"{topic}\"\non = [\"delivered\"]\n",
             org.root_id, org.management.id

@@ -333,7 +333,7 @@ impl Bed {
 }
 
 fn policy(rotation: &str, notify: &str) -> String {
-    format!("[rotation]\n{rotation}\n[notify]\n{notify}\n")
+    format!("[rotation]\nallow_short_gates = true\n{rotation}\n[notify]\n{notify}\n")
 }
 
 fn time(rfc3339: &str) -> DateTime<Utc> {
@@ -724,7 +724,7 @@ async fn a_malformed_notify_section_exits_2_and_touches_nothing() {
             "notify.webhook_url",
         ),
         (
-            "[rotation]\nadoption_timeout = \"10d\"\n\n[notify]\nwebhook_url_env = \"H\"\nwarn_before_adoption_timeout = \"12d\"\n",
+            "[rotation]\nallow_short_gates = true\nadoption_timeout = \"10d\"\n\n[notify]\nwebhook_url_env = \"H\"\nwarn_before_adoption_timeout = \"12d\"\n",
             ":6",
             "notify.warn_before_adoption_timeout",
         ),

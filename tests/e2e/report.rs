@@ -13,7 +13,7 @@ use keyturn_testbed::{Emulator, EmulatorOptions};
 use serde_json::Value;
 use support::{TempDir, keyturn};
 
-const POLICY: &str = "[scope]\nexclude_users = [\"breakglass-*\"]\n[rotation]\nquiet_period = \"2s\"\nadoption_timeout = \"1h\"\nobservation_period = \"2s\"\n";
+const POLICY: &str = "[scope]\nexclude_users = [\"breakglass-*\"]\n[rotation]\nallow_short_gates = true\nquiet_period = \"2s\"\nadoption_timeout = \"1h\"\nobservation_period = \"2s\"\n";
 
 fn chromium() -> PathBuf {
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"]

@@ -17,8 +17,7 @@ use keyturn_testbed::{Emulator, EmulatorOptions, FaultRule};
 use serde_json::Value;
 use support::{TempDir, keyturn};
 
-const POLICY: &str =
-    "[rotation]\nquiet_period = \"2s\"\nadoption_timeout = \"1h\"\nobservation_period = \"2s\"\n";
+const POLICY: &str = "[rotation]\nallow_short_gates = true\nquiet_period = \"2s\"\nadoption_timeout = \"1h\"\nobservation_period = \"2s\"\n";
 const JOURNAL: &str = "dynamodb://keyturn-scale";
 
 fn organization() -> OrgSpec {
@@ -282,7 +281,7 @@ async fn accounts_and_their_users_are_worked_concurrently_within_their_bounds() 
     let dir = TempDir::new("bounds");
     let policy = dir.write(
         "policy.toml",
-        "[rotation]\nmax_key_age = \"36500d\"\nunused_after = \"45d\"\nobservation_period = \"3650d\"\n",
+        "[rotation]\nallow_short_gates = true\nmax_key_age = \"36500d\"\nunused_after = \"45d\"\nobservation_period = \"3650d\"\n",
     );
     let journal = "sqlite://journal.db";
     support::start_campaign(&emulator, dir.path(), journal, "b1", &policy);

@@ -32,6 +32,7 @@ const POLICY: &str = r#"
 exclude_users = ["breakglass-*"]
 
 [rotation]
+allow_short_gates = true
 max_key_age = "90d"
 unused_after = "45d"
 quiet_period = "2s"

@@ -16,6 +16,7 @@ use crate::output::{TableRow, write_rows};
 pub async fn start(journal: &str, name: &CampaignName, policy: &Path) -> Outcome {
     let location = super::journal::parse(journal)?;
     let policy = load_policy(policy)?;
+    super::warn_about(&policy);
     let run_id = super::new_run_id();
     let sessions = super::sessions("campaign", &run_id).await?;
     let journal = super::open_journal_creating(&location, &sessions).await?;

@@ -43,6 +43,14 @@ pub async fn run(cli: Cli) -> Outcome {
     }
 }
 
+/// Logs the policy's warnings (a test bed's short gates), on stderr through the log
+/// layer, so that `--log-format json` keeps every stderr line JSON.
+pub fn warn_about(policy: &keyturn_planner::Policy) {
+    for warning in policy.warnings() {
+        tracing::warn!("policy: {warning}");
+    }
+}
+
 /// A short random id for this process's run, recorded as the actor of its events.
 pub fn new_run_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()

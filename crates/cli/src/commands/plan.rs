@@ -44,6 +44,7 @@ impl TableRow for PlanRow {
 /// Runs the plan.
 pub async fn run(args: PlanArgs) -> Outcome {
     let policy = load_policy(&args.policy)?;
+    super::warn_about(&policy);
     let format = Format::or_default(args.output);
     let run_id = super::new_run_id();
     let sessions = super::sessions("plan", &run_id).await?;

@@ -20,6 +20,7 @@ pub async fn run(journal: &str, name: &CampaignName, format: &str, out: Option<&
     let sessions = super::sessions("report", &run_id).await?;
     let journal = super::open_journal(&location, &sessions).await?;
     let state = load_state(journal.as_ref(), name).await?;
+    super::warn_about(&state.campaign.policy);
     let inventory = inventory::collect(
         &sessions,
         &state.campaign.policy.scope,

@@ -38,6 +38,7 @@ pub async fn run(journal: &str, args: RunArgs) -> Outcome {
             stop.store(true, std::sync::atomic::Ordering::SeqCst);
         }
     });
+    let mut warned = false;
     loop {
         let mut summary = run_campaign(
             Arc::clone(&journal),
@@ -55,6 +56,10 @@ pub async fn run(journal: &str, args: RunArgs) -> Outcome {
             Some(state) => state,
             None => load_state(journal.as_ref(), &args.name).await?,
         };
+        if !warned {
+            super::warn_about(&state.campaign.policy);
+            warned = true;
+        }
         let rows = status::rows(&state);
         let counts = status::counts(&rows);
         keyturn_worker::telemetry::record_key_states(

@@ -60,6 +60,7 @@ pub async fn run(journal: &str, args: StatusArgs) -> Outcome {
     let location = super::journal::parse(journal)?;
     let journal = super::open_journal_for_reading(&location).await?;
     let state = load_state(journal.as_ref(), &args.name).await?;
+    super::warn_about(&state.campaign.policy);
     let rows = status::rows(&state);
     let counts = status::counts(&rows);
     let keys: Vec<StatusRow> = rows

@@ -701,6 +701,11 @@ impl AccountWorker<'_> {
         }
 
         let mut fresh: Option<FreshUse> = None;
+        // Whether `observed` was read from IAM since the last action: every
+        // UpdateAccessKey and DeleteAccessKey is decided on such a read (one
+        // ListAccessKeys), because a person or another tool may have changed the user's
+        // keys since the account was listed, minutes ago at a thousand accounts.
+        let mut listed_now = false;
         for _ in 0..MAX_STEPS_PER_USER {
             if ctx.options.stop.load(Ordering::SeqCst) {
                 return Ok(true);
@@ -709,6 +714,7 @@ impl AccountWorker<'_> {
                 &work.entry.state,
                 &work.observed,
                 fresh.as_ref(),
+                ctx.caller_key.as_ref(),
                 rules,
                 self.now(),
             );
@@ -739,6 +745,12 @@ impl AccountWorker<'_> {
                     });
                 }
                 Decision::Act { key, action } => {
+                    if mutates_a_key(&action) && !listed_now {
+                        self.refresh(work).await?;
+                        listed_now = true;
+                        continue;
+                    }
+                    listed_now = false;
                     fresh = None;
                     let disabling = matches!(action, Action::Deactivate { .. } | Action::Delete);
                     if disabling && ctx.caller_key.as_ref() == Some(&key) {
@@ -1495,6 +1507,18 @@ impl AccountWorker<'_> {
             }
         }
     }
+}
+
+/// Whether the action changes or deletes an existing key (UpdateAccessKey,
+/// DeleteAccessKey): it is decided again on a fresh ListAccessKeys first.
+fn mutates_a_key(action: &Action) -> bool {
+    matches!(
+        action,
+        Action::Deactivate { .. }
+            | Action::Delete
+            | Action::DeleteOrphan { .. }
+            | Action::Reactivate
+    )
 }
 
 fn observe(key: &KeyRecord) -> ObservedKey {

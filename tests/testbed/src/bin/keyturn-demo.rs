@@ -37,6 +37,7 @@ const POLICY: &str = r#"[scope]
 exclude_users = ["breakglass-*"]   # never touched (and reported as skipped)
 
 [rotation]
+allow_short_gates = true     # a demo: gates of seconds (production gates are a day or more)
 max_key_age = "90d"          # Active and older than this: rotate
 unused_after = "45d"         # Active and unused this long: deactivate, observe, delete
 quiet_period = "8s"          # the old key must stay unused this long after delivery
