@@ -303,7 +303,9 @@ impl Campaigns {
 /// (enrolment and intent in one TransactWriteItems, the outcome in one PutItem) and 2
 /// more when the resumed run deletes it; deleting an Inactive key is 2 writes; an
 /// Inactive key whose observation period cannot be over yet costs its enrolment (1
-/// write) and no GetAccessKeyLastUsed. IAM: ListAccessKeys once per user listed,
+/// write) and no GetAccessKeyLastUsed. IAM: ListAccessKeys once per user listed and
+/// once more right before each UpdateAccessKey or DeleteAccessKey (the fresh read the
+/// mutation is decided on: someone may have changed the keys since the listing),
 /// GetAccessKeyLastUsed once right before a deactivation or a deletion decided on use,
 /// one mutation; never a re-list after keyturn's own change.
 #[tokio::test(flavor = "multi_thread")]
@@ -405,7 +407,7 @@ async fn run_costs_per_key_on_the_dynamodb_journal() {
     assert_eq!(
         retire,
         only(&[
-            ("iam:ListAccessKeys", 1),
+            ("iam:ListAccessKeys", 2),
             ("iam:GetAccessKeyLastUsed", 1),
             ("iam:UpdateAccessKey", 1),
             ("journal writes (ungrouped)", 1),
@@ -417,7 +419,7 @@ async fn run_costs_per_key_on_the_dynamodb_journal() {
     assert_eq!(
         inactive,
         only(&[
-            ("iam:ListAccessKeys", 1),
+            ("iam:ListAccessKeys", 2),
             ("iam:GetAccessKeyLastUsed", 1),
             ("iam:DeleteAccessKey", 1),
             ("journal writes (ungrouped)", 1),
@@ -445,7 +447,7 @@ async fn run_costs_per_key_on_the_dynamodb_journal() {
     assert_eq!(
         resumed,
         only(&[
-            ("iam:ListAccessKeys", 1),
+            ("iam:ListAccessKeys", 2),
             ("iam:DeleteAccessKey", 1),
             ("journal writes (ungrouped)", 1)
         ]),
@@ -482,7 +484,7 @@ async fn run_costs_per_key_on_the_dynamodb_journal() {
     assert_eq!(
         deactivated,
         only(&[
-            ("iam:ListAccessKeys", 1),
+            ("iam:ListAccessKeys", 2),
             ("iam:GetAccessKeyLastUsed", 1),
             ("iam:UpdateAccessKey", 1),
             ("journal writes (ungrouped)", 1),
@@ -492,7 +494,7 @@ async fn run_costs_per_key_on_the_dynamodb_journal() {
     assert_eq!(
         deleted,
         only(&[
-            ("iam:ListAccessKeys", 1),
+            ("iam:ListAccessKeys", 2),
             ("iam:DeleteAccessKey", 1),
             ("journal writes (ungrouped)", 1),
         ]),

@@ -6,6 +6,7 @@
 //! - `cargo xtask emulator` — runs the emulator in the foreground for manual use.
 //! - `cargo xtask venv`     — only creates (or refreshes) the emulator's venv.
 //! - `cargo xtask bench`    — keyturn against Cloud Custodian on a seeded organization (docs/benchmarks.md).
+//! - `cargo xtask sim`      — the deterministic simulator's seeds (docs/simulation.md).
 //! - `cargo xtask completions`, `cargo xtask man` — shell completions and man pages (`assets.rs`).
 //! - `cargo xtask deploy-lint` — cfn-lint and checkov on the deployment templates (`deploy.rs`).
 
@@ -19,7 +20,7 @@ mod deploy;
 #[cfg(test)]
 mod tidy;
 
-const USAGE: &str = "usage: cargo xtask <test|demo|emulator|venv|bench|completions|man|deploy-lint> [args…]
+const USAGE: &str = "usage: cargo xtask <test|demo|emulator|venv|bench|sim|completions|man|deploy-lint> [args…]
 
   test [CARGO TEST ARGS…]  create the emulator venv if missing, run the emulator's self-test, lint the
                            deployment templates and run every Rust test (keyturn built with its failpoints,
@@ -33,6 +34,9 @@ const USAGE: &str = "usage: cargo xtask <test|demo|emulator|venv|bench|completio
                            (default 100 accounts, 3 runs; --accounts 1000 for the large variant; --quick:
                            10 accounts, 1 run, no latency variant; --no-peer: keyturn only; --sweep: the
                            C7N_ORG_PARALLEL settings tried besides the default) and write docs/benchmarks.md
+  sim [--seeds N] [--from K] | --seed S [--trace]
+                           run the deterministic simulator (release build) on N seeds from K (default 100
+                           from 1), or replay seed S and print its trace (docs/simulation.md)
   completions [--out DIR]  write keyturn's shell completions (bash, elvish, fish, powershell, zsh)
                            to DIR (default target/assets/completions)
   man [--out DIR]          write one man page per keyturn command to DIR (default target/assets/man)
@@ -50,6 +54,7 @@ fn main() -> Result<()> {
         "emulator" => emulator(&root, &rest),
         "venv" => venv(&root).map(drop),
         "bench" => bench(&root, &rest),
+        "sim" => sim(&root, &rest),
         "completions" => assets::completions(&root, &rest, USAGE),
         "man" => assets::man(&root, &rest, USAGE),
         "deploy-lint" => deploy::lint(&root),
@@ -135,6 +140,8 @@ fn test(root: &Path, cargo_args: &[String]) -> Result<()> {
         .arg(root.join("tests/emulator/test_server.py"))
         .current_dir(root))?;
     deploy::lint(root)?;
+    eprintln!("xtask: the simulator, {SIM_SEEDS} seeds (release build)");
+    sim(root, &["--seeds".to_owned(), SIM_SEEDS.to_string()])?;
     ensure_chromium()?;
     // With the failpoints compiled into the keyturn binary the tests run, so that the
     // crash tests (tests/e2e/crash.rs) can kill it at every step boundary; a plain
@@ -181,6 +188,26 @@ fn ensure_chromium() -> Result<()> {
             "chromium",
         ])
         .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// How many seeds `cargo xtask test` runs through the simulator.
+const SIM_SEEDS: u32 = 2_000;
+
+/// `cargo xtask sim`: builds the simulator in release (a seed runs 90 virtual days of a
+/// campaign; debug code is ten times slower) and passes the arguments on.
+fn sim(root: &Path, args: &[String]) -> Result<()> {
+    run(cargo()
+        .current_dir(root)
+        .args([
+            "run",
+            "--release",
+            "--locked",
+            "--quiet",
+            "-p",
+            "keyturn-sim",
+            "--",
+        ])
+        .args(args))
 }
 
 fn emulator(root: &Path, args: &[String]) -> Result<()> {
