@@ -70,9 +70,10 @@ use aws_sdk_dynamodb::types::{
 };
 use chrono::{DateTime, Utc};
 
+use crate::clock::{Clock, stamp, system};
 use crate::envelope::{
-    Actor, Envelope, NewEvent, SchemaVersion, StreamId, now_micros, parse_timestamp, seal_batch,
-    text_range, validate_batch, validate_campaign, validate_many,
+    Actor, Envelope, NewEvent, SchemaVersion, StreamId, parse_timestamp, seal_batch, text_range,
+    validate_batch, validate_campaign, validate_many,
 };
 use crate::error::JournalError;
 use crate::hash::GENESIS_HASH;
@@ -134,6 +135,8 @@ pub struct DynamoJournal {
     /// with events, which are written with it). The index is never deleted from, so a
     /// campaign once known stays known and a stream's first append needs no read of it.
     listed: Arc<Mutex<HashSet<String>>>,
+    /// What events (and the format record) are stamped with.
+    clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for DynamoJournal {
@@ -141,6 +144,7 @@ impl fmt::Debug for DynamoJournal {
         f.debug_struct("DynamoJournal")
             .field("table", &self.table)
             .field("page_size", &self.page_size)
+            .field("clock", &self.clock)
             .finish_non_exhaustive()
     }
 }
@@ -210,6 +214,13 @@ impl DynamoJournal {
         self
     }
 
+    /// Stamps the events this handle appends with `clock`'s time instead of the system
+    /// clock's.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// The table's name.
     pub fn table_name(&self) -> &str {
         &self.table
@@ -222,6 +233,7 @@ impl DynamoJournal {
             table: table.to_owned(),
             page_size: None,
             listed: Arc::default(),
+            clock: system(),
         })
     }
 
@@ -329,7 +341,7 @@ impl DynamoJournal {
                 "format_version",
                 AttributeValue::N(FORMAT_VERSION.to_string()),
             )
-            .item("created_at", s(&now_micros().to_rfc3339()))
+            .item("created_at", s(&stamp(self.clock.as_ref()).to_rfc3339()))
             .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", PK)
             .send()
@@ -884,7 +896,8 @@ impl DynamoJournal {
         let with_campaign_item =
             expected_version == 0 && !self.campaign_listed(stream.campaign()).await?;
         let count = events.len();
-        let sealed = seal_batch(stream, expected_version, prev_hash, events, now_micros())?;
+        let now = stamp(self.clock.as_ref());
+        let sealed = seal_batch(stream, expected_version, prev_hash, events, now)?;
         self.write_batch(stream, expected_version, &sealed, with_campaign_item)
             .await?;
         if with_campaign_item {
@@ -964,7 +977,7 @@ impl Journal for DynamoJournal {
         } else {
             false
         };
-        let now = now_micros();
+        let now = stamp(self.clock.as_ref());
         let mut results: Vec<Option<Result<StreamHead, JournalError>>> = vec![None; count];
         let mut sealed = Vec::with_capacity(count);
         for (index, append) in appends.into_iter().enumerate() {
@@ -1002,7 +1015,7 @@ impl Journal for DynamoJournal {
         let campaign = appends[0].stream.campaign().to_owned();
         let with_campaign_item = appends.iter().any(|a| a.head.version() == 0)
             && !self.campaign_listed(&campaign).await?;
-        let now = now_micros();
+        let now = stamp(self.clock.as_ref());
         let sealed = appends
             .into_iter()
             .map(|append| {
@@ -1434,6 +1447,7 @@ fn check_table_layout(table: &str, description: &TableDescription) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SystemClock;
 
     #[test]
     fn keys_sort_by_sequence_and_prefixes_do_not_overlap() {
@@ -1467,7 +1481,7 @@ mod tests {
                 },
             })
             .collect();
-        seal_batch(stream, expected, prev_hash, events, now_micros()).unwrap()
+        seal_batch(stream, expected, prev_hash, events, stamp(&SystemClock)).unwrap()
     }
 
     /// Guards the recovery from a write whose answer was lost: writing the same sealed
@@ -1526,7 +1540,7 @@ mod tests {
                     host: "test-host".into(),
                 },
             }],
-            now_micros(),
+            stamp(&SystemClock),
         )
         .unwrap()
         .remove(0);

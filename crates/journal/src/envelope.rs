@@ -293,11 +293,6 @@ pub(crate) fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, String> {
         })
 }
 
-/// The current time, truncated to the microsecond precision the journal stores.
-pub(crate) fn now_micros() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
-}
-
 /// The earliest instant at or after `at` that has whole microseconds.
 ///
 /// Stored times have whole microseconds, so `stored >= at` holds exactly when

@@ -15,11 +15,14 @@
 //!
 //! Backends: [`DynamoJournal`] (shared, production), [`SqliteJournal`] (one file, the
 //! default for a single operator) and [`MemoryJournal`] (tests). [`open`] and [`init`]
-//! pick one from a [`JournalLocation`].
+//! pick one from a [`JournalLocation`]. Every backend stamps events with the [`Clock`]
+//! it was opened with ([`SystemClock`] unless told otherwise), so that a simulation can
+//! run in virtual time.
 //!
 //! Module map: [`envelope`] (the data model and input rules), [`hash`] (canonical form
-//! and chain verification), [`schema`] (typed decoding), [`error`], [`location`],
-//! [`group`] (group commit of concurrent appends), [`memory`], [`sqlite`], [`dynamo`].
+//! and chain verification), [`schema`] (typed decoding), [`clock`], [`error`],
+//! [`location`], [`group`] (group commit of concurrent appends), [`memory`], [`sqlite`],
+//! [`dynamo`].
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -27,6 +30,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub mod clock;
 pub mod dynamo;
 pub mod envelope;
 pub mod error;
@@ -38,6 +42,7 @@ pub mod query;
 pub mod schema;
 pub mod sqlite;
 
+pub use clock::{Clock, SystemClock};
 pub use dynamo::DynamoJournal;
 pub use envelope::{
     Actor, Envelope, MAX_ACCESS_KEY_IDS, MAX_EVENTS_PER_APPEND, MAX_PAYLOAD_BYTES, NewEvent,

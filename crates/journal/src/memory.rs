@@ -2,17 +2,18 @@
 //!
 //! One mutex guards a map from stream to its events; every call holds it for its
 //! whole duration, so appends are trivially atomic. Queries walk the map: the memory
-//! backend has no indexes and needs none.
+//! backend has no indexes and needs none. Events are stamped with the journal's
+//! [`Clock`], read under the lock.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::clock::{Clock, stamp, system};
 use crate::envelope::{
-    Envelope, NewEvent, StreamId, now_micros, seal_batch, validate_batch, validate_campaign,
-    validate_many,
+    Envelope, NewEvent, StreamId, seal_batch, validate_batch, validate_campaign, validate_many,
 };
 use crate::error::JournalError;
 use crate::error::foreign_head;
@@ -20,15 +21,30 @@ use crate::hash::GENESIS_HASH;
 use crate::{Append, Journal, StreamHead};
 
 /// A journal that lives in the process's memory and is lost with it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryJournal {
     streams: Mutex<BTreeMap<StreamId, Vec<Envelope>>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for MemoryJournal {
+    fn default() -> Self {
+        Self::with_clock(system())
+    }
 }
 
 impl MemoryJournal {
-    /// An empty journal.
+    /// An empty journal on the system clock.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty journal that stamps its events with `clock`'s time.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            streams: Mutex::default(),
+            clock,
+        }
     }
 
     /// Gives a test raw, unchecked access to a stream's stored events, to simulate
@@ -81,7 +97,8 @@ impl Journal for MemoryJournal {
                 actual,
             });
         }
-        let sealed = seal_batch(stream, expected_version, prev_hash, events, now_micros())?;
+        let now = stamp(self.clock.as_ref());
+        let sealed = seal_batch(stream, expected_version, prev_hash, events, now)?;
         let new_version = sealed.last().map_or(expected_version, |last| last.sequence);
         streams.entry(stream.clone()).or_default().extend(sealed);
         Ok(new_version)
@@ -95,7 +112,8 @@ impl Journal for MemoryJournal {
     ) -> Result<StreamHead, JournalError> {
         validate_batch(&events)?;
         let mut streams = self.lock()?;
-        append_locked(&mut streams, stream, head, events)
+        let now = stamp(self.clock.as_ref());
+        append_locked(&mut streams, stream, head, events, now)
     }
 
     async fn append_many(&self, appends: Vec<Append>) -> Vec<Result<StreamHead, JournalError>> {
@@ -104,9 +122,18 @@ impl Journal for MemoryJournal {
             Ok(streams) => streams,
             Err(e) => return vec![Err(e); count],
         };
+        let now = stamp(self.clock.as_ref());
         appends
             .into_iter()
-            .map(|append| append_locked(&mut streams, &append.stream, &append.head, append.events))
+            .map(|append| {
+                append_locked(
+                    &mut streams,
+                    &append.stream,
+                    &append.head,
+                    append.events,
+                    now,
+                )
+            })
             .collect()
     }
 
@@ -114,7 +141,7 @@ impl Journal for MemoryJournal {
         validate_many(&appends)?;
         let mut streams = self.lock()?;
         // Every head checked and every batch sealed before anything is stored.
-        let now = now_micros();
+        let now = stamp(self.clock.as_ref());
         let sealed = appends
             .into_iter()
             .map(|append| {
@@ -234,9 +261,10 @@ fn append_locked(
     stream: &StreamId,
     head: &StreamHead,
     events: Vec<NewEvent>,
+    now: DateTime<Utc>,
 ) -> Result<StreamHead, JournalError> {
     check_head(streams, stream, head)?;
-    let sealed = seal_batch(stream, head.version(), head.hash(), events, now_micros())?;
+    let sealed = seal_batch(stream, head.version(), head.hash(), events, now)?;
     let new_head = StreamHead::after(&sealed);
     streams.entry(stream.clone()).or_default().extend(sealed);
     Ok(new_head)

@@ -16,8 +16,9 @@
 //! query plans). The file is in WAL mode with a busy timeout, so a second process
 //! sharing it waits for the lock instead of failing. An append runs inside
 //! `BEGIN IMMEDIATE`: it takes the write lock first, reads the stream's last
-//! (sequence, hash), compares it with the expected version and inserts the batch. The
-//! connection lives behind a mutex and every call runs on tokio's blocking pool.
+//! (sequence, hash), compares it with the expected version and inserts the batch,
+//! stamped with the journal's [`Clock`] (read inside the transaction). The connection
+//! lives behind a mutex and every call runs on tokio's blocking pool.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -30,9 +31,10 @@ use rusqlite::{
     Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior, params,
 };
 
+use crate::clock::{Clock, stamp, system};
 use crate::envelope::{
-    Actor, Envelope, NewEvent, SchemaVersion, StreamId, now_micros, parse_timestamp, seal_batch,
-    text_range, validate_batch, validate_campaign, validate_many,
+    Actor, Envelope, NewEvent, SchemaVersion, StreamId, parse_timestamp, seal_batch, text_range,
+    validate_batch, validate_campaign, validate_many,
 };
 use crate::error::JournalError;
 use crate::error::foreign_head;
@@ -116,12 +118,14 @@ fn select_account() -> String {
 pub struct SqliteJournal {
     path: PathBuf,
     connection: Arc<Mutex<Connection>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for SqliteJournal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteJournal")
             .field("path", &self.path)
+            .field("clock", &self.clock)
             .finish_non_exhaustive()
     }
 }
@@ -131,6 +135,14 @@ impl SqliteJournal {
     ///
     /// [`JournalError::Incompatible`] if the file was written by a newer keyturn.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, JournalError> {
+        Self::open_with_clock(path, system()).await
+    }
+
+    /// [`SqliteJournal::open`], for a journal that stamps its events with `clock`'s time.
+    pub async fn open_with_clock(
+        path: impl AsRef<Path>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, JournalError> {
         let path = path.as_ref().to_path_buf();
         let (connection, _created) = blocking(&describe_path(&path), {
             let path = path.clone();
@@ -140,6 +152,7 @@ impl SqliteJournal {
         Ok(SqliteJournal {
             path,
             connection: Arc::new(Mutex::new(connection)),
+            clock,
         })
     }
 
@@ -362,6 +375,7 @@ fn last_of_stream(
 fn append_blocking(
     connection: &mut Connection,
     backend: &str,
+    clock: &dyn Clock,
     stream: &StreamId,
     expected_version: u64,
     expected_hash: Option<&str>,
@@ -377,6 +391,7 @@ fn append_blocking(
         expected_version,
         expected_hash,
         events,
+        stamp(clock),
     )??;
     transaction
         .commit()
@@ -390,6 +405,7 @@ fn append_blocking(
 fn append_many_blocking(
     connection: &mut Connection,
     backend: &str,
+    clock: &dyn Clock,
     appends: Vec<Append>,
 ) -> Vec<Result<StreamHead, JournalError>> {
     let count = appends.len();
@@ -397,9 +413,10 @@ fn append_many_blocking(
         let transaction = connection
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|err| sqlite_error(backend, err))?;
+        let now = stamp(clock);
         let results = appends
             .into_iter()
-            .map(|append| append_at_in(&transaction, backend, append))
+            .map(|append| append_at_in(&transaction, backend, append, now))
             .collect::<Result<Vec<_>, _>>()?;
         transaction
             .commit()
@@ -414,15 +431,17 @@ fn append_many_blocking(
 fn append_all_blocking(
     connection: &mut Connection,
     backend: &str,
+    clock: &dyn Clock,
     appends: Vec<Append>,
 ) -> Result<Vec<StreamHead>, JournalError> {
     let transaction = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|err| sqlite_error(backend, err))?;
+    let now = stamp(clock);
     let mut heads = Vec::with_capacity(appends.len());
     for append in appends {
         // Dropping the transaction on an error rolls it back.
-        heads.push(append_at_in(&transaction, backend, append)??);
+        heads.push(append_at_in(&transaction, backend, append, now)??);
     }
     transaction
         .commit()
@@ -435,6 +454,7 @@ fn append_at_in(
     transaction: &Transaction<'_>,
     backend: &str,
     append: Append,
+    now: DateTime<Utc>,
 ) -> Result<Result<StreamHead, JournalError>, JournalError> {
     append_in(
         transaction,
@@ -443,12 +463,13 @@ fn append_at_in(
         append.head.version(),
         Some(append.head.hash()),
         append.events,
+        now,
     )
 }
 
-/// One stream's append inside an open transaction. The outer error is the storage's
-/// (roll the transaction back); the inner one is this stream's alone (a conflict, a
-/// foreign head), and nothing of it was written.
+/// One stream's append inside an open transaction, its events recorded at `now`. The
+/// outer error is the storage's (roll the transaction back); the inner one is this
+/// stream's alone (a conflict, a foreign head), and nothing of it was written.
 fn append_in(
     transaction: &Transaction<'_>,
     backend: &str,
@@ -456,6 +477,7 @@ fn append_in(
     expected_version: u64,
     expected_hash: Option<&str>,
     events: Vec<NewEvent>,
+    now: DateTime<Utc>,
 ) -> Result<Result<StreamHead, JournalError>, JournalError> {
     let fail = |err| sqlite_error(backend, err);
     let (actual, prev_hash) = last_of_stream(transaction, backend, stream)?;
@@ -471,7 +493,7 @@ fn append_in(
     {
         return Ok(Err(foreign_head(stream, expected_version)));
     }
-    let sealed = match seal_batch(stream, expected_version, &prev_hash, events, now_micros()) {
+    let sealed = match seal_batch(stream, expected_version, &prev_hash, events, now) {
         Ok(sealed) => sealed,
         Err(e) => return Ok(Err(e)),
     };
@@ -607,9 +629,18 @@ impl Journal for SqliteJournal {
         validate_batch(&events)?;
         let stream = stream.clone();
         let count = events.len();
+        let clock = Arc::clone(&self.clock);
         let head = self
             .with_connection(move |connection, backend| {
-                append_blocking(connection, backend, &stream, expected_version, None, events)
+                append_blocking(
+                    connection,
+                    backend,
+                    clock.as_ref(),
+                    &stream,
+                    expected_version,
+                    None,
+                    events,
+                )
             })
             .await?;
         let version = head.version();
@@ -627,11 +658,13 @@ impl Journal for SqliteJournal {
         let stream = stream.clone();
         let count = events.len();
         let expected = head.clone();
+        let clock = Arc::clone(&self.clock);
         let head = self
             .with_connection(move |connection, backend| {
                 append_blocking(
                     connection,
                     backend,
+                    clock.as_ref(),
                     &stream,
                     expected.version(),
                     Some(expected.hash()),
@@ -649,9 +682,15 @@ impl Journal for SqliteJournal {
         if let Err(e) = validate_many(&appends) {
             return vec![Err(e); count];
         }
+        let clock = Arc::clone(&self.clock);
         let results = self
             .with_connection(move |connection, backend| {
-                Ok(append_many_blocking(connection, backend, appends))
+                Ok(append_many_blocking(
+                    connection,
+                    backend,
+                    clock.as_ref(),
+                    appends,
+                ))
             })
             .await
             .unwrap_or_else(|e| vec![Err(e); count]);
@@ -662,9 +701,10 @@ impl Journal for SqliteJournal {
     async fn append_all(&self, appends: Vec<Append>) -> Result<Vec<StreamHead>, JournalError> {
         validate_many(&appends)?;
         let count = appends.len();
+        let clock = Arc::clone(&self.clock);
         let heads = self
             .with_connection(move |connection, backend| {
-                append_all_blocking(connection, backend, appends)
+                append_all_blocking(connection, backend, clock.as_ref(), appends)
             })
             .await?;
         tracing::debug!(journal = %self.describe(), count, "appended to several streams, all or none");

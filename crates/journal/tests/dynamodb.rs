@@ -18,8 +18,8 @@ use aws_sdk_dynamodb::types::{
 };
 use contract::{Fixture, Harness, RawAccess};
 use keyturn_journal::{
-    Actor, Append, DynamoJournal, InitOutcome, Journal, JournalError, JournalLocation, NewEvent,
-    SchemaVersion, StreamHead, StreamId, verify_stream,
+    Actor, Append, Clock, DynamoJournal, InitOutcome, Journal, JournalError, JournalLocation,
+    NewEvent, SchemaVersion, StreamHead, StreamId, verify_stream,
 };
 use keyturn_testbed::{Emulator, EmulatorOptions, FaultRule};
 
@@ -76,7 +76,7 @@ impl DynamoRaw {
 
 #[async_trait]
 impl Harness for Dynamo {
-    async fn fixture(&self) -> Fixture {
+    async fn fixture_with_clock(&self, clock: Arc<dyn Clock>) -> Fixture {
         let sdk = sdk().await;
         let table = unique_table();
         keyturn_journal::init(&location(&table), Some(&sdk))
@@ -85,7 +85,8 @@ impl Harness for Dynamo {
         let journal = DynamoJournal::open(&sdk, &table)
             .await
             .unwrap()
-            .with_page_size(PAGE_SIZE);
+            .with_page_size(PAGE_SIZE)
+            .with_clock(clock);
         Fixture {
             journal: Arc::new(journal),
             raw: Box::new(DynamoRaw {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use contract::{Fixture, Harness, RawAccess};
-use keyturn_journal::{Journal, MemoryJournal, StreamId};
+use keyturn_journal::{Clock, Journal, MemoryJournal, StreamId};
 
 struct Memory;
 
@@ -14,8 +14,8 @@ struct MemoryRaw(Arc<MemoryJournal>);
 
 #[async_trait]
 impl Harness for Memory {
-    async fn fixture(&self) -> Fixture {
-        let journal = Arc::new(MemoryJournal::new());
+    async fn fixture_with_clock(&self, clock: Arc<dyn Clock>) -> Fixture {
+        let journal = Arc::new(MemoryJournal::with_clock(clock));
         Fixture {
             journal: journal.clone(),
             raw: Box::new(MemoryRaw(journal)),

@@ -10,8 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use contract::{Fixture, Harness, RawAccess};
 use keyturn_journal::{
-    Actor, InitOutcome, Journal, JournalError, NewEvent, SchemaVersion, SqliteJournal, StreamId,
-    parse_location,
+    Actor, Clock, InitOutcome, Journal, JournalError, NewEvent, SchemaVersion, SqliteJournal,
+    StreamId, parse_location,
 };
 use rusqlite::{Connection, params};
 
@@ -33,10 +33,10 @@ impl SqliteRaw {
 
 #[async_trait]
 impl Harness for Sqlite {
-    async fn fixture(&self) -> Fixture {
+    async fn fixture_with_clock(&self, clock: Arc<dyn Clock>) -> Fixture {
         let directory = tempfile::tempdir().unwrap();
         let path = directory.path().join("journal.db");
-        let journal = SqliteJournal::open(&path).await.unwrap();
+        let journal = SqliteJournal::open_with_clock(&path, clock).await.unwrap();
         Fixture {
             journal: Arc::new(journal),
             raw: Box::new(SqliteRaw {

@@ -8,15 +8,15 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use keyturn_journal::{
-    Actor, Append, ChainBreak, Envelope, EventSchema, GENESIS_HASH, Journal, JournalError,
-    MAX_EVENTS_PER_APPEND, NewEvent, SchemaVersion, StreamHead, StreamId, decode, verify_chain,
-    verify_stream,
+    Actor, Append, ChainBreak, Clock, Envelope, EventSchema, GENESIS_HASH, Journal, JournalError,
+    MAX_EVENTS_PER_APPEND, NewEvent, SchemaVersion, StreamHead, StreamId, SystemClock, decode,
+    verify_chain, verify_stream,
 };
 use serde_json::{Value, json};
 
@@ -31,8 +31,36 @@ pub struct Fixture {
 /// What a backend's test file provides.
 #[async_trait]
 pub trait Harness: Send + Sync {
-    /// A fresh, empty journal whose reads use small pages where the backend pages.
-    async fn fixture(&self) -> Fixture;
+    /// A fresh, empty journal whose reads use small pages where the backend pages, and
+    /// which stamps its events with `clock`'s time.
+    async fn fixture_with_clock(&self, clock: Arc<dyn Clock>) -> Fixture;
+
+    /// [`Harness::fixture_with_clock`] on the system clock.
+    async fn fixture(&self) -> Fixture {
+        self.fixture_with_clock(Arc::new(SystemClock)).await
+    }
+}
+
+/// A clock that stands still until a test moves it: virtual time.
+#[derive(Debug)]
+pub struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    /// A clock at `at`.
+    pub fn at(at: DateTime<Utc>) -> Self {
+        Self(Mutex::new(at))
+    }
+
+    /// Moves the clock on by `by`.
+    pub fn advance(&self, by: chrono::Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
 }
 
 /// Direct access to a journal's storage, the way a tamperer (or a bug) would change it.
@@ -58,6 +86,7 @@ macro_rules! contract_tests {
     ($harness:expr) => {
         $crate::contract_tests!(@tests $harness;
             round_trip_keeps_every_field,
+            events_are_stamped_with_the_journals_clock,
             a_stale_expected_version_is_a_conflict_with_the_actual_version,
             append_at_chains_to_the_head_it_is_given,
             append_at_a_stale_head_is_a_conflict_and_writes_nothing,
@@ -220,6 +249,78 @@ pub async fn round_trip_keeps_every_field(harness: &dyn Harness) {
     // A second handle on the same storage reads the same envelopes.
     let other = fixture.raw.another_handle().await;
     assert_eq!(other.read_stream(&id).await.unwrap(), events);
+}
+
+/// Every way of appending stamps its events with the clock the journal was opened
+/// with, to the microsecond, and the audit query by time selects on those stamps: a
+/// simulation's campaign lives in its virtual time.
+pub async fn events_are_stamped_with_the_journals_clock(harness: &dyn Harness) {
+    let start: DateTime<Utc> = "2031-01-02T03:04:05.123456789Z".parse().unwrap();
+    let clock = Arc::new(ManualClock::at(start));
+    let fixture = harness.fixture_with_clock(clock.clone()).await;
+    let journal = fixture.journal.as_ref();
+    let day = chrono::Duration::days(1);
+    let about = |n: u32| NewEvent {
+        account_id: Some("555555555555".into()),
+        ..event("Stamped", json!({ "n": n }))
+    };
+    let (a, b) = (stream("virtual", "a"), stream("virtual", "b"));
+
+    assert_eq!(journal.append(&a, 0, vec![about(1)]).await.unwrap(), 1);
+    clock.advance(day);
+    let a_head = StreamHead::after(&journal.read_stream(&a).await.unwrap());
+    let a_head = journal
+        .append_at(&a, &a_head, vec![about(2), about(3)])
+        .await
+        .unwrap();
+    clock.advance(day);
+    let heads = journal
+        .append_many(vec![
+            append(&a, &a_head, vec![about(4)]),
+            append(&b, &StreamHead::empty(), vec![about(5)]),
+        ])
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    clock.advance(day);
+    journal
+        .append_all(vec![
+            append(&a, &heads[0], vec![about(6)]),
+            append(&b, &heads[1], vec![about(7)]),
+        ])
+        .await
+        .unwrap();
+
+    let stamped: Vec<(u64, DateTime<Utc>)> = journal
+        .read_campaign("virtual")
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| (e.payload["n"].as_u64().unwrap(), e.recorded_at))
+        .collect();
+    let on = |days: i32| start.trunc_subsecs(6) + day * days;
+    assert_eq!(
+        stamped,
+        [
+            (1, on(0)),
+            (2, on(1)),
+            (3, on(1)),
+            (4, on(2)),
+            (6, on(3)),
+            (5, on(2)),
+            (7, on(3)),
+        ]
+    );
+    // The second day, and nothing else, by the account-and-time index.
+    let numbers = journal
+        .events_for_account("555555555555", on(1), on(2))
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.payload["n"].as_u64().unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(numbers, [2, 3]);
 }
 
 /// An append at a known head chains to it, returns the new head (the one a read would
