@@ -13,12 +13,14 @@ use serde::{Deserialize, Serialize};
 use crate::error::JournalError;
 use crate::hash::envelope_hash;
 
-/// The most events one [`crate::Journal::append`] call may carry.
+/// The most events one [`crate::Journal::append`] call (or one group append, all its
+/// streams together) may carry.
 ///
-/// DynamoDB writes a batch as one transaction, and the first batch of a campaign also
-/// writes the campaign's index item. 24 events plus that item make 25 transaction
-/// items, the limit that the local emulator (moto) and older DynamoDB enforce.
-pub const MAX_EVENTS_PER_APPEND: usize = 24;
+/// DynamoDB writes a batch as one transaction, which older DynamoDB caps at 25 items.
+/// Besides the events, the first batch of a campaign writes the campaign's index item,
+/// and a fenced write checks its fence with one more item: 23 events and those two
+/// make 25.
+pub const MAX_EVENTS_PER_APPEND: usize = 23;
 
 /// The longest serialised payload the journal accepts, in bytes.
 ///

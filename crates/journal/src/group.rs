@@ -828,7 +828,7 @@ mod tests {
         while let Some(result) = tasks.join_next().await {
             assert_eq!(result.unwrap().unwrap().version(), 10);
         }
-        // 40 events, at most 24 per write: at least two writes, all written.
+        // 40 events, at most 23 per write: at least two writes, all written.
         assert!(journal.writes.load(Ordering::SeqCst) >= 2);
         assert_eq!(journal.read_campaign("c").await.unwrap().len(), 40);
         // An append larger than one write allows is refused, as `append_at` refuses it.
