@@ -365,9 +365,13 @@ pub(crate) fn validate_batch(events: &[NewEvent]) -> Result<(), JournalError> {
     Ok(())
 }
 
-/// Validates a [`crate::Journal::append_many`]: every batch, and the rules of the call
-/// (see there). The error is every append's: a refused call writes nothing.
-pub(crate) fn validate_many(appends: &[crate::Append]) -> Result<(), JournalError> {
+/// Validates a [`crate::Journal::append_many_fenced`]: every batch, the rules of the
+/// call (see `append_many`) and the fence. The error is every append's: a refused call
+/// writes nothing.
+pub(crate) fn validate_many(
+    appends: &[crate::Append],
+    fence: Option<&crate::Fence>,
+) -> Result<(), JournalError> {
     let Some(first) = appends.first() else {
         return Err(JournalError::rejected(
             "a group append must carry at least one append",
@@ -398,6 +402,31 @@ pub(crate) fn validate_many(appends: &[crate::Append]) -> Result<(), JournalErro
         return Err(JournalError::rejected(format!(
             "a group append carries {total} events, more than the {MAX_EVENTS_PER_APPEND} \
              allowed in one call: split it"
+        )));
+    }
+    validate_fence(fence, first.stream.campaign())
+}
+
+/// Validates the fence of a write to `campaign`: a stream of the same campaign, at a
+/// version a stream can reach. The error is every append's: a refused call writes
+/// nothing.
+pub(crate) fn validate_fence(
+    fence: Option<&crate::Fence>,
+    campaign: &str,
+) -> Result<(), JournalError> {
+    let Some(fence) = fence else {
+        return Ok(());
+    };
+    if fence.stream.campaign() != campaign {
+        return Err(JournalError::rejected(format!(
+            "a write to campaign {campaign} cannot be fenced on stream {} of another campaign",
+            fence.stream
+        )));
+    }
+    if i64::try_from(fence.version).is_err() {
+        return Err(JournalError::rejected(format!(
+            "the fence on stream {} names version {}, which no stream reaches",
+            fence.stream, fence.version
         )));
     }
     Ok(())

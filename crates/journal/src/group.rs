@@ -484,7 +484,7 @@ mod tests {
 
     use super::*;
     use crate::envelope::{Actor, Envelope, SchemaVersion};
-    use crate::{MemoryJournal, verify_chain};
+    use crate::{Fence, MemoryJournal, verify_chain};
 
     /// A memory journal whose group appends are counted and take a while, so that
     /// appends queue up behind a write in flight.
@@ -504,23 +504,34 @@ mod tests {
         ) -> Result<u64, JournalError> {
             self.inner.append(stream, expected_version, events).await
         }
-        async fn append_at(
+        async fn append_at_fenced(
             &self,
             stream: &StreamId,
             head: &StreamHead,
             events: Vec<NewEvent>,
+            fence: Option<&Fence>,
         ) -> Result<StreamHead, JournalError> {
-            self.inner.append_at(stream, head, events).await
+            self.inner
+                .append_at_fenced(stream, head, events, fence)
+                .await
         }
-        async fn append_many(&self, appends: Vec<Append>) -> Vec<Result<StreamHead, JournalError>> {
+        async fn append_many_fenced(
+            &self,
+            appends: Vec<Append>,
+            fence: Option<&Fence>,
+        ) -> Vec<Result<StreamHead, JournalError>> {
             self.writes.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(20)).await;
-            self.inner.append_many(appends).await
+            self.inner.append_many_fenced(appends, fence).await
         }
-        async fn append_all(&self, appends: Vec<Append>) -> Result<Vec<StreamHead>, JournalError> {
+        async fn append_all_fenced(
+            &self,
+            appends: Vec<Append>,
+            fence: Option<&Fence>,
+        ) -> Result<Vec<StreamHead>, JournalError> {
             self.writes.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(20)).await;
-            self.inner.append_all(appends).await
+            self.inner.append_all_fenced(appends, fence).await
         }
         async fn read_stream(&self, stream: &StreamId) -> Result<Vec<Envelope>, JournalError> {
             self.inner.read_stream(stream).await
