@@ -14,8 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use keyturn_journal::{
-    Actor, Append, ChainBreak, Clock, Envelope, EventSchema, Fence, GENESIS_HASH, Journal,
-    JournalError, MAX_EVENTS_PER_APPEND, NewEvent, SchemaVersion, StreamHead, StreamId,
+    Actor, Append, ChainBreak, Clock, Envelope, EventSchema, Fence, GENESIS_HASH, GroupCommit,
+    Journal, JournalError, MAX_EVENTS_PER_APPEND, NewEvent, SchemaVersion, StreamHead, StreamId,
     SystemClock, decode, verify_chain, verify_stream,
 };
 use serde_json::{Value, json};
@@ -100,6 +100,7 @@ macro_rules! contract_tests {
             append_many_fenced_fails_every_append_once_its_fence_moved,
             append_all_fenced_writes_nothing_once_its_fence_moved,
             an_append_to_the_fence_stream_at_the_fence_version_is_its_own_fence,
+            a_group_commit_follows_its_fence_moved_by_its_own_renewal,
             racing_group_appends_never_lose_or_duplicate_an_event,
             read_campaign_reads_every_stream_in_order_across_pages,
             list_campaigns_lists_campaigns_with_events,
@@ -1258,6 +1259,59 @@ pub async fn an_append_to_the_fence_stream_at_the_fence_version_is_its_own_fence
         }) if stream == claim => {}
         other => panic!("expected a conflict of {claim}, got {other:?}"),
     }
+    assert_eq!(journal.read_campaign("f").await.unwrap(), before);
+    verify_chain(&before).unwrap();
+}
+
+/// A fenced group commit: every write carries the group's fence, and the group's own
+/// append to the fence's stream (a renewal of a claim) moves the fence with it, so the
+/// group keeps writing, whichever of a renewal and another append is written first.
+/// Once another writer moved the fence's stream, every append fails with `Fenced` and
+/// nothing is written.
+pub async fn a_group_commit_follows_its_fence_moved_by_its_own_renewal(harness: &dyn Harness) {
+    let fixture = harness.fixture().await;
+    let journal = fixture.journal.clone();
+    let other = fixture.raw.another_handle().await;
+    let (claim, a, b) = (stream("f", "account/1"), stream("f", "a"), stream("f", "b"));
+    let group = GroupCommit::new(journal.clone(), Duration::ZERO);
+    let claim_head = journal
+        .append_at(&claim, &StreamHead::empty(), numbered(1))
+        .await
+        .unwrap();
+    group.set_fence(Some(Fence::at(&claim, &claim_head)));
+
+    let a_head = group
+        .append_at(&a, &StreamHead::empty(), numbered(1))
+        .await
+        .unwrap();
+    let renewed = group
+        .append_at(&claim, &claim_head, numbered(1))
+        .await
+        .unwrap();
+    assert_eq!(group.fence(), Some(Fence::at(&claim, &renewed)));
+    let a_head = group.append_at(&a, &a_head, numbered(1)).await.unwrap();
+
+    // A renewal and another append at once: one write or two, in either order.
+    let no_events = StreamHead::empty();
+    let (renewed, b_head) = tokio::join!(
+        group.append_at(&claim, &renewed, numbered(1)),
+        group.append_at(&b, &no_events, numbered(1)),
+    );
+    let (renewed, b_head) = (renewed.unwrap(), b_head.unwrap());
+    assert_eq!(renewed.version(), 3);
+    assert_eq!(group.fence(), Some(Fence::at(&claim, &renewed)));
+
+    // Another writer takes the stream over: the group's next write fails on its fence,
+    // every append of it, and so do the later ones.
+    other
+        .append_at(&claim, &renewed, numbered(1))
+        .await
+        .unwrap();
+    let before = journal.read_campaign("f").await.unwrap();
+    let deferred = group.defer(&b, &b_head, numbered(1));
+    expect_fenced(group.append_at(&a, &a_head, numbered(1)).await, &claim, 3);
+    expect_fenced(deferred.outcome().unwrap(), &claim, 3);
+    expect_fenced(group.append_at(&b, &b_head, numbered(1)).await, &claim, 3);
     assert_eq!(journal.read_campaign("f").await.unwrap(), before);
     verify_chain(&before).unwrap();
 }
