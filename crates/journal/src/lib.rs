@@ -230,8 +230,8 @@ pub trait Journal: Send + Sync + Debug {
     /// campaign is [`JournalError::Rejected`].
     ///
     /// On DynamoDB a fenced append is one TransactWriteItems with a ConditionCheck on
-    /// the fence, or a PutItem when its one event is at the fence's version of the
-    /// fence's own stream.
+    /// the fence, or one PutItem when it is a single event appended to the fence's own
+    /// stream at the fence's version (its condition is then the fence).
     async fn append_at_fenced(
         &self,
         stream: &StreamId,
