@@ -51,6 +51,20 @@
 //! DynamoDB applies a retried transaction once. A group append (`append_many`) writes
 //! several streams' batches in one transaction; the cancellation reasons name the items
 //! whose condition failed, those streams are resolved alone, and the others go again.
+//!
+//! A fenced write ([`crate::Fence`]) carries one more transaction item: a
+//! ConditionCheck with `attribute_not_exists(pk)` on the fence stream's event item after
+//! the fence's version (`C#<campaign>` / `E#<stream>#<version + 1>`), so a fenced single
+//! event is a TransactWriteItems rather than a PutItem. When one of the write's own
+//! events goes in that very place (an append to the fence's stream at the fence's
+//! version), its condition is the same and is the fence: no ConditionCheck, as
+//! DynamoDB refuses two operations on one item of a transaction (one such event alone
+//! is a PutItem). The cancellation reasons tell the fence's failure (its check's, or
+//! that event's) from the streams' own: then nothing was written and every append of
+//! the write is [`JournalError::Fenced`], unless an event of the write is found in
+//! place with its own hash (the write applied once already, its answer lost). With the
+//! campaign index item, a transaction holds at most
+//! [`MAX_EVENTS_PER_APPEND`] + 2 = 25 items, the limit of older DynamoDB.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -64,7 +78,7 @@ use aws_sdk_dynamodb::operation::RequestId;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex,
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, GlobalSecondaryIndex,
     GlobalSecondaryIndexDescription, IndexStatus, KeySchemaElement, KeyType, Projection,
     ProjectionType, Put, ScalarAttributeType, TableDescription, TableStatus, TransactWriteItem,
 };
@@ -72,13 +86,15 @@ use chrono::{DateTime, Utc};
 
 use crate::clock::{Clock, stamp, system};
 use crate::envelope::{
-    Actor, Envelope, NewEvent, SchemaVersion, StreamId, parse_timestamp, seal_batch, text_range,
-    validate_batch, validate_campaign, validate_many,
+    Actor, Envelope, MAX_EVENTS_PER_APPEND, NewEvent, SchemaVersion, StreamId, parse_timestamp,
+    seal_batch, text_range, validate_batch, validate_campaign, validate_fence, validate_many,
 };
-use crate::error::JournalError;
+use crate::error::{JournalError, fenced};
 use crate::hash::GENESIS_HASH;
 use crate::location::validate_table_name;
-use crate::{Append, FORMAT_VERSION, InitOutcome, Journal, StreamHead, patient_retry_config};
+use crate::{
+    Append, FORMAT_VERSION, Fence, InitOutcome, Journal, StreamHead, patient_retry_config,
+};
 
 /// An attribute map, as the SDK passes items.
 type Item = HashMap<String, AttributeValue>;
@@ -101,6 +117,11 @@ const INDEXES: [(&str, &str); 3] = [
     ("by_key_1", KEY_ID_1),
     ("by_key_2", KEY_ID_2),
 ];
+
+/// The most items of one TransactWriteItems in older DynamoDB (and the most this backend
+/// sends): the events of an append, the campaign index item and the fence's check.
+const MAX_TRANSACTION_ITEMS: usize = 25;
+const _: () = assert!(MAX_EVENTS_PER_APPEND + 2 <= MAX_TRANSACTION_ITEMS);
 
 /// How often a transaction that collided with another transaction on the campaign
 /// index item is tried before the append reports [`JournalError::Unavailable`].
@@ -623,63 +644,49 @@ impl DynamoJournal {
 
     // ----- Writing -----
 
-    /// Writes a sealed batch; on a failed condition, tells our own earlier write from
-    /// another writer's.
+    /// Writes one sealed batch (`campaign`: with the campaign index item), on condition
+    /// of `fence`; on a failed condition, tells our own earlier write from another
+    /// writer's.
     async fn write_batch(
         &self,
-        stream: &StreamId,
-        expected_version: u64,
-        sealed: &[Envelope],
-        with_campaign_item: bool,
-    ) -> Result<(), JournalError> {
-        let items = sealed
-            .iter()
-            .map(envelope_to_item)
-            .collect::<Result<Vec<_>, _>>()?;
-        let campaign = with_campaign_item.then(|| stream.campaign());
-        match self
-            .write_items(items, campaign, transaction_token(sealed))
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(WriteFailure::ConditionFailed(_)) => {
-                self.resolve_condition_failure(stream, expected_version, sealed)
-                    .await
-            }
-            Err(WriteFailure::Other(err)) => Err(err),
+        sealed: Vec<Envelope>,
+        campaign: Option<&str>,
+        fence: Option<&Fence>,
+    ) -> Result<StreamHead, JournalError> {
+        let mut results = [None];
+        self.write_group(vec![(0, sealed)], campaign, fence, &mut results)
+            .await;
+        let [result] = results;
+        let head = result.unwrap_or_else(|| Err(self.no_outcome()))?;
+        if let Some(campaign) = campaign {
+            self.remember_listed(campaign);
+        }
+        Ok(head)
+    }
+
+    fn no_outcome(&self) -> JournalError {
+        JournalError::Unexpected {
+            backend: self.describe(),
+            detail: "a write left an append without an outcome".into(),
         }
     }
 
-    /// Writes several streams' sealed batches in one request, and again without the
-    /// streams whose condition failed (each resolved as `write_batch` does) until every
+    /// Writes several streams' sealed batches (each with its index in `results`) in one
+    /// request, and again without the streams whose condition failed (each resolved as
+    /// [`resolve_condition_failure`](Self::resolve_condition_failure) does) until every
     /// batch has its outcome. `campaign`: the campaign index item to write with them.
+    /// Every request carries `fence`; once it fails, every batch not written yet is
+    /// [`JournalError::Fenced`].
     async fn write_group(
         &self,
         mut sealed: Vec<(usize, Vec<Envelope>)>,
         mut campaign: Option<&str>,
+        fence: Option<&Fence>,
         results: &mut [Option<Result<StreamHead, JournalError>>],
     ) {
         while !sealed.is_empty() {
-            let mut items = Vec::new();
-            // For each item, the position in `sealed` of the batch it belongs to.
-            let mut owners = Vec::new();
-            for (position, (_, batch)) in sealed.iter().enumerate() {
-                for envelope in batch {
-                    match envelope_to_item(envelope) {
-                        Ok(item) => items.push(item),
-                        Err(e) => {
-                            for (index, _) in sealed.drain(..) {
-                                results[index] = Some(Err(e.clone()));
-                            }
-                            return;
-                        }
-                    }
-                    owners.push(position);
-                }
-            }
-            let token = transaction_token(sealed.iter().flat_map(|(_, batch)| batch));
-            match self.write_items(items, campaign, token).await {
-                Ok(()) => {
+            match self.attempt(&sealed, campaign, fence).await {
+                Attempt::Written => {
                     if let Some(campaign) = campaign {
                         self.remember_listed(campaign);
                     }
@@ -687,27 +694,22 @@ impl DynamoJournal {
                         results[index] = Some(Ok(StreamHead::after(&batch)));
                     }
                 }
-                Err(WriteFailure::ConditionFailed(failed)) => {
-                    // Nothing was written. The batches that failed their condition are
-                    // resolved (written by a lost earlier answer, or a conflict); the
-                    // others go again. Without reasons, every batch is resolved.
-                    let mut failed: BTreeSet<usize> = failed
-                        .iter()
-                        .filter_map(|&item| owners.get(item).copied())
-                        .collect();
-                    if failed.is_empty() {
-                        failed = (0..sealed.len()).collect();
+                Attempt::Refused(e) => {
+                    for (index, _) in sealed.drain(..) {
+                        results[index] = Some(Err(e.clone()));
                     }
+                }
+                Attempt::Failed(failed) => {
+                    // Nothing was written, and the fence held. The batches that failed
+                    // their condition are resolved (written by a lost earlier answer, or
+                    // a conflict); the others go again.
                     let mut remaining = Vec::new();
                     for (position, (index, batch)) in sealed.drain(..).enumerate() {
                         if !failed.contains(&position) {
                             remaining.push((index, batch));
                             continue;
                         }
-                        let first = &batch[0];
-                        let resolved = self
-                            .resolve_condition_failure(&first.stream, first.sequence - 1, &batch)
-                            .await;
+                        let resolved = self.resolve_condition_failure(&batch).await;
                         results[index] = Some(resolved.map(|()| StreamHead::after(&batch)));
                     }
                     sealed = remaining;
@@ -715,28 +717,94 @@ impl DynamoJournal {
                         campaign = None;
                     }
                 }
-                Err(WriteFailure::Other(e)) => {
-                    for (index, _) in sealed.drain(..) {
-                        results[index] = Some(Err(e.clone()));
-                    }
-                }
             }
         }
     }
 
-    /// Writes event items, each on condition that nothing is at its key: one PutItem
-    /// for a single item, else one transaction (with the campaign index item, if any)
-    /// whose idempotency token is `token`.
+    /// Makes one request that writes the batches of `sealed` (with the campaign index
+    /// item, if any) on condition that nothing is at their keys and that `fence` holds.
+    ///
+    /// The fence is a ConditionCheck that nothing is at the fence stream's item after
+    /// its version, unless one of the request's own events is that item: its condition
+    /// is then the same, and DynamoDB refuses two operations on one item of a
+    /// transaction.
+    async fn attempt(
+        &self,
+        sealed: &[(usize, Vec<Envelope>)],
+        campaign: Option<&str>,
+        fence: Option<&Fence>,
+    ) -> Attempt {
+        let envelopes: Vec<(usize, &Envelope)> = sealed
+            .iter()
+            .enumerate()
+            .flat_map(|(position, (_, batch))| batch.iter().map(move |e| (position, e)))
+            .collect();
+        let items = match envelopes
+            .iter()
+            .map(|(_, envelope)| envelope_to_item(envelope))
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(items) => items,
+            Err(e) => return Attempt::Refused(e),
+        };
+        // The event, if any, written where the fence stream's next event would be.
+        let fence_event = fence.and_then(|fence| {
+            envelopes.iter().position(|(_, envelope)| {
+                envelope.stream == fence.stream && envelope.sequence == fence.version + 1
+            })
+        });
+        let check = fence.filter(|_| fence_event.is_none());
+        let token = transaction_token(envelopes.iter().map(|(_, e)| *e), fence);
+        let (failed, check_failed) = match self.write_items(items, campaign, check, token).await {
+            Ok(()) => return Attempt::Written,
+            Err(WriteFailure::Other(e)) => return Attempt::Refused(e),
+            Err(WriteFailure::ConditionFailed { items, fence }) => (items, fence),
+        };
+        let fence_failed = check_failed || fence_event.is_some_and(|item| failed.contains(&item));
+        if let Some(fence) = fence.filter(|_| fence_failed) {
+            // Nothing was written: another writer moved the fence's stream. Unless this
+            // very request was applied once already (its answer lost): every event of it
+            // is then in place, the one in the fence's place among them.
+            let witness = fence_event
+                .filter(|item| failed.contains(item))
+                .or_else(|| failed.first().copied());
+            return match witness {
+                None => Attempt::Refused(fenced(fence)),
+                Some(item) => match self.is_written(envelopes[item].1).await {
+                    Ok(true) => {
+                        tracing::debug!(journal = %self.describe(), "a retried write had already been applied");
+                        Attempt::Written
+                    }
+                    Ok(false) => Attempt::Refused(fenced(fence)),
+                    Err(e) => Attempt::Refused(e),
+                },
+            };
+        }
+        let mut positions: BTreeSet<usize> = failed
+            .iter()
+            .filter_map(|&item| envelopes.get(item).map(|(position, _)| *position))
+            .collect();
+        // Without reasons, every batch is resolved.
+        if positions.is_empty() {
+            positions = (0..sealed.len()).collect();
+        }
+        Attempt::Failed(positions)
+    }
+
+    /// Writes event items, each on condition that nothing is at its key, and `check`'s
+    /// ConditionCheck: one PutItem for a single item alone, else one transaction (with
+    /// the campaign index item, if any) whose idempotency token is `token`.
     async fn write_items(
         &self,
         items: Vec<Item>,
         campaign: Option<&str>,
+        check: Option<&Fence>,
         token: String,
     ) -> Result<(), WriteFailure> {
-        if items.len() == 1 && campaign.is_none() {
+        if items.len() == 1 && campaign.is_none() && check.is_none() {
             self.put_single(items.into_iter().next()).await
         } else {
-            self.transact(items, campaign, token).await
+            self.transact(items, campaign, check, token).await
         }
     }
 
@@ -752,7 +820,10 @@ impl DynamoJournal {
             .map(drop)
             .map_err(|err| {
                 if err.code() == Some("ConditionalCheckFailedException") {
-                    WriteFailure::ConditionFailed(vec![0])
+                    WriteFailure::ConditionFailed {
+                        items: vec![0],
+                        fence: false,
+                    }
                 } else {
                     WriteFailure::Other(self.sdk_error("PutItem of an event", err))
                 }
@@ -763,9 +834,11 @@ impl DynamoJournal {
         &self,
         items: Vec<Item>,
         campaign: Option<&str>,
+        check: Option<&Fence>,
         token: String,
     ) -> Result<(), WriteFailure> {
-        let mut writes = Vec::with_capacity(items.len() + 1);
+        let events = items.len();
+        let mut writes = Vec::with_capacity(events + 2);
         for item in items {
             let put = Put::builder()
                 .table_name(&self.table)
@@ -786,6 +859,24 @@ impl DynamoJournal {
                 .map_err(|e| WriteFailure::Other(self.build_error("TransactWriteItems", e)))?;
             writes.push(TransactWriteItem::builder().put(put).build());
         }
+        // The fence's check comes last: its cancellation reason is the last one.
+        let check_index = check.map(|_| writes.len());
+        if let Some(fence) = check {
+            let check = ConditionCheck::builder()
+                .table_name(&self.table)
+                .key(PK, s(&campaign_pk(fence.stream.campaign())))
+                .key(SK, s(&event_sk(&fence.stream, fence.version + 1)))
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", PK)
+                .build()
+                .map_err(|e| WriteFailure::Other(self.build_error("TransactWriteItems", e)))?;
+            writes.push(TransactWriteItem::builder().condition_check(check).build());
+        }
+        debug_assert!(
+            writes.len() <= MAX_TRANSACTION_ITEMS,
+            "{} items",
+            writes.len()
+        );
         // The token makes a retried request idempotent on DynamoDB. It digests the hash
         // of every event written, each unique to its batch (it covers the time and the
         // event), so that another set of batches never reuses it.
@@ -819,13 +910,16 @@ impl DynamoJournal {
             };
             let has = |code: &str| reasons.iter().any(|reason| reason == code);
             if has("ConditionalCheckFailed") {
-                let failed = reasons
+                let failed: Vec<usize> = reasons
                     .iter()
                     .enumerate()
                     .filter(|(_, reason)| *reason == "ConditionalCheckFailed")
                     .map(|(item, _)| item)
                     .collect();
-                return Err(WriteFailure::ConditionFailed(failed));
+                return Err(WriteFailure::ConditionFailed {
+                    fence: check_index.is_some_and(|check| failed.contains(&check)),
+                    items: failed.into_iter().filter(|&item| item < events).collect(),
+                });
             }
             if has("TransactionConflict") && attempt < TRANSACTION_ATTEMPTS {
                 tracing::debug!(journal = %self.describe(), attempt, "transaction conflict, retrying");
@@ -860,50 +954,51 @@ impl DynamoJournal {
         }
     }
 
-    /// After a failed condition: success if the first new sequence holds the very event
-    /// this call wrote (a retried request whose answer was lost), else a conflict with
-    /// the stream's actual version.
-    async fn resolve_condition_failure(
-        &self,
-        stream: &StreamId,
-        expected_version: u64,
-        sealed: &[Envelope],
-    ) -> Result<(), JournalError> {
-        if let Some(first) = sealed.first()
-            && let Some(item) = self.get_event(stream, first.sequence).await?
-            && text(&item, "hash").ok() == Some(first.hash.as_str())
-        {
+    /// After a batch failed its condition: success if its first sequence holds the very
+    /// event this call wrote (a retried request whose answer was lost), else a conflict
+    /// with the stream's actual version.
+    async fn resolve_condition_failure(&self, sealed: &[Envelope]) -> Result<(), JournalError> {
+        let Some(first) = sealed.first() else {
+            return Ok(());
+        };
+        if self.is_written(first).await? {
             tracing::debug!(journal = %self.describe(), "a retried write had already been applied");
             return Ok(());
         }
         Err(JournalError::Conflict {
-            stream: stream.clone(),
-            expected: expected_version,
-            actual: self.current_version(stream).await?,
+            stream: first.stream.clone(),
+            expected: first.sequence - 1,
+            actual: self.current_version(&first.stream).await?,
         })
+    }
+
+    /// Whether this very envelope is stored (one consistent GetItem).
+    async fn is_written(&self, envelope: &Envelope) -> Result<bool, JournalError> {
+        Ok(self
+            .get_event(&envelope.stream, envelope.sequence)
+            .await?
+            .is_some_and(|item| text(&item, "hash").ok() == Some(envelope.hash.as_str())))
     }
 }
 
 impl DynamoJournal {
-    /// Seals `events` after (`expected_version`, `prev_hash`) and writes them.
+    /// Seals `events` after (`expected_version`, `prev_hash`) and writes them, on
+    /// condition of `fence`.
     async fn write_after(
         &self,
         stream: &StreamId,
         expected_version: u64,
         prev_hash: &str,
         events: Vec<NewEvent>,
+        fence: Option<&Fence>,
     ) -> Result<StreamHead, JournalError> {
         let with_campaign_item =
             expected_version == 0 && !self.campaign_listed(stream.campaign()).await?;
         let count = events.len();
         let now = stamp(self.clock.as_ref());
         let sealed = seal_batch(stream, expected_version, prev_hash, events, now)?;
-        self.write_batch(stream, expected_version, &sealed, with_campaign_item)
-            .await?;
-        if with_campaign_item {
-            self.remember_listed(stream.campaign());
-        }
-        let head = StreamHead::after(&sealed);
+        let campaign = with_campaign_item.then(|| stream.campaign());
+        let head = self.write_batch(sealed, campaign, fence).await?;
         let version = head.version();
         tracing::debug!(journal = %self.describe(), expected_version, count, version, "appended");
         Ok(head)
@@ -912,11 +1007,25 @@ impl DynamoJournal {
 
 /// Why a conditional write failed.
 enum WriteFailure {
-    /// An item already exists where the batch writes: nothing was written. The indexes
-    /// of the items whose condition failed, when DynamoDB said.
-    ConditionFailed(Vec<usize>),
+    /// A condition failed: nothing was written. `items`: the event items (by their
+    /// index in the request) found where they were to be written, when DynamoDB said;
+    /// `fence`: whether the fence's ConditionCheck failed.
+    ConditionFailed { items: Vec<usize>, fence: bool },
     /// Anything else.
     Other(JournalError),
+}
+
+/// What one write request did.
+enum Attempt {
+    /// Every batch is written (by this request, or by an earlier one whose answer was
+    /// lost).
+    Written,
+    /// Nothing was written: every batch's error (a failed fence, or a failure of the
+    /// request).
+    Refused(JournalError),
+    /// Nothing was written, and the fence held: these batches (by position) failed
+    /// their own condition; the others may go again.
+    Failed(BTreeSet<usize>),
 }
 
 #[async_trait]
@@ -945,27 +1054,33 @@ impl Journal for DynamoJournal {
             }
         };
         let head = self
-            .write_after(stream, expected_version, &prev_hash, events)
+            .write_after(stream, expected_version, &prev_hash, events, None)
             .await?;
         Ok(head.version())
     }
 
-    async fn append_at(
+    async fn append_at_fenced(
         &self,
         stream: &StreamId,
         head: &StreamHead,
         events: Vec<NewEvent>,
+        fence: Option<&Fence>,
     ) -> Result<StreamHead, JournalError> {
         validate_batch(&events)?;
+        validate_fence(fence, stream.campaign())?;
         // No read: the conditions on the new sequences refuse the write if the stream
         // has moved past `head`, and while it is at `head` its last hash is `head`'s.
-        self.write_after(stream, head.version(), head.hash(), events)
+        self.write_after(stream, head.version(), head.hash(), events, fence)
             .await
     }
 
-    async fn append_many(&self, appends: Vec<Append>) -> Vec<Result<StreamHead, JournalError>> {
+    async fn append_many_fenced(
+        &self,
+        appends: Vec<Append>,
+        fence: Option<&Fence>,
+    ) -> Vec<Result<StreamHead, JournalError>> {
         let count = appends.len();
-        if let Err(e) = validate_many(&appends) {
+        if let Err(e) = validate_many(&appends, fence) {
             return vec![Err(e); count];
         }
         let campaign = appends[0].stream.campaign().to_owned();
@@ -994,23 +1109,21 @@ impl Journal for DynamoJournal {
             }
         }
         let campaign = with_campaign_item.then_some(campaign.as_str());
-        self.write_group(sealed, campaign, &mut results).await;
+        self.write_group(sealed, campaign, fence, &mut results)
+            .await;
         tracing::debug!(journal = %self.describe(), count, "appended to several streams");
         results
             .into_iter()
-            .map(|result| {
-                result.unwrap_or_else(|| {
-                    Err(JournalError::Unexpected {
-                        backend: self.describe(),
-                        detail: "a group append left an append without an outcome".into(),
-                    })
-                })
-            })
+            .map(|result| result.unwrap_or_else(|| Err(self.no_outcome())))
             .collect()
     }
 
-    async fn append_all(&self, appends: Vec<Append>) -> Result<Vec<StreamHead>, JournalError> {
-        validate_many(&appends)?;
+    async fn append_all_fenced(
+        &self,
+        appends: Vec<Append>,
+        fence: Option<&Fence>,
+    ) -> Result<Vec<StreamHead>, JournalError> {
+        validate_many(&appends, fence)?;
         let count = appends.len();
         let campaign = appends[0].stream.campaign().to_owned();
         let with_campaign_item = appends.iter().any(|a| a.head.version() == 0)
@@ -1030,39 +1143,19 @@ impl Journal for DynamoJournal {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let heads: Vec<StreamHead> = sealed.iter().map(|b| StreamHead::after(b)).collect();
-        let mut items = Vec::new();
-        // For each item, the batch it belongs to.
-        let mut owners = Vec::new();
-        for (position, batch) in sealed.iter().enumerate() {
-            for envelope in batch {
-                items.push(envelope_to_item(envelope)?);
-                owners.push(position);
-            }
-        }
-        let token = transaction_token(sealed.iter().flatten());
+        let sealed: Vec<(usize, Vec<Envelope>)> = sealed.into_iter().enumerate().collect();
         let listing = with_campaign_item.then_some(campaign.as_str());
-        match self.write_items(items, listing, token).await {
-            Ok(()) => {}
-            Err(WriteFailure::ConditionFailed(failed)) => {
+        match self.attempt(&sealed, listing, fence).await {
+            Attempt::Written => {}
+            Attempt::Refused(e) => return Err(e),
+            Attempt::Failed(failed) => {
                 // Nothing was written. A batch that failed its condition is a conflict,
                 // or was written by this very transaction, applied once already (its
                 // answer lost): then all of it was.
-                let mut failed: Vec<usize> = failed
-                    .iter()
-                    .filter_map(|&item| owners.get(item).copied())
-                    .collect();
-                failed.dedup();
-                if failed.is_empty() {
-                    failed = (0..sealed.len()).collect();
-                }
                 for position in failed {
-                    let batch = &sealed[position];
-                    let first = &batch[0];
-                    self.resolve_condition_failure(&first.stream, first.sequence - 1, batch)
-                        .await?;
+                    self.resolve_condition_failure(&sealed[position].1).await?;
                 }
             }
-            Err(WriteFailure::Other(e)) => return Err(e),
         }
         if with_campaign_item {
             self.remember_listed(&campaign);
@@ -1210,13 +1303,19 @@ where
 
 // ----- Keys and attribute mapping -----
 
-/// The idempotency token of a transaction writing these events (32 hex digits): a
-/// digest of their hashes.
-fn transaction_token<'a>(sealed: impl IntoIterator<Item = &'a Envelope>) -> String {
+/// The idempotency token of a transaction writing these events on condition of
+/// `fence` (32 hex digits): a digest of their hashes and of the fence.
+fn transaction_token<'a>(
+    sealed: impl IntoIterator<Item = &'a Envelope>,
+    fence: Option<&Fence>,
+) -> String {
     use sha2::{Digest, Sha256};
     let mut digest = Sha256::new();
     for envelope in sealed {
         digest.update(envelope.hash.as_bytes());
+    }
+    if let Some(fence) = fence {
+        digest.update(format!("#fence#{}#{}", fence.stream, fence.version).as_bytes());
     }
     hex::encode(digest.finalize())[..32].to_owned()
 }
@@ -1502,16 +1601,22 @@ mod tests {
 
         // A batch (a transaction, with the campaign item) written twice.
         let first = sealed(&id, 0, GENESIS_HASH, 3, "run-a");
-        journal.write_batch(&id, 0, &first, true).await.unwrap();
-        journal.write_batch(&id, 0, &first, true).await.unwrap();
+        let write =
+            |batch: &Vec<Envelope>, campaign: Option<&'static str>, fence: Option<Fence>| {
+                let journal = &journal;
+                let batch = batch.clone();
+                async move { journal.write_batch(batch, campaign, fence.as_ref()).await }
+            };
+        write(&first, Some("c"), None).await.unwrap();
+        write(&first, Some("c"), None).await.unwrap();
         // A single event (a conditional put) written twice.
         let second = sealed(&id, 3, &first[2].hash, 1, "run-a");
-        journal.write_batch(&id, 3, &second, false).await.unwrap();
-        journal.write_batch(&id, 3, &second, false).await.unwrap();
+        write(&second, None, None).await.unwrap();
+        write(&second, None, None).await.unwrap();
 
         let rival = sealed(&id, 3, &first[2].hash, 1, "run-b");
         assert_ne!(rival[0].hash, second[0].hash);
-        match journal.write_batch(&id, 3, &rival, false).await {
+        match write(&rival, None, None).await {
             Err(JournalError::Conflict { actual: 4, .. }) => {}
             other => panic!("expected a conflict at version 4, got {other:?}"),
         }
@@ -1519,6 +1624,45 @@ mod tests {
         assert_eq!(events.len(), 4);
         crate::verify_stream(&events).unwrap();
         assert_eq!(journal.list_campaigns().await.unwrap(), ["c"]);
+
+        // Fenced on another stream: a write applied once already is found in place even
+        // when the fence has moved since; another writer's is fenced off.
+        let fence_stream = StreamId::new("c", "account/1").unwrap();
+        let claim = sealed(&fence_stream, 0, GENESIS_HASH, 1, "run-a");
+        write(&claim, None, None).await.unwrap();
+        let fence = Fence::at(&fence_stream, &StreamHead::after(&claim));
+        let fenced_batch = sealed(&id, 4, &events[3].hash, 2, "run-a");
+        write(&fenced_batch, None, Some(fence.clone()))
+            .await
+            .unwrap();
+        write(&fenced_batch, None, Some(fence.clone()))
+            .await
+            .unwrap();
+        // The fence's own stream at the fence's version: that event is the fence.
+        let renewal = sealed(&fence_stream, 1, &claim[0].hash, 1, "run-a");
+        write(&renewal, None, Some(fence.clone())).await.unwrap();
+        write(&renewal, None, Some(fence.clone())).await.unwrap();
+        // The fence has moved (by the renewal): the batch written before it still counts
+        // as written, a new one is fenced off, and so is a rival renewal.
+        write(&fenced_batch, None, Some(fence.clone()))
+            .await
+            .unwrap();
+        let late = sealed(&id, 6, &fenced_batch[1].hash, 1, "run-a");
+        let rival_renewal = sealed(&fence_stream, 1, &claim[0].hash, 1, "run-b");
+        for batch in [&late, &rival_renewal] {
+            match write(batch, None, Some(fence.clone())).await {
+                Err(JournalError::Fenced {
+                    stream,
+                    expected: 1,
+                }) if stream == fence_stream => {}
+                other => panic!("expected the fence to fail, got {other:?}"),
+            }
+        }
+        assert_eq!(journal.read_stream(&id).await.unwrap().len(), 6);
+        assert_eq!(
+            StreamHead::after(&journal.read_stream(&fence_stream).await.unwrap()),
+            StreamHead::after(&renewal)
+        );
     }
 
     #[test]

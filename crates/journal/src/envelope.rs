@@ -13,12 +13,14 @@ use serde::{Deserialize, Serialize};
 use crate::error::JournalError;
 use crate::hash::envelope_hash;
 
-/// The most events one [`crate::Journal::append`] call may carry.
+/// The most events one [`crate::Journal::append`] call (or one group append, all its
+/// streams together) may carry.
 ///
-/// DynamoDB writes a batch as one transaction, and the first batch of a campaign also
-/// writes the campaign's index item. 24 events plus that item make 25 transaction
-/// items, the limit that the local emulator (moto) and older DynamoDB enforce.
-pub const MAX_EVENTS_PER_APPEND: usize = 24;
+/// DynamoDB writes a batch as one transaction, which older DynamoDB caps at 25 items.
+/// Besides the events, the first batch of a campaign writes the campaign's index item,
+/// and a fenced write checks its fence with one more item: 23 events and those two
+/// make 25.
+pub const MAX_EVENTS_PER_APPEND: usize = 23;
 
 /// The longest serialised payload the journal accepts, in bytes.
 ///
@@ -363,9 +365,13 @@ pub(crate) fn validate_batch(events: &[NewEvent]) -> Result<(), JournalError> {
     Ok(())
 }
 
-/// Validates a [`crate::Journal::append_many`]: every batch, and the rules of the call
-/// (see there). The error is every append's: a refused call writes nothing.
-pub(crate) fn validate_many(appends: &[crate::Append]) -> Result<(), JournalError> {
+/// Validates a [`crate::Journal::append_many_fenced`]: every batch, the rules of the
+/// call (see `append_many`) and the fence. The error is every append's: a refused call
+/// writes nothing.
+pub(crate) fn validate_many(
+    appends: &[crate::Append],
+    fence: Option<&crate::Fence>,
+) -> Result<(), JournalError> {
     let Some(first) = appends.first() else {
         return Err(JournalError::rejected(
             "a group append must carry at least one append",
@@ -396,6 +402,31 @@ pub(crate) fn validate_many(appends: &[crate::Append]) -> Result<(), JournalErro
         return Err(JournalError::rejected(format!(
             "a group append carries {total} events, more than the {MAX_EVENTS_PER_APPEND} \
              allowed in one call: split it"
+        )));
+    }
+    validate_fence(fence, first.stream.campaign())
+}
+
+/// Validates the fence of a write to `campaign`: a stream of the same campaign, at a
+/// version a stream can reach. The error is every append's: a refused call writes
+/// nothing.
+pub(crate) fn validate_fence(
+    fence: Option<&crate::Fence>,
+    campaign: &str,
+) -> Result<(), JournalError> {
+    let Some(fence) = fence else {
+        return Ok(());
+    };
+    if fence.stream.campaign() != campaign {
+        return Err(JournalError::rejected(format!(
+            "a write to campaign {campaign} cannot be fenced on stream {} of another campaign",
+            fence.stream
+        )));
+    }
+    if i64::try_from(fence.version).is_err() {
+        return Err(JournalError::rejected(format!(
+            "the fence on stream {} names version {}, which no stream reaches",
+            fence.stream, fence.version
         )));
     }
     Ok(())

@@ -3,6 +3,7 @@
 //! | variant | what the caller does |
 //! |---|---|
 //! | [`JournalError::Conflict`] | reload the stream, decide again, append at the new version |
+//! | [`JournalError::Fenced`] | another writer moved the stream the write was fenced on: whatever that stream guarded is no longer the caller's, stop writing under it |
 //! | [`JournalError::Rejected`] | the input broke a rule: tell the user, do not retry |
 //! | [`JournalError::Unavailable`] | the backend is throttling, unreachable or failing: retry later |
 //! | [`JournalError::Incompatible`] | the journal was written by a newer keyturn: upgrade |
@@ -39,6 +40,21 @@ pub enum JournalError {
         expected: u64,
         /// The version the stream is actually at.
         actual: u64,
+    },
+
+    /// The write was fenced on another stream ([`crate::Fence`]), and that stream has
+    /// moved past the fence's version: nothing of the write was written. Unlike a
+    /// [`JournalError::Conflict`], reloading the appended streams does not help: what
+    /// the fence stood for (a claim) has passed to another writer.
+    #[error(
+        "stream {stream} has moved past version {expected}, on which this write was fenced: \
+         another writer appended to it, and nothing of the write was written"
+    )]
+    Fenced {
+        /// The fence's stream.
+        stream: StreamId,
+        /// The version the write required it to be at.
+        expected: u64,
     },
 
     /// The input broke one of the journal's rules; retrying the same call cannot succeed.
@@ -127,6 +143,14 @@ pub enum JournalError {
     },
 }
 
+/// The error of a write whose fence failed.
+pub(crate) fn fenced(fence: &crate::Fence) -> JournalError {
+    JournalError::Fenced {
+        stream: fence.stream.clone(),
+        expected: fence.version,
+    }
+}
+
 /// The error for a head whose hash is not the stream's at that version: a head taken
 /// from another stream (a caller's mistake; nothing is written).
 pub(crate) fn foreign_head(stream: &crate::StreamId, version: u64) -> JournalError {
@@ -144,6 +168,11 @@ impl JournalError {
     /// Whether the caller should reload the stream and decide again.
     pub fn is_conflict(&self) -> bool {
         matches!(self, JournalError::Conflict { .. })
+    }
+
+    /// Whether the write's fence failed: another writer moved the stream it was fenced on.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, JournalError::Fenced { .. })
     }
 
     /// Whether the same call may succeed later without any change.

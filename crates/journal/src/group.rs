@@ -15,9 +15,9 @@
 //! propagation delay) can cost the others. Without members (or with every other member
 //! appending already), an append never waits.
 //!
-//! Each task still gets exactly the outcome `append_at` would have given it, and its
-//! append is written before the call returns: a caller that records an intent before a
-//! mutation keeps that order.
+//! Each task still gets exactly the outcome `append_at` would have given it (with the
+//! group's fence, `append_at_fenced`), and its append is written before the call
+//! returns: a caller that records an intent before a mutation keeps that order.
 //!
 //! A *gate* is an append that the next write must carry, all or none with the rest of
 //! it ([`Journal::append_all`]): an account's claim, taken by the first write of the
@@ -31,6 +31,16 @@
 //! [deferred](GroupCommit::defer): it rides with the next write, or with the closing
 //! [`flush`](GroupCommit::flush), which also carries one last append of its own (an
 //! account's claim release) so that everything left goes in one write.
+//!
+//! A group can be [fenced](GroupCommit::set_fence): every write then carries the
+//! group's current [`Fence`] ([`Journal::append_many_fenced`], `append_all_fenced`), so
+//! that nothing of it lands once another writer moved the fence's stream (took the
+//! account's claim over). An append to the fence's own stream that goes through the
+//! group (a renewal of the claim) moves the fence to that append's new head as it is
+//! written, under the lock of the one task writing, so that no write carries a fence
+//! the group's own renewal moved. When a write fails on its fence, every append in it
+//! fails with [`JournalError::Fenced`], and so does every later one while the fence
+//! stays, without a request: a stream never goes back.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -39,7 +49,7 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::envelope::{MAX_EVENTS_PER_APPEND, NewEvent, StreamId};
 use crate::error::JournalError;
-use crate::{Append, Journal, StreamHead};
+use crate::{Append, Fence, Journal, StreamHead};
 
 /// An append waiting for a write, and where its outcome goes.
 struct Queued {
@@ -124,8 +134,18 @@ pub struct GroupCommit {
     /// Set when the gate's write failed: nothing more is written, every append queued
     /// then or later fails with this (it may have been queued on the gate's promise).
     refused: Mutex<Option<JournalError>>,
+    /// The fence every write carries, and its failure.
+    fencing: Mutex<Fencing>,
     /// Held by the one task writing a group.
     writer: tokio::sync::Mutex<()>,
+}
+
+/// A group's fence (see [`GroupCommit::set_fence`]).
+#[derive(Debug, Default)]
+struct Fencing {
+    fence: Option<Fence>,
+    /// Set when a write failed on `fence`: every later write carrying it would too.
+    failed: Option<JournalError>,
 }
 
 /// Members of the group, and tasks inside [`GroupCommit::append_at`].
@@ -184,8 +204,26 @@ impl GroupCommit {
             moved: Notify::new(),
             linger,
             refused: Mutex::new(None),
+            fencing: Mutex::new(Fencing::default()),
             writer: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Fences every write from the next one on (a write in flight keeps the fence it
+    /// carries): written only while `fence` holds (see [`Fence`]); `None` lifts the
+    /// fence. An append to the fence's stream through the group moves the fence to the
+    /// new head once written.
+    pub fn set_fence(&self, fence: Option<Fence>) {
+        *self.fencing() = Fencing {
+            fence,
+            failed: None,
+        };
+    }
+
+    /// The fence the next write carries: the one set, moved on by the group's own
+    /// appends to its stream.
+    pub fn fence(&self) -> Option<Fence> {
+        self.fencing().fence.clone()
     }
 
     /// Makes the calling task a member until the returned guard is dropped: its
@@ -195,7 +233,8 @@ impl GroupCommit {
         Member { group: self }
     }
 
-    /// [`Journal::append_at`], written with whatever other appends are waiting.
+    /// [`Journal::append_at`], written with whatever other appends are waiting (and the
+    /// group's fence, if any).
     pub async fn append_at(
         &self,
         stream: &StreamId,
@@ -363,28 +402,83 @@ impl GroupCommit {
             }
             return;
         }
+        let (fence, failed) = {
+            let fencing = self.fencing();
+            (fencing.fence.clone(), fencing.failed.clone())
+        };
+        if let Some(failed) = failed {
+            for queued in group {
+                let _ = queued.outcome.send(Err(failed.clone()));
+            }
+            return;
+        }
         if group.iter().any(|queued| queued.gate) {
-            return self.write_gated(group).await;
+            return self.write_gated(group, fence).await;
         }
         let (appends, senders): (Vec<Append>, Vec<_>) = group
             .into_iter()
             .map(|queued| (queued.append, queued.outcome))
             .unzip();
-        let results = self.journal.append_many(appends).await;
+        let streams: Vec<StreamId> = appends.iter().map(|a| a.stream.clone()).collect();
+        let results = self
+            .journal
+            .append_many_fenced(appends, fence.as_ref())
+            .await;
+        if let Some(fence) = &fence {
+            let moved = streams.iter().zip(&results).find_map(|(stream, result)| {
+                result.as_ref().ok().filter(|_| stream == &fence.stream)
+            });
+            let failure = results
+                .iter()
+                .find_map(|result| result.as_ref().err().filter(|e| e.is_fenced()));
+            self.follow_fence(fence, moved, failure);
+        }
         for (sender, result) in senders.into_iter().zip(results) {
             // A task that stopped waiting no longer needs its outcome.
             let _ = sender.send(result);
         }
     }
 
+    /// After a write that carried `fence`: moves the fence to `moved`, the head of the
+    /// write's append to the fence's stream, or records a `failure` on the fence
+    /// ([`JournalError::Fenced`]; any other is not the fence's). Left alone when
+    /// [`set_fence`](GroupCommit::set_fence) replaced it meanwhile.
+    fn follow_fence(
+        &self,
+        fence: &Fence,
+        moved: Option<&StreamHead>,
+        failure: Option<&JournalError>,
+    ) {
+        let mut fencing = self.fencing();
+        if fencing.fence.as_ref() != Some(fence) {
+            return;
+        }
+        if let Some(head) = moved {
+            fencing.fence = Some(Fence::at(&fence.stream, head));
+        }
+        if let Some(failure) = failure.filter(|e| e.is_fenced()) {
+            fencing.failed = Some(failure.clone());
+        }
+    }
+
     /// Writes a group that carries the gate, all or none. An append whose own condition
     /// failed is answered and left out, and the rest written again; the gate's failure
-    /// (or the storage's) is every append's.
-    async fn write_gated(&self, mut group: Vec<Queued>) {
+    /// (or the fence's, or the storage's) is every append's.
+    async fn write_gated(&self, mut group: Vec<Queued>, fence: Option<Fence>) {
         loop {
             let appends: Vec<Append> = group.iter().map(|q| q.append.clone()).collect();
-            let failure = match self.journal.append_all(appends).await {
+            let failure = match self
+                .journal
+                .append_all_fenced(appends, fence.as_ref())
+                .await
+            {
                 Ok(heads) => {
+                    if let Some(fence) = &fence {
+                        let moved = group.iter().zip(&heads).find_map(|(q, head)| {
+                            Some(head).filter(|_| q.append.stream == fence.stream)
+                        });
+                        self.follow_fence(fence, moved, None);
+                    }
                     for (queued, head) in group.into_iter().zip(heads) {
                         let _ = queued.outcome.send(Ok(head));
                     }
@@ -392,6 +486,9 @@ impl GroupCommit {
                 }
                 Err(failure) => failure,
             };
+            if let Some(fence) = &fence {
+                self.follow_fence(fence, None, Some(&failure));
+            }
             let culprit = match &failure {
                 JournalError::Conflict { stream, .. } => group
                     .iter()
@@ -399,7 +496,7 @@ impl GroupCommit {
                 _ => None,
             };
             let Some(culprit) = culprit else {
-                // The gate failed: so does every append written after it.
+                // The gate (or the fence) failed: so does every append written after it.
                 *self.refused() = Some(failure.clone());
                 for queued in group {
                     let _ = queued.outcome.send(Err(failure.clone()));
@@ -471,6 +568,12 @@ impl GroupCommit {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    fn fencing(&self) -> MutexGuard<'_, Fencing> {
+        self.fencing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 #[cfg(test)]
@@ -484,7 +587,7 @@ mod tests {
 
     use super::*;
     use crate::envelope::{Actor, Envelope, SchemaVersion};
-    use crate::{MemoryJournal, verify_chain};
+    use crate::{Fence, MemoryJournal, verify_chain};
 
     /// A memory journal whose group appends are counted and take a while, so that
     /// appends queue up behind a write in flight.
@@ -504,23 +607,34 @@ mod tests {
         ) -> Result<u64, JournalError> {
             self.inner.append(stream, expected_version, events).await
         }
-        async fn append_at(
+        async fn append_at_fenced(
             &self,
             stream: &StreamId,
             head: &StreamHead,
             events: Vec<NewEvent>,
+            fence: Option<&Fence>,
         ) -> Result<StreamHead, JournalError> {
-            self.inner.append_at(stream, head, events).await
+            self.inner
+                .append_at_fenced(stream, head, events, fence)
+                .await
         }
-        async fn append_many(&self, appends: Vec<Append>) -> Vec<Result<StreamHead, JournalError>> {
+        async fn append_many_fenced(
+            &self,
+            appends: Vec<Append>,
+            fence: Option<&Fence>,
+        ) -> Vec<Result<StreamHead, JournalError>> {
             self.writes.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(20)).await;
-            self.inner.append_many(appends).await
+            self.inner.append_many_fenced(appends, fence).await
         }
-        async fn append_all(&self, appends: Vec<Append>) -> Result<Vec<StreamHead>, JournalError> {
+        async fn append_all_fenced(
+            &self,
+            appends: Vec<Append>,
+            fence: Option<&Fence>,
+        ) -> Result<Vec<StreamHead>, JournalError> {
             self.writes.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(20)).await;
-            self.inner.append_all(appends).await
+            self.inner.append_all_fenced(appends, fence).await
         }
         async fn read_stream(&self, stream: &StreamId) -> Result<Vec<Envelope>, JournalError> {
             self.inner.read_stream(stream).await
@@ -812,6 +926,161 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_write_carries_the_fence_that_the_groups_own_renewals_move() {
+        let journal = Arc::new(Slow::default());
+        let group = GroupCommit::new(journal.clone(), Duration::ZERO);
+        let writes = || journal.writes.load(Ordering::SeqCst);
+        let user = StreamId::new("c", "user-1").unwrap();
+        let claim = StreamId::new("c", "account/1").unwrap();
+        let claim_head = journal
+            .inner
+            .append_at(&claim, &StreamHead::empty(), events(1, 0))
+            .await
+            .unwrap();
+        group.set_fence(Some(Fence::at(&claim, &claim_head)));
+
+        let head = group
+            .append_at(&user, &StreamHead::empty(), events(1, 1))
+            .await
+            .unwrap();
+        // A renewal through the group moves the fence; the next write carries the new one.
+        let renewed = group
+            .append_at(&claim, &claim_head, events(1, 0))
+            .await
+            .unwrap();
+        assert_eq!(group.fence(), Some(Fence::at(&claim, &renewed)));
+        let head = group.append_at(&user, &head, events(1, 1)).await.unwrap();
+        assert_eq!((head.version(), writes()), (2, 3));
+
+        // Another writer moves the claim: the next write fails on its fence, every append
+        // of it, and every later one without a request, until a new fence is set.
+        journal
+            .inner
+            .append_at(&claim, &renewed, events(1, 9))
+            .await
+            .unwrap();
+        let deferred = group.defer(
+            &StreamId::new("c", "user-2").unwrap(),
+            &StreamHead::empty(),
+            events(1, 2),
+        );
+        let failed = group
+            .append_at(&user, &head, events(1, 1))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&failed, JournalError::Fenced { stream, expected: 2 } if stream == &claim),
+            "{failed}"
+        );
+        assert!(deferred.outcome().unwrap().unwrap_err().is_fenced());
+        assert_eq!(writes(), 4);
+        let failed = group
+            .append_at(&user, &head, events(1, 1))
+            .await
+            .unwrap_err();
+        assert!(failed.is_fenced(), "{failed}");
+        let last = Append {
+            stream: claim.clone(),
+            head: renewed.clone(),
+            events: events(1, 0),
+        };
+        assert!(
+            group
+                .flush(Some(last))
+                .await
+                .unwrap()
+                .unwrap_err()
+                .is_fenced()
+        );
+        assert_eq!(
+            writes(),
+            4,
+            "a failed fence fails later writes without a request"
+        );
+        assert_eq!(journal.read_stream(&user).await.unwrap().len(), 2);
+
+        // A new fence (or none) lifts it.
+        let theirs = StreamHead::after(&journal.read_stream(&claim).await.unwrap());
+        group.set_fence(Some(Fence::at(&claim, &theirs)));
+        let head = group.append_at(&user, &head, events(1, 1)).await.unwrap();
+        group.set_fence(None);
+        let head = group.append_at(&user, &head, events(1, 1)).await.unwrap();
+        assert_eq!((head.version(), writes()), (4, 6));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fence_set_while_a_write_is_in_flight_is_not_moved_by_it() {
+        let journal = Arc::new(Slow::default());
+        let group = GroupCommit::new(journal.clone(), Duration::ZERO);
+        let claim = StreamId::new("c", "account/1").unwrap();
+        let claim_head = journal
+            .inner
+            .append_at(&claim, &StreamHead::empty(), events(1, 0))
+            .await
+            .unwrap();
+        let fence = Fence::at(&claim, &claim_head);
+        group.set_fence(Some(fence.clone()));
+        let other = Fence {
+            stream: StreamId::new("c", "account/2").unwrap(),
+            version: 0,
+        };
+        // The renewal's write takes 20 ms; the fence is replaced 10 ms into it.
+        let (renewed, ()) =
+            tokio::join!(group.append_at(&claim, &claim_head, events(1, 0)), async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                group.set_fence(Some(other.clone()));
+            });
+        assert_eq!(
+            renewed.unwrap().version(),
+            2,
+            "written with the fence it carried"
+        );
+        assert_eq!(group.fence(), Some(other));
+    }
+
+    #[tokio::test]
+    async fn the_gate_goes_with_the_fence_it_covers_and_fails_with_it() {
+        let journal = Arc::new(Slow::default());
+        let claim = StreamId::new("c", "account/1").unwrap();
+        let user = StreamId::new("c", "user-1").unwrap();
+        let take = |head: &StreamHead| Append {
+            stream: claim.clone(),
+            head: head.clone(),
+            events: events(1, 0),
+        };
+        // The claim taken as the gate, fenced on the claim stream at the head it is
+        // taken at: the gate's own append is the fence, and moves it.
+        let group = GroupCommit::new(journal.clone(), Duration::ZERO);
+        group.set_fence(Some(Fence::at(&claim, &StreamHead::empty())));
+        let mut gate = group.gate(take(&StreamHead::empty()));
+        let head = group
+            .append_at(&user, &StreamHead::empty(), events(1, 1))
+            .await
+            .unwrap();
+        let taken = gate.take_outcome().unwrap().unwrap();
+        assert_eq!(group.fence(), Some(Fence::at(&claim, &taken)));
+        let head = group.append_at(&user, &head, events(1, 1)).await.unwrap();
+        assert_eq!(head.version(), 2);
+
+        // Another run took the claim first: the gate's write fails on the fence, whole.
+        let group = GroupCommit::new(journal.clone(), Duration::ZERO);
+        group.set_fence(Some(Fence::at(&claim, &StreamHead::empty())));
+        let mut gate = group.gate(take(&StreamHead::empty()));
+        let before = journal.read_campaign("c").await.unwrap();
+        let failed = group
+            .append_at(
+                &StreamId::new("c", "user-2").unwrap(),
+                &StreamHead::empty(),
+                events(1, 2),
+            )
+            .await
+            .unwrap_err();
+        assert!(failed.is_fenced(), "{failed}");
+        assert!(gate.take_outcome().unwrap().unwrap_err().is_fenced());
+        assert_eq!(journal.read_campaign("c").await.unwrap(), before);
+    }
+
+    #[tokio::test]
     async fn a_group_never_exceeds_the_events_of_one_append() {
         let journal = Arc::new(Slow::default());
         let group = Arc::new(GroupCommit::new(journal.clone(), Duration::ZERO));
@@ -828,7 +1097,7 @@ mod tests {
         while let Some(result) = tasks.join_next().await {
             assert_eq!(result.unwrap().unwrap().version(), 10);
         }
-        // 40 events, at most 24 per write: at least two writes, all written.
+        // 40 events, at most 23 per write: at least two writes, all written.
         assert!(journal.writes.load(Ordering::SeqCst) >= 2);
         assert_eq!(journal.read_campaign("c").await.unwrap().len(), 40);
         // An append larger than one write allows is refused, as `append_at` refuses it.

@@ -8,6 +8,8 @@
 //!
 //! - append-only: nothing is ever updated or deleted;
 //! - an append succeeds only at the expected version, all of its events or none;
+//! - a fenced write ([`Fence`]) succeeds only while another stream has not moved,
+//!   checked atomically with it;
 //! - every event is hash-chained to the previous event of its stream
 //!   ([`verify_stream`], [`verify_chain`]);
 //! - audit queries use indexes, never a table scan;
@@ -146,6 +148,41 @@ pub struct Append {
     pub events: Vec<NewEvent>,
 }
 
+/// A condition on another stream of the same campaign, checked atomically with a write:
+/// write only if `stream` is still at `version`, that is if nothing was appended to it
+/// after `version`.
+///
+/// A fence guards writes made on the strength of a stream's state: keyturn's per-account
+/// claims are events of a stream `account/<id>` whose version is the fencing token, and
+/// a worker's writes under a claim are fenced on the claim stream at the version it
+/// wrote last, so that none of them lands once another worker took the account over.
+/// The journal knows nothing of claims: any stream of the campaign can fence a write.
+///
+/// The fence is checked against the streams as they were before the write. When it
+/// fails, nothing of the write is written and every append in it fails with
+/// [`JournalError::Fenced`], whatever its own stream's state. A write may also append to
+/// the fence's stream: at the fence's version, that append's own condition is the fence.
+/// The version is one the caller saw (a [`StreamHead`]'s, from a read or an append): a
+/// stream never goes back, so while nothing follows that version the stream is still
+/// at it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Fence {
+    /// The stream that must not have moved, of the campaign the write appends to.
+    pub stream: StreamId,
+    /// The version it must still be at.
+    pub version: u64,
+}
+
+impl Fence {
+    /// The fence of `stream` at the head the caller saw it at.
+    pub fn at(stream: &StreamId, head: &StreamHead) -> Self {
+        Self {
+            stream: stream.clone(),
+            version: head.version(),
+        }
+    }
+}
+
 /// The storage format version this build writes and the newest it reads.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -183,6 +220,24 @@ pub trait Journal: Send + Sync + Debug {
         stream: &StreamId,
         head: &StreamHead,
         events: Vec<NewEvent>,
+    ) -> Result<StreamHead, JournalError> {
+        self.append_at_fenced(stream, head, events, None).await
+    }
+
+    /// [`append_at`](Journal::append_at), written only while `fence` holds (see
+    /// [`Fence`]); without a fence, exactly `append_at`. When the fence has moved, the
+    /// error is [`JournalError::Fenced`] and nothing is written. A fence of another
+    /// campaign is [`JournalError::Rejected`].
+    ///
+    /// On DynamoDB a fenced append is one TransactWriteItems with a ConditionCheck on
+    /// the fence, or one PutItem when it is a single event appended to the fence's own
+    /// stream at the fence's version (its condition is then the fence).
+    async fn append_at_fenced(
+        &self,
+        stream: &StreamId,
+        head: &StreamHead,
+        events: Vec<NewEvent>,
+        fence: Option<&Fence>,
     ) -> Result<StreamHead, JournalError>;
 
     /// [`append_at`](Journal::append_at) to several streams of one campaign in one write
@@ -195,7 +250,19 @@ pub trait Journal: Send + Sync + Debug {
     /// Every append is [`JournalError::Rejected`] (and nothing written) when the call
     /// breaks a rule: no append, appends to two campaigns or twice to one stream, or more
     /// than [`MAX_EVENTS_PER_APPEND`] events in all.
-    async fn append_many(&self, appends: Vec<Append>) -> Vec<Result<StreamHead, JournalError>>;
+    async fn append_many(&self, appends: Vec<Append>) -> Vec<Result<StreamHead, JournalError>> {
+        self.append_many_fenced(appends, None).await
+    }
+
+    /// [`append_many`](Journal::append_many), written only while `fence` holds: when it
+    /// has moved, every append is [`JournalError::Fenced`] and nothing is written (the
+    /// fence is the whole write's, not one append's). While it holds, each append has
+    /// its own outcome, as in `append_many`. Without a fence, exactly `append_many`.
+    async fn append_many_fenced(
+        &self,
+        appends: Vec<Append>,
+        fence: Option<&Fence>,
+    ) -> Vec<Result<StreamHead, JournalError>>;
 
     /// [`append_many`](Journal::append_many), all of it or none: every append is
     /// written, and the new heads are returned in order, or nothing is written and the
@@ -204,7 +271,17 @@ pub trait Journal: Send + Sync + Debug {
     /// it covers.
     ///
     /// The same rules as `append_many`, refused with [`JournalError::Rejected`].
-    async fn append_all(&self, appends: Vec<Append>) -> Result<Vec<StreamHead>, JournalError>;
+    async fn append_all(&self, appends: Vec<Append>) -> Result<Vec<StreamHead>, JournalError> {
+        self.append_all_fenced(appends, None).await
+    }
+
+    /// [`append_all`](Journal::append_all), written only while `fence` holds:
+    /// [`JournalError::Fenced`] when it has moved. Without a fence, exactly `append_all`.
+    async fn append_all_fenced(
+        &self,
+        appends: Vec<Append>,
+        fence: Option<&Fence>,
+    ) -> Result<Vec<StreamHead>, JournalError>;
 
     /// Every event of a stream, by ascending sequence.
     async fn read_stream(&self, stream: &StreamId) -> Result<Vec<Envelope>, JournalError>;

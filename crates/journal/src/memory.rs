@@ -1,7 +1,8 @@
 //! The in-memory backend, for unit tests of the journal's callers.
 //!
 //! One mutex guards a map from stream to its events; every call holds it for its
-//! whole duration, so appends are trivially atomic. Queries walk the map: the memory
+//! whole duration, so appends are trivially atomic, and a write's fence is checked
+//! under it before anything is written. Queries walk the map: the memory
 //! backend has no indexes and needs none. Events are stamped with the journal's
 //! [`Clock`], read under the lock.
 
@@ -13,12 +14,12 @@ use chrono::{DateTime, Utc};
 
 use crate::clock::{Clock, stamp, system};
 use crate::envelope::{
-    Envelope, NewEvent, StreamId, seal_batch, validate_batch, validate_campaign, validate_many,
+    Envelope, NewEvent, StreamId, seal_batch, validate_batch, validate_campaign, validate_fence,
+    validate_many,
 };
-use crate::error::JournalError;
-use crate::error::foreign_head;
+use crate::error::{JournalError, fenced, foreign_head};
 use crate::hash::GENESIS_HASH;
-use crate::{Append, Journal, StreamHead};
+use crate::{Append, Fence, Journal, StreamHead};
 
 /// A journal that lives in the process's memory and is lost with it.
 #[derive(Debug)]
@@ -104,21 +105,32 @@ impl Journal for MemoryJournal {
         Ok(new_version)
     }
 
-    async fn append_at(
+    async fn append_at_fenced(
         &self,
         stream: &StreamId,
         head: &StreamHead,
         events: Vec<NewEvent>,
+        fence: Option<&Fence>,
     ) -> Result<StreamHead, JournalError> {
         validate_batch(&events)?;
+        validate_fence(fence, stream.campaign())?;
         let mut streams = self.lock()?;
+        check_fence(&streams, fence)?;
         let now = stamp(self.clock.as_ref());
         append_locked(&mut streams, stream, head, events, now)
     }
 
-    async fn append_many(&self, appends: Vec<Append>) -> Vec<Result<StreamHead, JournalError>> {
+    async fn append_many_fenced(
+        &self,
+        appends: Vec<Append>,
+        fence: Option<&Fence>,
+    ) -> Vec<Result<StreamHead, JournalError>> {
         let count = appends.len();
-        let mut streams = match validate_many(&appends).and_then(|()| self.lock()) {
+        let streams = validate_many(&appends, fence).and_then(|()| self.lock());
+        let mut streams = match streams.and_then(|streams| {
+            check_fence(&streams, fence)?;
+            Ok(streams)
+        }) {
             Ok(streams) => streams,
             Err(e) => return vec![Err(e); count],
         };
@@ -137,9 +149,14 @@ impl Journal for MemoryJournal {
             .collect()
     }
 
-    async fn append_all(&self, appends: Vec<Append>) -> Result<Vec<StreamHead>, JournalError> {
-        validate_many(&appends)?;
+    async fn append_all_fenced(
+        &self,
+        appends: Vec<Append>,
+        fence: Option<&Fence>,
+    ) -> Result<Vec<StreamHead>, JournalError> {
+        validate_many(&appends, fence)?;
         let mut streams = self.lock()?;
+        check_fence(&streams, fence)?;
         // Every head checked and every batch sealed before anything is stored.
         let now = stamp(self.clock.as_ref());
         let sealed = appends
@@ -234,7 +251,24 @@ impl Journal for MemoryJournal {
     }
 }
 
-/// `append_at` under the journal's lock.
+/// `Ok` when the fence holds: nothing follows its version in its stream.
+fn check_fence(
+    streams: &BTreeMap<StreamId, Vec<Envelope>>,
+    fence: Option<&Fence>,
+) -> Result<(), JournalError> {
+    let Some(fence) = fence else {
+        return Ok(());
+    };
+    let version = streams
+        .get(&fence.stream)
+        .and_then(|events| events.last())
+        .map_or(0, |last| last.sequence);
+    if version > fence.version {
+        return Err(fenced(fence));
+    }
+    Ok(())
+}
+
 /// `Ok` when the stream ends at `head`.
 fn check_head(
     streams: &BTreeMap<StreamId, Vec<Envelope>>,
@@ -256,6 +290,7 @@ fn check_head(
     Ok(())
 }
 
+/// `append_at` under the journal's lock.
 fn append_locked(
     streams: &mut BTreeMap<StreamId, Vec<Envelope>>,
     stream: &StreamId,

@@ -15,8 +15,10 @@
 //! Every query is answered from the primary key or an index (a unit test checks the
 //! query plans). The file is in WAL mode with a busy timeout, so a second process
 //! sharing it waits for the lock instead of failing. An append runs inside
-//! `BEGIN IMMEDIATE`: it takes the write lock first, reads the stream's last
-//! (sequence, hash), compares it with the expected version and inserts the batch,
+//! `BEGIN IMMEDIATE`: it takes the write lock first, reads the fence stream's last
+//! sequence when the write is fenced (nothing is written when it is past the fence),
+//! reads the stream's last (sequence, hash), compares it with the expected version and
+//! inserts the batch,
 //! stamped with the journal's [`Clock`] (read inside the transaction). The connection
 //! lives behind a mutex and every call runs on tokio's blocking pool.
 
@@ -34,12 +36,11 @@ use rusqlite::{
 use crate::clock::{Clock, stamp, system};
 use crate::envelope::{
     Actor, Envelope, NewEvent, SchemaVersion, StreamId, parse_timestamp, seal_batch, text_range,
-    validate_batch, validate_campaign, validate_many,
+    validate_batch, validate_campaign, validate_fence, validate_many,
 };
-use crate::error::JournalError;
-use crate::error::foreign_head;
+use crate::error::{JournalError, fenced, foreign_head};
 use crate::hash::GENESIS_HASH;
-use crate::{Append, FORMAT_VERSION, InitOutcome, Journal, StreamHead};
+use crate::{Append, FORMAT_VERSION, Fence, InitOutcome, Journal, StreamHead};
 
 /// How long a call waits for another connection's lock on the file before giving up
 /// with [`JournalError::Unavailable`].
@@ -368,10 +369,28 @@ fn last_of_stream(
     }
 }
 
+/// `Ok` when the fence holds (read inside the write's transaction): nothing follows
+/// its version in its stream. [`JournalError::Fenced`] otherwise.
+fn check_fence(
+    transaction: &Transaction<'_>,
+    backend: &str,
+    fence: Option<&Fence>,
+) -> Result<(), JournalError> {
+    let Some(fence) = fence else {
+        return Ok(());
+    };
+    let (version, _) = last_of_stream(transaction, backend, &fence.stream)?;
+    if version > fence.version {
+        return Err(fenced(fence));
+    }
+    Ok(())
+}
+
 /// Appends in one transaction at `expected_version`; with `expected_hash`, the stream's
 /// last hash must be that one too (a caller's [`StreamHead`]). The read of the last
 /// event is local and inside the transaction, so SQLite checks the head rather than
-/// trusting it.
+/// trusting it; so is the fence's.
+#[allow(clippy::too_many_arguments)]
 fn append_blocking(
     connection: &mut Connection,
     backend: &str,
@@ -380,10 +399,12 @@ fn append_blocking(
     expected_version: u64,
     expected_hash: Option<&str>,
     events: Vec<NewEvent>,
+    fence: Option<&Fence>,
 ) -> Result<StreamHead, JournalError> {
     let transaction = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|err| sqlite_error(backend, err))?;
+    check_fence(&transaction, backend, fence)?;
     let head = append_in(
         &transaction,
         backend,
@@ -400,19 +421,21 @@ fn append_blocking(
 }
 
 /// Appends to several streams in one transaction: each stream's batch at its head, or
-/// not at all when the stream is elsewhere. A storage failure writes nothing and is
-/// every append's.
+/// not at all when the stream is elsewhere. A failed fence or a storage failure writes
+/// nothing and is every append's.
 fn append_many_blocking(
     connection: &mut Connection,
     backend: &str,
     clock: &dyn Clock,
     appends: Vec<Append>,
+    fence: Option<&Fence>,
 ) -> Vec<Result<StreamHead, JournalError>> {
     let count = appends.len();
     let written = (|| {
         let transaction = connection
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|err| sqlite_error(backend, err))?;
+        check_fence(&transaction, backend, fence)?;
         let now = stamp(clock);
         let results = appends
             .into_iter()
@@ -426,17 +449,19 @@ fn append_many_blocking(
     written.unwrap_or_else(|e: JournalError| vec![Err(e); count])
 }
 
-/// Appends to several streams in one transaction, all or none: the first append that
-/// fails (or a storage failure) rolls the whole transaction back.
+/// Appends to several streams in one transaction, all or none: a failed fence, the
+/// first append that fails or a storage failure rolls the whole transaction back.
 fn append_all_blocking(
     connection: &mut Connection,
     backend: &str,
     clock: &dyn Clock,
     appends: Vec<Append>,
+    fence: Option<&Fence>,
 ) -> Result<Vec<StreamHead>, JournalError> {
     let transaction = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|err| sqlite_error(backend, err))?;
+    check_fence(&transaction, backend, fence)?;
     let now = stamp(clock);
     let mut heads = Vec::with_capacity(appends.len());
     for append in appends {
@@ -640,6 +665,7 @@ impl Journal for SqliteJournal {
                     expected_version,
                     None,
                     events,
+                    None,
                 )
             })
             .await?;
@@ -648,16 +674,19 @@ impl Journal for SqliteJournal {
         Ok(version)
     }
 
-    async fn append_at(
+    async fn append_at_fenced(
         &self,
         stream: &StreamId,
         head: &StreamHead,
         events: Vec<NewEvent>,
+        fence: Option<&Fence>,
     ) -> Result<StreamHead, JournalError> {
         validate_batch(&events)?;
+        validate_fence(fence, stream.campaign())?;
         let stream = stream.clone();
         let count = events.len();
         let expected = head.clone();
+        let fence = fence.cloned();
         let clock = Arc::clone(&self.clock);
         let head = self
             .with_connection(move |connection, backend| {
@@ -669,6 +698,7 @@ impl Journal for SqliteJournal {
                     expected.version(),
                     Some(expected.hash()),
                     events,
+                    fence.as_ref(),
                 )
             })
             .await?;
@@ -677,11 +707,16 @@ impl Journal for SqliteJournal {
         Ok(head)
     }
 
-    async fn append_many(&self, appends: Vec<Append>) -> Vec<Result<StreamHead, JournalError>> {
+    async fn append_many_fenced(
+        &self,
+        appends: Vec<Append>,
+        fence: Option<&Fence>,
+    ) -> Vec<Result<StreamHead, JournalError>> {
         let count = appends.len();
-        if let Err(e) = validate_many(&appends) {
+        if let Err(e) = validate_many(&appends, fence) {
             return vec![Err(e); count];
         }
+        let fence = fence.cloned();
         let clock = Arc::clone(&self.clock);
         let results = self
             .with_connection(move |connection, backend| {
@@ -690,6 +725,7 @@ impl Journal for SqliteJournal {
                     backend,
                     clock.as_ref(),
                     appends,
+                    fence.as_ref(),
                 ))
             })
             .await
@@ -698,13 +734,18 @@ impl Journal for SqliteJournal {
         results
     }
 
-    async fn append_all(&self, appends: Vec<Append>) -> Result<Vec<StreamHead>, JournalError> {
-        validate_many(&appends)?;
+    async fn append_all_fenced(
+        &self,
+        appends: Vec<Append>,
+        fence: Option<&Fence>,
+    ) -> Result<Vec<StreamHead>, JournalError> {
+        validate_many(&appends, fence)?;
         let count = appends.len();
+        let fence = fence.cloned();
         let clock = Arc::clone(&self.clock);
         let heads = self
             .with_connection(move |connection, backend| {
-                append_all_blocking(connection, backend, clock.as_ref(), appends)
+                append_all_blocking(connection, backend, clock.as_ref(), appends, fence.as_ref())
             })
             .await?;
         tracing::debug!(journal = %self.describe(), count, "appended to several streams, all or none");

@@ -610,6 +610,136 @@ async fn an_append_at_a_known_head_reads_nothing() {
     assert_eq!(snapshot().await, [1, 1, 1, 1]);
 }
 
+/// A fenced append costs no read and no more requests than an unfenced one that carries
+/// others: one TransactWriteItems (its events and the fence's ConditionCheck), or one
+/// PutItem for one event at the fence's own place. A failed fence is found out by that
+/// request alone, unless an event of the write is where another writer's is.
+#[tokio::test]
+async fn a_fenced_append_is_one_request() {
+    // Its own emulator, so that its request counters count this test only.
+    let emulator = Emulator::start(EmulatorOptions::default());
+    let sdk = emulator.sdk_config().await;
+    let table = unique_table();
+    keyturn_journal::init(&location(&table), Some(&sdk))
+        .await
+        .unwrap();
+    let journal = DynamoJournal::open(&sdk, &table).await.unwrap();
+    let other = DynamoJournal::open(&sdk, &table).await.unwrap();
+    let snapshot = || async {
+        let counters = emulator.counters().await;
+        let count = |action| counters.by_action("dynamodb", action);
+        [
+            count("GetItem"),
+            count("Query"),
+            count("PutItem"),
+            count("TransactWriteItems"),
+        ]
+    };
+    let claim = StreamId::new("c", "account/1").unwrap();
+    let (a, b) = (
+        StreamId::new("c", "user-a").unwrap(),
+        StreamId::new("c", "user-b").unwrap(),
+    );
+    let claim_head = journal
+        .append_at(&claim, &StreamHead::empty(), one_event())
+        .await
+        .unwrap();
+    let a_head = journal
+        .append_at(&a, &StreamHead::empty(), one_event())
+        .await
+        .unwrap();
+    let fence = keyturn_journal::Fence::at(&claim, &claim_head);
+    emulator.reset_counters().await;
+
+    let a_head = journal
+        .append_at_fenced(&a, &a_head, one_event(), Some(&fence))
+        .await
+        .unwrap();
+    assert_eq!(snapshot().await, [0, 0, 0, 1], "one event: one transaction");
+    emulator.reset_counters().await;
+
+    let mut two = one_event();
+    two.extend(one_event());
+    let a_head = journal
+        .append_at_fenced(&a, &a_head, two, Some(&fence))
+        .await
+        .unwrap();
+    assert_eq!(snapshot().await, [0, 0, 0, 1], "a batch: one transaction");
+    emulator.reset_counters().await;
+
+    // The fence's own stream at the fence's version: its put is the fence.
+    let claim_head = journal
+        .append_at_fenced(&claim, &claim_head, one_event(), Some(&fence))
+        .await
+        .unwrap();
+    assert_eq!(
+        snapshot().await,
+        [0, 0, 1, 0],
+        "a renewal alone: one PutItem"
+    );
+    emulator.reset_counters().await;
+
+    let fence = keyturn_journal::Fence::at(&claim, &claim_head);
+    let group = |stream: &StreamId, head: &StreamHead| Append {
+        stream: stream.clone(),
+        head: head.clone(),
+        events: one_event(),
+    };
+    let results = journal
+        .append_many_fenced(
+            vec![
+                group(&a, &a_head),
+                group(&b, &StreamHead::empty()),
+                group(&claim, &claim_head),
+            ],
+            Some(&fence),
+        )
+        .await;
+    let heads: Vec<StreamHead> = results.into_iter().map(Result::unwrap).collect();
+    assert_eq!(snapshot().await, [0, 0, 0, 1], "a group: one transaction");
+    let (a_head, b_head, claim_head) = (heads[0].clone(), heads[1].clone(), heads[2].clone());
+    let fence = keyturn_journal::Fence::at(&claim, &claim_head);
+
+    // While the fence holds, a stale head is resolved as without a fence (a GetItem of
+    // the sequence, a Query of the stream's version), and the others go again.
+    emulator.reset_counters().await;
+    let results = journal
+        .append_many_fenced(
+            vec![group(&a, &a_head), group(&b, &StreamHead::empty())],
+            Some(&fence),
+        )
+        .await;
+    assert!(results[1].as_ref().unwrap_err().is_conflict());
+    let a_head = results[0].clone().unwrap();
+    assert_eq!(snapshot().await, [1, 1, 0, 2]);
+
+    // Another writer moves the fence's stream: the failed ConditionCheck alone tells.
+    other
+        .append_at(&claim, &claim_head, one_event())
+        .await
+        .unwrap();
+    emulator.reset_counters().await;
+    let failed = journal
+        .append_at_fenced(&a, &a_head, one_event(), Some(&fence))
+        .await
+        .unwrap_err();
+    assert!(failed.is_fenced(), "{failed}");
+    let results = journal
+        .append_many_fenced(vec![group(&a, &a_head), group(&b, &b_head)], Some(&fence))
+        .await;
+    assert!(results.iter().all(|r| r.as_ref().unwrap_err().is_fenced()));
+    assert_eq!(snapshot().await, [0, 0, 0, 2]);
+    // A renewal at the old head: its put failed, and one GetItem tells another writer's
+    // event from this very write applied once already.
+    emulator.reset_counters().await;
+    let failed = journal
+        .append_at_fenced(&claim, &claim_head, one_event(), Some(&fence))
+        .await
+        .unwrap_err();
+    assert!(failed.is_fenced(), "{failed}");
+    assert_eq!(snapshot().await, [1, 0, 1, 0]);
+}
+
 #[tokio::test]
 async fn reads_follow_every_page() {
     // Its own emulator, so that its request counters count this test only.

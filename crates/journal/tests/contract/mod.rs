@@ -14,9 +14,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use keyturn_journal::{
-    Actor, Append, ChainBreak, Clock, Envelope, EventSchema, GENESIS_HASH, Journal, JournalError,
-    MAX_EVENTS_PER_APPEND, NewEvent, SchemaVersion, StreamHead, StreamId, SystemClock, decode,
-    verify_chain, verify_stream,
+    Actor, Append, ChainBreak, Clock, Envelope, EventSchema, Fence, GENESIS_HASH, GroupCommit,
+    Journal, JournalError, MAX_EVENTS_PER_APPEND, NewEvent, SchemaVersion, StreamHead, StreamId,
+    SystemClock, decode, verify_chain, verify_stream,
 };
 use serde_json::{Value, json};
 
@@ -96,6 +96,11 @@ macro_rules! contract_tests {
             append_many_conflict_on_one_stream_spares_the_others,
             append_many_refuses_a_call_that_breaks_its_rules,
             append_all_writes_every_stream_or_none,
+            a_fenced_append_is_written_only_while_its_fence_holds,
+            append_many_fenced_fails_every_append_once_its_fence_moved,
+            append_all_fenced_writes_nothing_once_its_fence_moved,
+            an_append_to_the_fence_stream_at_the_fence_version_is_its_own_fence,
+            a_group_commit_follows_its_fence_moved_by_its_own_renewal,
             racing_group_appends_never_lose_or_duplicate_an_event,
             read_campaign_reads_every_stream_in_order_across_pages,
             list_campaigns_lists_campaigns_with_events,
@@ -815,6 +820,500 @@ pub async fn append_all_writes_every_stream_or_none(harness: &dyn Harness) {
         .unwrap_err();
     assert!(matches!(refused, JournalError::Rejected(_)), "{refused}");
     assert_eq!(journal.read_campaign("all").await.unwrap(), before);
+}
+
+fn expect_fenced<T: std::fmt::Debug>(
+    result: Result<T, JournalError>,
+    fence_stream: &StreamId,
+    version: u64,
+) {
+    match result {
+        Err(err @ JournalError::Fenced { .. }) => {
+            let JournalError::Fenced { stream, expected } = &err else {
+                unreachable!()
+            };
+            assert_eq!((stream, *expected), (fence_stream, version));
+            assert!(err.is_fenced() && !err.is_conflict() && !err.is_retryable());
+            let message = err.to_string();
+            assert!(message.contains(&fence_stream.to_string()), "{message}");
+            assert!(!message.contains("\"n\""), "no payload: {message}");
+        }
+        other => panic!("expected the fence on {fence_stream} at {version} to fail, got {other:?}"),
+    }
+}
+
+/// A fenced append is written while the fence's stream is still at the fence's version,
+/// and has its own stream's outcome then; once another writer appended to the fence's
+/// stream it fails with `Fenced` (whatever its own stream's state) and writes nothing.
+pub async fn a_fenced_append_is_written_only_while_its_fence_holds(harness: &dyn Harness) {
+    let fixture = harness.fixture().await;
+    let journal = fixture.journal.as_ref();
+    let other = fixture.raw.another_handle().await;
+    let (claim, a) = (stream("f", "account/1"), stream("f", "user/a"));
+    let claim_head = journal
+        .append_at(&claim, &StreamHead::empty(), numbered(1))
+        .await
+        .unwrap();
+    let fence = Fence::at(&claim, &claim_head);
+    assert_eq!(fence.version, 1);
+
+    // While the fence holds: one event, a batch, and a stale head of the stream's own
+    // (an ordinary conflict).
+    let a1 = journal
+        .append_at_fenced(&a, &StreamHead::empty(), numbered(1), Some(&fence))
+        .await
+        .unwrap();
+    let a2 = journal
+        .append_at_fenced(&a, &a1, numbered(3), Some(&fence))
+        .await
+        .unwrap();
+    assert_eq!(a2.version(), 4);
+    match journal
+        .append_at_fenced(&a, &a1, numbered(1), Some(&fence))
+        .await
+    {
+        Err(JournalError::Conflict {
+            stream,
+            expected: 1,
+            actual: 4,
+        }) if stream == a => {}
+        other => panic!("expected a conflict of {a}, got {other:?}"),
+    }
+    let events = journal.read_stream(&a).await.unwrap();
+    assert_eq!(StreamHead::after(&events), a2);
+    verify_stream(&events).unwrap();
+
+    // Another writer moves the fence's stream on: nothing fenced on it is written, at
+    // the right head or a stale one.
+    let theirs = other
+        .append_at(&claim, &claim_head, numbered(1))
+        .await
+        .unwrap();
+    let before = journal.read_campaign("f").await.unwrap();
+    for (head, events) in [(&a2, numbered(1)), (&a2, numbered(2)), (&a1, numbered(1))] {
+        expect_fenced(
+            journal
+                .append_at_fenced(&a, head, events, Some(&fence))
+                .await,
+            &claim,
+            1,
+        );
+    }
+    let new_stream = stream("f", "user/b");
+    expect_fenced(
+        journal
+            .append_at_fenced(&new_stream, &StreamHead::empty(), numbered(1), Some(&fence))
+            .await,
+        &claim,
+        1,
+    );
+    assert_eq!(journal.read_campaign("f").await.unwrap(), before);
+
+    // Fenced at the fence stream's new head, the same append goes through; unfenced, it
+    // always did.
+    let a3 = journal
+        .append_at_fenced(&a, &a2, numbered(1), Some(&Fence::at(&claim, &theirs)))
+        .await
+        .unwrap();
+    let a4 = journal
+        .append_at_fenced(&a, &a3, numbered(1), None)
+        .await
+        .unwrap();
+    assert_eq!(a4.version(), 6);
+
+    // A fence at version 0 holds while its stream is empty; the largest append, the
+    // first of a new campaign, fits with it.
+    let unclaimed = Fence {
+        stream: stream("g", "account/2"),
+        version: 0,
+    };
+    let head = journal
+        .append_at_fenced(
+            &stream("g", "user/c"),
+            &StreamHead::empty(),
+            numbered(MAX_EVENTS_PER_APPEND),
+            Some(&unclaimed),
+        )
+        .await
+        .unwrap();
+    assert_eq!(head.version(), MAX_EVENTS_PER_APPEND as u64);
+    assert_eq!(journal.list_campaigns().await.unwrap(), ["f", "g"]);
+    other
+        .append_at(&unclaimed.stream, &StreamHead::empty(), numbered(1))
+        .await
+        .unwrap();
+    expect_fenced(
+        journal
+            .append_at_fenced(&stream("g", "user/c"), &head, numbered(1), Some(&unclaimed))
+            .await,
+        &unclaimed.stream,
+        0,
+    );
+
+    // A fence on another campaign's stream is refused, and writes nothing.
+    let before = journal.read_campaign("f").await.unwrap();
+    let foreign = Fence {
+        stream: stream("g", "account/2"),
+        version: 1,
+    };
+    let refused = journal
+        .append_at_fenced(&a, &a4, numbered(1), Some(&foreign))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, JournalError::Rejected(_)), "{refused}");
+    assert_eq!(journal.read_campaign("f").await.unwrap(), before);
+}
+
+/// A fenced group append: while the fence holds, each append has its own outcome (a
+/// conflict spares the others); once the fence moved, every append fails with `Fenced`
+/// and nothing is written to any stream.
+pub async fn append_many_fenced_fails_every_append_once_its_fence_moved(harness: &dyn Harness) {
+    let fixture = harness.fixture().await;
+    let journal = fixture.journal.as_ref();
+    let other = fixture.raw.another_handle().await;
+    let claim = stream("f", "account/1");
+    let (a, b, c, d) = (
+        stream("f", "a"),
+        stream("f", "b"),
+        stream("f", "c"),
+        stream("f", "d"),
+    );
+    let claim_head = journal
+        .append_at(&claim, &StreamHead::empty(), numbered(1))
+        .await
+        .unwrap();
+    let fence = Fence::at(&claim, &claim_head);
+    let mut heads = Vec::new();
+    for id in [&a, &b, &c] {
+        heads.push(
+            journal
+                .append_at(id, &StreamHead::empty(), numbered(1))
+                .await
+                .unwrap(),
+        );
+    }
+    let b_theirs = other.append_at(&b, &heads[1], numbered(1)).await.unwrap();
+
+    let results = journal
+        .append_many_fenced(
+            vec![
+                append(&a, &heads[0], numbered(2)),
+                append(&b, &heads[1], numbered(1)),
+                append(&c, &heads[2], numbered(1)),
+            ],
+            Some(&fence),
+        )
+        .await;
+    assert_eq!(results[0].as_ref().unwrap().version(), 3);
+    assert!(
+        results[1].as_ref().unwrap_err().is_conflict(),
+        "{results:?}"
+    );
+    assert_eq!(results[2].as_ref().unwrap().version(), 2);
+    let (a_head, c_head) = (results[0].clone().unwrap(), results[2].clone().unwrap());
+
+    // Another writer moves the fence's stream: every append fails on the fence, those
+    // at the right head, a new stream's, and one at a stale head alike.
+    other
+        .append_at(&claim, &claim_head, numbered(1))
+        .await
+        .unwrap();
+    let before = journal.read_campaign("f").await.unwrap();
+    let results = journal
+        .append_many_fenced(
+            vec![
+                append(&a, &a_head, numbered(1)),
+                append(&b, &b_theirs, numbered(2)),
+                append(&d, &StreamHead::empty(), numbered(1)),
+                append(&c, &heads[2], numbered(1)),
+            ],
+            Some(&fence),
+        )
+        .await;
+    assert_eq!(results.len(), 4);
+    for result in results {
+        expect_fenced(result, &claim, 1);
+    }
+    assert_eq!(journal.read_campaign("f").await.unwrap(), before);
+    // The rules of the call come first: a refused call is refused, not fenced.
+    let results = journal
+        .append_many_fenced(
+            vec![
+                append(&a, &a_head, numbered(1)),
+                append(&a, &a_head, numbered(1)),
+            ],
+            Some(&fence),
+        )
+        .await;
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Err(JournalError::Rejected(_)))),
+        "{results:?}"
+    );
+    assert_eq!(journal.read_campaign("f").await.unwrap(), before);
+    // Unfenced, or fenced at the new head, the same appends go through.
+    let new_fence = Fence::at(
+        &claim,
+        &StreamHead::after(&journal.read_stream(&claim).await.unwrap()),
+    );
+    let results = journal
+        .append_many_fenced(
+            vec![
+                append(&a, &a_head, numbered(1)),
+                append(&d, &StreamHead::empty(), numbered(1)),
+            ],
+            Some(&new_fence),
+        )
+        .await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let results = journal
+        .append_many_fenced(vec![append(&c, &c_head, numbered(1))], None)
+        .await;
+    assert_eq!(results[0].as_ref().unwrap().version(), 3);
+    verify_chain(&journal.read_campaign("f").await.unwrap()).unwrap();
+}
+
+/// `append_all_fenced` writes every append while the fence holds, and nothing once it
+/// moved: the error is the fence's, even when an append's own head is stale too.
+pub async fn append_all_fenced_writes_nothing_once_its_fence_moved(harness: &dyn Harness) {
+    let fixture = harness.fixture().await;
+    let journal = fixture.journal.as_ref();
+    let other = fixture.raw.another_handle().await;
+    let (claim, a, b) = (stream("f", "account/1"), stream("f", "a"), stream("f", "b"));
+    let claim_head = journal
+        .append_at(&claim, &StreamHead::empty(), numbered(1))
+        .await
+        .unwrap();
+    let fence = Fence::at(&claim, &claim_head);
+    let heads = journal
+        .append_all_fenced(
+            vec![
+                append(&a, &StreamHead::empty(), numbered(2)),
+                append(&b, &StreamHead::empty(), numbered(1)),
+            ],
+            Some(&fence),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        heads.iter().map(StreamHead::version).collect::<Vec<_>>(),
+        [2, 1]
+    );
+    // While the fence holds, a stale head fails the call with its conflict.
+    let failed = journal
+        .append_all_fenced(
+            vec![
+                append(&a, &heads[0], numbered(1)),
+                append(&b, &StreamHead::empty(), numbered(1)),
+            ],
+            Some(&fence),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&failed, JournalError::Conflict { stream, .. } if stream == &b),
+        "{failed}"
+    );
+
+    other
+        .append_at(&claim, &claim_head, numbered(1))
+        .await
+        .unwrap();
+    let before = journal.read_campaign("f").await.unwrap();
+    for appends in [
+        vec![
+            append(&a, &heads[0], numbered(1)),
+            append(&b, &heads[1], numbered(1)),
+        ],
+        vec![
+            append(&a, &heads[0], numbered(1)),
+            append(&b, &StreamHead::empty(), numbered(1)),
+        ],
+        vec![append(&stream("f", "c"), &StreamHead::empty(), numbered(3))],
+    ] {
+        expect_fenced(
+            journal.append_all_fenced(appends, Some(&fence)).await,
+            &claim,
+            1,
+        );
+    }
+    assert_eq!(journal.read_campaign("f").await.unwrap(), before);
+}
+
+/// A write may append to the fence's own stream: at the fence's version, that append's
+/// condition is the fence (no second check of the same place). It is written while the
+/// fence holds, alone or with others; once another writer moved the stream, it fails
+/// with `Fenced` like the rest of its write, not with a conflict of its own. A batch of
+/// the fence's stream from an older head is a conflict of its own while the fence holds.
+pub async fn an_append_to_the_fence_stream_at_the_fence_version_is_its_own_fence(
+    harness: &dyn Harness,
+) {
+    let fixture = harness.fixture().await;
+    let journal = fixture.journal.as_ref();
+    let other = fixture.raw.another_handle().await;
+    let (claim, a) = (stream("f", "account/1"), stream("f", "a"));
+    // A claim taken fenced on its own empty stream.
+    let empty_fence = Fence::at(&claim, &StreamHead::empty());
+    let head = journal
+        .append_at_fenced(
+            &claim,
+            &StreamHead::empty(),
+            numbered(1),
+            Some(&empty_fence),
+        )
+        .await
+        .unwrap();
+    // Renewed alone: one event, then a batch.
+    let head = journal
+        .append_at_fenced(&claim, &head, numbered(1), Some(&Fence::at(&claim, &head)))
+        .await
+        .unwrap();
+    let head = journal
+        .append_at_fenced(&claim, &head, numbered(2), Some(&Fence::at(&claim, &head)))
+        .await
+        .unwrap();
+    assert_eq!(head.version(), 4);
+    // With another stream's append, in a group append and all or none.
+    let results = journal
+        .append_many_fenced(
+            vec![
+                append(&a, &StreamHead::empty(), numbered(1)),
+                append(&claim, &head, numbered(1)),
+            ],
+            Some(&Fence::at(&claim, &head)),
+        )
+        .await;
+    let results: Vec<StreamHead> = results.into_iter().map(Result::unwrap).collect();
+    let (a_head, head) = (results[0].clone(), results[1].clone());
+    let heads = journal
+        .append_all_fenced(
+            vec![
+                append(&claim, &head, numbered(1)),
+                append(&a, &a_head, numbered(2)),
+            ],
+            Some(&Fence::at(&claim, &head)),
+        )
+        .await
+        .unwrap();
+    let (head, a_head) = (heads[0].clone(), heads[1].clone());
+    assert_eq!((head.version(), a_head.version()), (6, 3));
+
+    // Another writer takes the stream over: an append to it at the fence's version, the
+    // old head, is fenced off like its companions.
+    let stale = Fence::at(&claim, &head);
+    let theirs = other.append_at(&claim, &head, numbered(1)).await.unwrap();
+    let before = journal.read_campaign("f").await.unwrap();
+    expect_fenced(
+        journal
+            .append_at_fenced(&claim, &head, numbered(1), Some(&stale))
+            .await,
+        &claim,
+        6,
+    );
+    expect_fenced(
+        journal
+            .append_at_fenced(&claim, &head, numbered(3), Some(&stale))
+            .await,
+        &claim,
+        6,
+    );
+    let results = journal
+        .append_many_fenced(
+            vec![
+                append(&a, &a_head, numbered(1)),
+                append(&claim, &head, numbered(1)),
+            ],
+            Some(&stale),
+        )
+        .await;
+    for result in results {
+        expect_fenced(result, &claim, 6);
+    }
+    expect_fenced(
+        journal
+            .append_all_fenced(
+                vec![
+                    append(&claim, &head, numbered(1)),
+                    append(&a, &a_head, numbered(1)),
+                ],
+                Some(&stale),
+            )
+            .await,
+        &claim,
+        6,
+    );
+    assert_eq!(journal.read_campaign("f").await.unwrap(), before);
+
+    // Fenced at the stream's head, a batch of it from the older head covers the fence's
+    // place among its own: the fence holds, and the batch is a conflict of its own.
+    let fence = Fence::at(&claim, &theirs);
+    match journal
+        .append_at_fenced(&claim, &head, numbered(3), Some(&fence))
+        .await
+    {
+        Err(JournalError::Conflict {
+            stream,
+            expected: 6,
+            actual: 7,
+        }) if stream == claim => {}
+        other => panic!("expected a conflict of {claim}, got {other:?}"),
+    }
+    assert_eq!(journal.read_campaign("f").await.unwrap(), before);
+    verify_chain(&before).unwrap();
+}
+
+/// A fenced group commit: every write carries the group's fence, and the group's own
+/// append to the fence's stream (a renewal of a claim) moves the fence with it, so the
+/// group keeps writing, whichever of a renewal and another append is written first.
+/// Once another writer moved the fence's stream, every append fails with `Fenced` and
+/// nothing is written.
+pub async fn a_group_commit_follows_its_fence_moved_by_its_own_renewal(harness: &dyn Harness) {
+    let fixture = harness.fixture().await;
+    let journal = fixture.journal.clone();
+    let other = fixture.raw.another_handle().await;
+    let (claim, a, b) = (stream("f", "account/1"), stream("f", "a"), stream("f", "b"));
+    let group = GroupCommit::new(journal.clone(), Duration::ZERO);
+    let claim_head = journal
+        .append_at(&claim, &StreamHead::empty(), numbered(1))
+        .await
+        .unwrap();
+    group.set_fence(Some(Fence::at(&claim, &claim_head)));
+
+    let a_head = group
+        .append_at(&a, &StreamHead::empty(), numbered(1))
+        .await
+        .unwrap();
+    let renewed = group
+        .append_at(&claim, &claim_head, numbered(1))
+        .await
+        .unwrap();
+    assert_eq!(group.fence(), Some(Fence::at(&claim, &renewed)));
+    let a_head = group.append_at(&a, &a_head, numbered(1)).await.unwrap();
+
+    // A renewal and another append at once: one write or two, in either order.
+    let no_events = StreamHead::empty();
+    let (renewed, b_head) = tokio::join!(
+        group.append_at(&claim, &renewed, numbered(1)),
+        group.append_at(&b, &no_events, numbered(1)),
+    );
+    let (renewed, b_head) = (renewed.unwrap(), b_head.unwrap());
+    assert_eq!(renewed.version(), 3);
+    assert_eq!(group.fence(), Some(Fence::at(&claim, &renewed)));
+
+    // Another writer takes the stream over: the group's next write fails on its fence,
+    // every append of it, and so do the later ones.
+    other
+        .append_at(&claim, &renewed, numbered(1))
+        .await
+        .unwrap();
+    let before = journal.read_campaign("f").await.unwrap();
+    let deferred = group.defer(&b, &b_head, numbered(1));
+    expect_fenced(group.append_at(&a, &a_head, numbered(1)).await, &claim, 3);
+    expect_fenced(deferred.outcome().unwrap(), &claim, 3);
+    expect_fenced(group.append_at(&b, &b_head, numbered(1)).await, &claim, 3);
+    assert_eq!(journal.read_campaign("f").await.unwrap(), before);
+    verify_chain(&before).unwrap();
 }
 
 /// A call that breaks a rule of the group append is refused whole: every append gets
