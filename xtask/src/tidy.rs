@@ -12,6 +12,12 @@ const ALLOWED_INTERNAL: &[(&str, &[&str])] = &[
         "keyturn-cli",
         &["keyturn-planner", "keyturn-journal", "keyturn-worker"],
     ),
+    // The deterministic simulator (never shipped): the engine through its AWS port,
+    // against a simulated AWS; it links no AWS SDK (OWNED_BY keeps them in the worker).
+    (
+        "keyturn-sim",
+        &["keyturn-planner", "keyturn-journal", "keyturn-worker"],
+    ),
     // A development tool, never shipped: it reads keyturn's clap command to generate
     // shell completions and man pages (`cargo xtask completions|man`).
     ("xtask", &["keyturn-cli"]),

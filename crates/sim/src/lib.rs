@@ -116,7 +116,7 @@ async fn simulate(seed: u64) -> Outcome {
             throttle: 0.05,
             server: 0.03,
             lost: 0.03,
-            stall: 0.0,
+            stall: 0.02,
             stall_for: StdDuration::from_secs(300),
             max_latency_ms: 300,
         }

@@ -113,13 +113,16 @@ pub const RUNNER_ACTIONS: &[Grant] = &[
     },
     Grant {
         actions: &[
+            "dynamodb:ConditionCheckItem",
             "dynamodb:DescribeTable",
             "dynamodb:GetItem",
             "dynamodb:PutItem",
         ],
         resource: ResourceScope::JournalTable,
-        why: "appending events (PutItem, and the Put items of TransactWriteItems), reading \
-              the format record and a stream's head, and `journal init` on the existing table",
+        why: "appending events (PutItem, and the Put items of TransactWriteItems), fencing \
+              an append on the claim that covers it (a ConditionCheck item of \
+              TransactWriteItems), reading the format record and a stream's head, and \
+              `journal init` on the existing table",
     },
     Grant {
         actions: &["dynamodb:Query"],

@@ -313,9 +313,10 @@ pub async fn adopt(emulator: &Emulator, member: &SdkConfig, user: &str) {
 
 /// Whether a finished run left `account` to another worker (it printed a `busy` line).
 pub fn left_busy(proc: &Proc, account: &str) -> bool {
-    proc.stdout
-        .lines()
-        .any(|l| l.starts_with("busy") && l.contains(account))
+    proc.stdout.lines().any(|l| {
+        (l.starts_with("busy") || l.contains(keyturn_worker::campaign::run::ANOTHER_RUNS_STEP))
+            && l.contains(account)
+    })
 }
 
 /// The invariant at the end of a run that worked the user's account: every key the user

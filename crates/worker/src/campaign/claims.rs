@@ -29,8 +29,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use keyturn_journal::{
-    Actor, Append, Clock, Deferred, Envelope, EventSchema, GroupCommit, Journal, JournalError,
-    NewEvent, SchemaVersion, StreamHead, StreamId, decode,
+    Actor, Append, Clock, Deferred, Envelope, EventSchema, Fence, GroupCommit, Journal,
+    JournalError, NewEvent, SchemaVersion, StreamHead, StreamId, decode,
 };
 use keyturn_planner::{AccountId, CampaignName};
 use serde::{Deserialize, Serialize};
@@ -111,13 +111,16 @@ pub struct Claim {
     refused: bool,
     /// Where the claim reads the time.
     clock: Arc<dyn Clock>,
+    /// When the claim was last taken or renewed, on the monotonic clock: the lease is
+    /// judged on both clocks (see [`Claim::remaining`]).
+    renewed: tokio::time::Instant,
 }
 
 /// Taking a claim either succeeds or names who holds it until when.
 #[derive(Debug)]
 pub enum Acquired {
     /// This run holds the account.
-    Held(Claim),
+    Held(Box<Claim>),
     /// Another run holds it.
     Busy {
         /// The other run.
@@ -180,7 +183,7 @@ pub async fn acquire(
                     token = head.version(),
                     "claimed the account until {expires_at}"
                 );
-                return Ok(Acquired::Held(Claim {
+                return Ok(Acquired::Held(Box::new(Claim {
                     stream,
                     head,
                     expires_at,
@@ -189,7 +192,8 @@ pub async fn acquire(
                     run_id: actor.run_id.clone(),
                     refused: false,
                     clock: clock.clone(),
-                }));
+                    renewed: tokio::time::Instant::now(),
+                })));
             }
             Err(e) if e.is_conflict() => continue,
             Err(e) => return Err(e),
@@ -257,6 +261,9 @@ impl Claim {
         let head = StreamHead::after(seen);
         let expires_at = clock.now() + ttl;
         let append = taking(&stream, &head, account, actor, expires_at);
+        // Every write of the account is fenced by the claim stream: the gate is the
+        // fence's own append (its condition is the fence), and moves it to the claim.
+        commit.set_fence(Some(Fence::at(&stream, &head)));
         Ok(Some(Claim {
             gate: Some(commit.gate(append)),
             stream,
@@ -266,6 +273,7 @@ impl Claim {
             run_id: actor.run_id.clone(),
             refused: false,
             clock: clock.clone(),
+            renewed: tokio::time::Instant::now(),
         }))
     }
 
@@ -293,7 +301,7 @@ impl Claim {
                     "the claim was not taken, and nothing of its write was written: {e}"
                 );
                 self.lost = true;
-                self.refused = e.is_conflict();
+                self.refused = e.is_conflict() || e.is_fenced();
             }
         }
     }
@@ -332,6 +340,28 @@ impl Claim {
         self.expires_at
     }
 
+    /// The fence of every write made under this claim: its stream at the head this run
+    /// last wrote. Another run's claim moves the stream, and a fenced write then fails.
+    pub fn fence(&self) -> Fence {
+        Fence::at(&self.stream, &self.head)
+    }
+
+    /// How much of the lease is left: the lesser of what the wall clock says (which
+    /// jumps forward over a sleeping laptop's sleep, and is what other runs judge the
+    /// claim by) and what the monotonic clock says (which an NTP step backwards does
+    /// not stretch).
+    pub fn remaining(&self, ttl: chrono::Duration) -> chrono::Duration {
+        let wall = self.expires_at - self.clock.now();
+        let monotonic = chrono::Duration::from_std(self.renewed.elapsed())
+            .map_or(chrono::Duration::MIN, |elapsed| ttl - elapsed);
+        wall.min(monotonic)
+    }
+
+    /// Marks the claim lost: a write under it was refused by its fence.
+    pub fn fenced(&mut self) {
+        self.lost = true;
+    }
+
     /// Whether the claim could not be taken, or a renewal found the account taken over
     /// (then it stays lost).
     pub fn is_lost(&mut self) -> bool {
@@ -355,7 +385,13 @@ impl Claim {
         if self.lost {
             return Ok(false);
         }
-        if self.expires_at - self.clock.now() > ttl / 2 {
+        // Renewed once half of the lease is gone, and always while less than one AWS
+        // operation's timeout is left: a mutation that starts may then finish, at the
+        // latest, before another run could take the account over.
+        let remaining = self.remaining(ttl);
+        let operation = chrono::Duration::from_std(crate::port::OPERATION_TIMEOUT)
+            .unwrap_or(chrono::Duration::MAX);
+        if remaining > ttl / 2 && remaining > operation {
             return Ok(true);
         }
         if let Some(gate) = self.gate.as_mut() {
@@ -371,18 +407,19 @@ impl Claim {
             }
         }
         let expires_at = self.clock.now() + ttl;
+        let renewed = tokio::time::Instant::now();
         let event = ClaimEvent::ClaimTaken {
             run_id: actor.run_id.clone(),
             expires_at,
         };
-        match journal
-            .append_at(
-                &self.stream,
-                &self.head,
-                vec![NewEvent::encode(&event, actor.clone())],
-            )
-            .await
-        {
+        let events = vec![NewEvent::encode(&event, actor.clone())];
+        // Through the account's group, when there is one: the renewal then moves the
+        // group's fence under its writer lock, never racing a write that carries it.
+        let renewal = match commit {
+            Some(commit) => commit.append_at(&self.stream, &self.head, events).await,
+            None => journal.append_at(&self.stream, &self.head, events).await,
+        };
+        match renewal {
             Ok(head) => {
                 tracing::debug!(
                     run = %actor.run_id,
@@ -392,9 +429,10 @@ impl Claim {
                 );
                 self.head = head;
                 self.expires_at = expires_at;
+                self.renewed = renewed;
                 Ok(true)
             }
-            Err(e) if e.is_conflict() => {
+            Err(e) if e.is_conflict() || e.is_fenced() => {
                 tracing::warn!(
                     run = %actor.run_id,
                     stream = %self.stream,
@@ -483,7 +521,7 @@ mod tests {
         .await
         .unwrap()
         {
-            Acquired::Held(claim) => Ok(claim),
+            Acquired::Held(claim) => Ok(*claim),
             Acquired::Busy { run_id, until } => Err((run_id, until)),
         }
     }
@@ -701,7 +739,10 @@ mod tests {
         // and its claim is lost.
         let (user, head, events) = user_append(&written, "run-b");
         let refused = b_commit.append_at(&user, &head, events).await.unwrap_err();
-        assert!(refused.is_conflict(), "{refused}");
+        assert!(
+            refused.is_fenced(),
+            "the claim stream moved under B's fence: {refused}"
+        );
         assert!(b.is_lost());
         let holder = b.taken_by(journal.as_ref()).await.unwrap();
         assert!(
@@ -718,7 +759,7 @@ mod tests {
             .append_at(&other, &StreamHead::empty(), events)
             .await
             .unwrap_err();
-        assert!(late.is_conflict(), "{late}");
+        assert!(late.is_fenced(), "{late}");
         assert!(journal.read_stream(&other).await.unwrap().is_empty());
         assert_eq!(journal.read_stream(&stream).await.unwrap().len(), 1);
 

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use keyturn_journal::{Actor, Envelope, Journal, StreamHead, decode};
 use keyturn_planner::rotation::{CampaignEvent, RotationEvent, UserState};
-use keyturn_planner::{AccountId, CampaignName, Policy, UserName};
+use keyturn_planner::{AccessKeyId, AccountId, CampaignName, Policy, UserName};
 
 use self::codec::{
     CAMPAIGN_STREAM, StoredCampaign, StoredRotation, Timed, campaign_event, campaign_stream,
@@ -127,6 +127,10 @@ pub struct UserEntry {
     pub state: UserState,
     /// The events, decoded, with their recording times.
     pub events: Vec<Timed>,
+    /// The run that recorded each key's last intent, and when, as read from the
+    /// journal: a run that finds another run's open intent younger than a claim's time
+    /// to live waits, since that run's call may still reach AWS.
+    pub intents_by: BTreeMap<AccessKeyId, (String, DateTime<Utc>)>,
 }
 
 impl UserEntry {
@@ -136,11 +140,36 @@ impl UserEntry {
         let mut entry = UserEntry::default();
         for envelope in envelopes {
             let StoredRotation(event) = decode::<StoredRotation>(envelope)?;
+            if let RotationEvent::StepIntended { key, .. } = &event {
+                entry.intents_by.insert(
+                    key.clone(),
+                    (envelope.actor.run_id.clone(), envelope.recorded_at),
+                );
+            }
             entry.fold(event, envelope.recorded_at);
             entry.version = envelope.sequence;
             entry.head = StreamHead::at(envelope);
         }
         Ok(entry)
+    }
+
+    /// Until when another run's open intent on `key` may still be under way: its
+    /// recording time plus `ttl`, when it is still open and unanswered (no failure
+    /// recorded for it), was recorded by a run other than `run_id`, and that time is
+    /// not past.
+    pub fn foreign_intent(
+        &self,
+        key: &AccessKeyId,
+        run_id: &str,
+        ttl: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let open = self.state.keys.get(key)?.open_intent.as_ref()?;
+        let (by, at) = self.intents_by.get(key)?;
+        let until = *at + ttl;
+        // An intent answered by a recorded failure is not under way: its call returned.
+        let in_flight = open.answered_at.is_none();
+        (in_flight && *at == open.at && by != run_id && now < until).then_some(until)
     }
 
     /// Folds one event into the state and keeps it, with the time it was recorded.

@@ -320,7 +320,7 @@ async fn run_account(
         )
     };
     let acquired = match lazily {
-        Ok(Some(claim)) => Ok(Acquired::Held(claim)),
+        Ok(Some(claim)) => Ok(Acquired::Held(Box::new(claim))),
         Ok(None) => {
             claims::acquire(
                 ctx.journal.as_ref(),
@@ -346,6 +346,9 @@ async fn run_account(
             return outcome;
         }
     };
+    // Every write of the account is conditional on this run still holding its claim
+    // (a pending claim: the write that carries it is the fence's own append).
+    commit.set_fence(Some(claim.fence()));
     let api = ctx
         .cloud
         .account(&account.id, &ctx.campaign.policy.scope)
@@ -355,7 +358,7 @@ async fn run_account(
         account,
         api,
         commit,
-        claim: tokio::sync::Mutex::new(claim),
+        claim: tokio::sync::Mutex::new(*claim),
         outcome: std::sync::Mutex::new(outcome),
         halted: AtomicBool::new(false),
     };
@@ -542,6 +545,10 @@ impl UserWork {
     }
 }
 
+/// Why a key waits while another run's intent on it is younger than a claim's time to
+/// live.
+pub const ANOTHER_RUNS_STEP: &str = "another run's step on this key may still be under way (its intent is younger than the claim's time to live)";
+
 /// How many decisions one user may take in one run (a guard against a loop).
 const MAX_STEPS_PER_USER: usize = 64;
 
@@ -570,6 +577,17 @@ impl AccountWorker<'_> {
             )
             .await
             .map_err(journal_failure)
+    }
+
+    /// Right before an AWS mutation: whether this run still holds the account, with
+    /// enough of its lease left for the call (renewed when not). A run that stalled past
+    /// its lease (a sleeping laptop, a stuck call) finds out here and stops.
+    async fn leased(&self) -> Result<bool, AwsFailure> {
+        let held = self.keep_claim().await?;
+        if !held {
+            self.outcome().stale = true;
+        }
+        Ok(held)
     }
 
     async fn claim_lost(&self) -> bool {
@@ -745,6 +763,26 @@ impl AccountWorker<'_> {
                     });
                 }
                 Decision::Act { key, action } => {
+                    if !matches!(action, Action::Record(_))
+                        && let Some(until) = work.entry.foreign_intent(
+                            &key,
+                            &ctx.actor.run_id,
+                            ctx.options.claim_ttl,
+                            self.now(),
+                        )
+                    {
+                        // Its claim may have expired, but that run's call may still
+                        // reach AWS (a process frozen between its lease check and its
+                        // request): its step is reconciled once it cannot.
+                        self.outcome().waiting.push(Waiting {
+                            account: self.account.id.clone(),
+                            user: user.clone(),
+                            key,
+                            until: Some(until),
+                            reason: ANOTHER_RUNS_STEP.to_owned(),
+                        });
+                        return Ok(true);
+                    }
                     if mutates_a_key(&action) && !listed_now {
                         self.refresh(work).await?;
                         listed_now = true;
@@ -921,7 +959,11 @@ impl AccountWorker<'_> {
             }
             Err(e) => {
                 self.outcome().stale = true;
-                if e.is_conflict() {
+                if e.is_fenced() {
+                    // The claim moved: another run holds the account now.
+                    self.claim.lock().await.fenced();
+                    Ok(false)
+                } else if e.is_conflict() {
                     Ok(false)
                 } else {
                     Err(journal_failure(e))
@@ -1146,6 +1188,9 @@ impl AccountWorker<'_> {
                 {
                     return Ok(false);
                 }
+                if !self.leased().await? {
+                    return Ok(false);
+                }
                 let deactivated = fp::DEACTIVATE
                     .around(telemetry::step(
                         Step::Deactivate.as_str(),
@@ -1197,6 +1242,9 @@ impl AccountWorker<'_> {
                 {
                     return Ok(false);
                 }
+                if !self.leased().await? {
+                    return Ok(false);
+                }
                 let deleted = fp::DELETE
                     .around(telemetry::step(
                         Step::Delete.as_str(),
@@ -1227,6 +1275,9 @@ impl AccountWorker<'_> {
             }
             Action::Reactivate => {
                 // The rollback recorded its intent, which stays open until this is done.
+                if !self.leased().await? {
+                    return Ok(false);
+                }
                 let reactivated = fp::REACTIVATE
                     .around(telemetry::step(
                         Step::Reactivate.as_str(),
@@ -1286,6 +1337,9 @@ impl AccountWorker<'_> {
         {
             return Ok(false);
         }
+        if !self.leased().await? {
+            return Ok(false);
+        }
         let created = fp::CREATE
             .around(telemetry::step(
                 Step::CreateReplacement.as_str(),
@@ -1343,6 +1397,9 @@ impl AccountWorker<'_> {
             rotated_at: self.now(),
         };
         let token = steps::client_request_token(self.ctx.campaign.name.as_str(), key, attempt);
+        if !self.leased().await? {
+            return Ok(false);
+        }
         let delivered = fp::DELIVER
             .around(telemetry::step(
                 Step::DeliverSecret.as_str(),
@@ -1473,6 +1530,9 @@ impl AccountWorker<'_> {
         {
             return Ok(false);
         }
+        if !self.leased().await? {
+            return Ok(false);
+        }
         let deleted = fp::DELETE_ORPHAN
             .around(telemetry::step(
                 Step::DeleteOrphan.as_str(),
@@ -1589,6 +1649,7 @@ pub async fn rollback(
     let result = reactivate(
         journal.as_ref(),
         cloud,
+        &claim,
         &state,
         &account,
         &user,
@@ -1606,6 +1667,7 @@ pub async fn rollback(
 async fn reactivate(
     journal: &dyn Journal,
     cloud: &dyn Cloud,
+    claim: &Claim,
     state: &CampaignState,
     account: &AccountId,
     user: &UserName,
@@ -1633,8 +1695,11 @@ async fn reactivate(
         .iter()
         .map(|e| rotation_event(e, account, user, actor))
         .collect();
-    let version = fp::APPEND_INTENT_REACTIVATE
-        .around(journal.append(&stream, entry.version, new))
+    // Fenced by the claim, as every write of `run`: a run that took the account over
+    // since makes it fail, and nothing is reactivated.
+    let fence = claim.fence();
+    let head = fp::APPEND_INTENT_REACTIVATE
+        .around(journal.append_at_fenced(&stream, &entry.head, new, Some(&fence)))
         .await?;
     let api = cloud.account(account, &state.campaign.policy.scope).await;
     let reactivated = fp::REACTIVATE
@@ -1654,20 +1719,22 @@ async fn reactivate(
             message: failure.message.clone(),
         };
         fp::APPEND_REACTIVATE_FAILED
-            .around(journal.append(
+            .around(journal.append_at_fenced(
                 &stream,
-                version,
+                &head,
                 vec![rotation_event(&event, account, user, actor)],
+                Some(&fence),
             ))
             .await?;
         return Err(failure.into());
     }
     let done = RotationEvent::KeyReactivated { key: key.clone() };
     fp::APPEND_REACTIVATED
-        .around(journal.append(
+        .around(journal.append_at_fenced(
             &stream,
-            version,
+            &head,
             vec![rotation_event(&done, account, user, actor)],
+            Some(&fence),
         ))
         .await?;
     Ok(())
