@@ -122,6 +122,7 @@ impl SimCloud {
         work: impl FnOnce(&mut World, &str) -> Result<T, (&'static str, String)>,
     ) -> Result<T, AwsFailure> {
         let faults = self.shared.faults();
+        let sent = self.shared.now();
         let (before, fault, after, stall) = {
             let mut rng = self.shared.rng();
             let latency = |rng: &mut Rng| {
@@ -163,7 +164,11 @@ impl SimCloud {
             }
             _ => {}
         }
-        let done = work(&mut self.shared.world(), &self.who);
+        let done = {
+            let mut world = self.shared.world();
+            world.call_sent_at = sent;
+            work(&mut world, &self.who)
+        };
         tokio::time::sleep(after).await;
         if fault == Fault::AnswerLost {
             if mutation {
@@ -282,7 +287,8 @@ impl AccountApi for SimAccount {
     async fn list_access_keys(&self, user: &UserName) -> Result<Vec<ListedKey>, AwsFailure> {
         let account = &self.account;
         self.cloud
-            .call("ListAccessKeys", false, |world, _| {
+            .call("ListAccessKeys", false, |world, who| {
+                world.read_keys(who, account, user);
                 Ok(world
                     .user_mut(account, user)?
                     .keys

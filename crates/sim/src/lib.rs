@@ -166,7 +166,10 @@ async fn simulate(seed: u64) -> Outcome {
             journal.clone(),
             name.clone(),
             w,
-            calm.clone(),
+            Calm {
+                calm: calm.clone(),
+                people,
+            },
             end,
         ));
     }
@@ -373,47 +376,59 @@ async fn person(shared: Arc<Shared>, calm: Arc<std::sync::atomic::AtomicBool>) {
         if calm.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
-        let mut world = shared.world();
-        let mut rng = shared.rng();
-        let users: Vec<(AccountId, UserName)> = world
-            .accounts
-            .iter()
-            .flat_map(|(a, acct)| acct.users.keys().map(move |u| (a.clone(), u.clone())))
-            .collect();
-        let (account, user) = rng.pick(&users).clone();
-        let keys: Vec<_> = world.accounts[&account].users[&user]
-            .keys
-            .iter()
-            .map(|k| (k.id.clone(), k.status))
-            .collect();
-        let now = world.now;
-        match rng.range(0, 3) {
-            0 => {
-                if let Some((key, _)) = keys.iter().find(|(_, s)| *s == KeyStatus::Inactive) {
-                    let _ = world.set_status("person", &account, &user, key, KeyStatus::Active);
-                }
+        person_acts(&mut shared.world(), &mut shared.rng());
+    }
+}
+
+/// One act of a person or a pipeline on a random user: reactivate an Inactive key,
+/// deactivate or delete a key, or create one.
+fn person_acts(world: &mut World, rng: &mut Rng) {
+    let users: Vec<(AccountId, UserName)> = world
+        .accounts
+        .iter()
+        .flat_map(|(a, acct)| acct.users.keys().map(move |u| (a.clone(), u.clone())))
+        .collect();
+    let (account, user) = rng.pick(&users).clone();
+    let keys: Vec<_> = world.accounts[&account].users[&user]
+        .keys
+        .iter()
+        .map(|k| (k.id.clone(), k.status))
+        .collect();
+    let now = world.now;
+    match rng.range(0, 3) {
+        0 => {
+            if let Some((key, _)) = keys.iter().find(|(_, s)| *s == KeyStatus::Inactive) {
+                let _ = world.set_status("person", &account, &user, key, KeyStatus::Active);
             }
-            1 => {
-                if !keys.is_empty() {
-                    let (key, _) = rng.pick(&keys).clone();
-                    let _ = world.set_status("person", &account, &user, &key, KeyStatus::Inactive);
-                }
+        }
+        1 => {
+            if !keys.is_empty() {
+                let (key, _) = rng.pick(&keys).clone();
+                let _ = world.set_status("person", &account, &user, &key, KeyStatus::Inactive);
             }
-            2 => {
-                if !keys.is_empty() && rng.chance(0.5) {
-                    let (key, _) = rng.pick(&keys).clone();
-                    let _ = world.delete_key("person", &account, &user, &key);
-                }
+        }
+        2 => {
+            if !keys.is_empty() && rng.chance(0.5) {
+                let (key, _) = rng.pick(&keys).clone();
+                let _ = world.delete_key("person", &account, &user, &key);
             }
-            _ => {
-                if let Ok(key) =
-                    world.create_key(&account, &user, Origin::Person, now, KeyStatus::Active)
-                {
-                    world.note("person", format!("{user}: created {}", key.id));
-                }
+        }
+        _ => {
+            if let Ok(key) =
+                world.create_key(&account, &user, Origin::Person, now, KeyStatus::Active)
+            {
+                world.touched(&account, &user);
+                world.note("person", format!("{user}: created {}", key.id));
             }
         }
     }
+}
+
+/// Whether the chaos is over, and whether this seed has people acting.
+#[derive(Debug, Clone)]
+struct Calm {
+    calm: Arc<std::sync::atomic::AtomicBool>,
+    people: bool,
 }
 
 /// A `keyturn run --watch` process: runs, sleeps until the next gate falls due (at most
@@ -423,7 +438,7 @@ async fn worker(
     journal: Arc<dyn Journal>,
     name: CampaignName,
     index: usize,
-    calm: Arc<std::sync::atomic::AtomicBool>,
+    calm: Calm,
     end: tokio::time::Instant,
 ) {
     let who = format!("w{index}");
@@ -449,7 +464,18 @@ async fn worker(
             ..RunOptions::default()
         };
         let run_id = format!("{who}.{process}");
-        let crash = !calm.load(std::sync::atomic::Ordering::SeqCst) && shared.rng().chance(0.2);
+        let chaos = !calm.calm.load(std::sync::atomic::Ordering::SeqCst);
+        let crash = chaos && shared.rng().chance(0.2);
+        // A person who acts while this run is under way: between its listing of the
+        // account and its mutations (what a fresh read before each mutation is for).
+        if chaos && calm.people && shared.rng().chance(0.3) {
+            let shared = shared.clone();
+            let delay = StdDuration::from_millis(shared.rng().range(20, 4_000));
+            tokio::task::spawn_local(async move {
+                tokio::time::sleep(delay).await;
+                person_acts(&mut shared.world(), &mut shared.rng());
+            });
+        }
         let crash_after = StdDuration::from_millis(shared.rng().range(1, 5_000));
         // Nothing due: the next scheduled run, a day later.
         let mut next = StdDuration::from_secs(86_400);
@@ -484,51 +510,51 @@ async fn worker(
     }
 }
 
-/// An operator who rolls back one observed key at a random moment of the chaos.
+/// An operator who, from a random day of the chaos on, looks once a day for a key in
+/// observation and rolls one of them back (an application broke), once.
 async fn rollback_operator(shared: Arc<Shared>, journal: Arc<dyn Journal>, name: CampaignName) {
-    let at = shared
-        .rng()
-        .range(86_400, CHAOS_DAYS as u64 * 86_400 - 86_400);
-    tokio::time::sleep(StdDuration::from_secs(at)).await;
-    let Ok(state) = load_state(journal.as_ref(), &name).await else {
-        return;
-    };
-    let observed = state.users.values().find_map(|entry| {
-        entry
-            .state
-            .keys
+    let first = shared.rng().range(3_600, 10 * 86_400);
+    tokio::time::sleep(StdDuration::from_secs(first)).await;
+    for _ in 0..CHAOS_DAYS {
+        let Ok(state) = load_state(journal.as_ref(), &name).await else {
+            return;
+        };
+        let observed: Vec<_> = state
+            .users
             .values()
-            .find(|k| k.phase == keyturn_planner::rotation::Phase::Observing)
+            .flat_map(|entry| entry.state.keys.values())
+            .filter(|k| k.phase == keyturn_planner::rotation::Phase::Observing)
             .map(|k| k.key.clone())
-    });
-    let Some(key) = observed else {
-        shared
-            .world()
-            .note("operator", "no observed key to roll back");
+            .collect();
+        if observed.is_empty() {
+            tokio::time::sleep(StdDuration::from_secs(86_400)).await;
+            continue;
+        }
+        let key = shared.rng().pick(&observed).clone();
+        let cloud = SimCloud {
+            shared: shared.clone(),
+            who: "wR".to_owned(),
+        };
+        let options = RunOptions {
+            clock: Arc::new(VirtualClock(shared.clone())),
+            ..RunOptions::default()
+        };
+        let outcome = rollback(
+            journal,
+            &cloud,
+            &name,
+            &key,
+            "an application broke",
+            actor("rollback"),
+            &options,
+        )
+        .await;
+        shared.world().note(
+            "operator",
+            format!("rollback of {key}: {:?}", outcome.map(|_| ())),
+        );
         return;
-    };
-    let cloud = SimCloud {
-        shared: shared.clone(),
-        who: "wR".to_owned(),
-    };
-    let options = RunOptions {
-        clock: Arc::new(VirtualClock(shared.clone())),
-        ..RunOptions::default()
-    };
-    let outcome = rollback(
-        journal,
-        &cloud,
-        &name,
-        &key,
-        "an application broke",
-        actor("rollback"),
-        &options,
-    )
-    .await;
-    shared.world().note(
-        "operator",
-        format!("rollback of {key}: {:?}", outcome.map(|_| ())),
-    );
+    }
 }
 
 /// The end checks: liveness, no secret-less replacement left, no secret in the journal.

@@ -143,8 +143,18 @@ pub struct World {
     pub violations: Vec<String>,
     /// Virtual now, set by the harness before every access.
     pub now: DateTime<Utc>,
+    /// When each worker last listed each user's keys (ListAccessKeys).
+    pub read_at: BTreeMap<(String, AccountId, UserName), DateTime<Utc>>,
+    /// When a person last changed each user's keys.
+    pub touched_at: BTreeMap<(AccountId, UserName), DateTime<Utc>>,
+    /// When the call being applied left its worker (before its latency and any stall).
+    pub call_sent_at: DateTime<Utc>,
     next_key: u64,
 }
+
+/// How recent a read must be, when the call is sent, to be the fresh read a mutation
+/// is decided on.
+pub const FRESH_READ: Duration = Duration::seconds(1);
 
 /// A failure as the port reports it.
 pub type Refusal = (&'static str, String);
@@ -161,6 +171,9 @@ impl World {
             trace: Vec::new(),
             violations: Vec::new(),
             now,
+            read_at: BTreeMap::new(),
+            touched_at: BTreeMap::new(),
+            call_sent_at: now,
             next_key: 1,
         }
     }
@@ -181,6 +194,52 @@ impl World {
     fn violate(&mut self, what: String) {
         self.note("INVARIANT", &what);
         self.violations.push(what);
+    }
+
+    /// A broken invariant of `who`'s change to the user's keys, unless a person changed
+    /// them after `who` read them right before sending the call (within
+    /// [`FRESH_READ`]): IAM has no conditional writes, so a person acting between
+    /// keyturn's fresh read and its call's arrival (in the same second, or while its
+    /// process was frozen) is the race keyturn documents it cannot close. A decision on
+    /// an older read is keyturn's fault.
+    fn violate_unless_raced(
+        &mut self,
+        who: &str,
+        account: &AccountId,
+        user: &UserName,
+        what: String,
+    ) {
+        let read = self
+            .read_at
+            .get(&(who.to_owned(), account.clone(), user.clone()))
+            .copied();
+        let touched = self
+            .touched_at
+            .get(&(account.clone(), user.clone()))
+            .copied();
+        match (read, touched) {
+            (Some(read), Some(touched))
+                if touched >= read && self.call_sent_at - read <= FRESH_READ =>
+            {
+                self.note(
+                    who,
+                    format!("raced by a person after its read (not counted): {what}"),
+                );
+            }
+            _ => self.violate(what),
+        }
+    }
+
+    /// Records a worker's ListAccessKeys of the user.
+    pub fn read_keys(&mut self, who: &str, account: &AccountId, user: &UserName) {
+        self.read_at
+            .insert((who.to_owned(), account.clone(), user.clone()), self.now);
+    }
+
+    /// Records a person's change to the user's keys.
+    pub fn touched(&mut self, account: &AccountId, user: &UserName) {
+        self.touched_at
+            .insert((account.clone(), user.clone()), self.now);
     }
 
     /// Makes a key for the user (the two-key limit applies).
@@ -273,11 +332,17 @@ impl World {
             && status == KeyStatus::Inactive
             && current.status == KeyStatus::Active
             && current.origin == Origin::Person
-            && now - current.created_at < self.rules.unused_after
+            && now - current.created_at + self.rules.skew < self.rules.unused_after
         {
-            self.violate(format!(
-                "{who} deactivated {key}, which a person created during the campaign"
-            ));
+            self.violate_unless_raced(
+                who,
+                account,
+                user,
+                format!("{who} deactivated {key}, which a person created during the campaign"),
+            );
+        }
+        if !by_keyturn {
+            self.touched(account, user);
         }
         let k = self.key_mut(account, user, key)?;
         if k.status != status {
@@ -335,8 +400,16 @@ impl World {
                 KeyStatus::Inactive => None,
             };
             if let Some(what) = verdict {
-                self.violate(format!("{who} deleted {key} of {user}: {what}"));
+                self.violate_unless_raced(
+                    who,
+                    account,
+                    user,
+                    format!("{who} deleted {key} of {user}: {what}"),
+                );
             }
+        }
+        if !who.starts_with('w') {
+            self.touched(account, user);
         }
         let keys = &mut self.user_mut(account, user)?.keys;
         keys.retain(|k| &k.id != key);
@@ -379,9 +452,14 @@ impl World {
     fn check_apps(&mut self, who: &str, account: &AccountId, user: &UserName, before: &[String]) {
         for app in self.keyless_apps(account, user) {
             if !before.contains(&app) {
-                self.violate(format!(
-                    "after {who}'s change, application {app} of {user} holds no key that exists"
-                ));
+                self.violate_unless_raced(
+                    who,
+                    account,
+                    user,
+                    format!(
+                        "after {who}'s change, application {app} of {user} holds no key that exists"
+                    ),
+                );
             }
         }
     }
