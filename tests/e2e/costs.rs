@@ -303,7 +303,9 @@ impl Campaigns {
 /// (enrolment and intent in one TransactWriteItems, the outcome in one PutItem) and 2
 /// more when the resumed run deletes it; deleting an Inactive key is 2 writes; an
 /// Inactive key whose observation period cannot be over yet costs its enrolment (1
-/// write) and no GetAccessKeyLastUsed. IAM: ListAccessKeys once per user listed and
+/// write) and no GetAccessKeyLastUsed; enrolling a key first looks it up in the
+/// journal's access-key indexes (two Queries), so that no other campaign of the journal
+/// holds it. IAM: ListAccessKeys once per user listed and
 /// once more right before each UpdateAccessKey or DeleteAccessKey (the fresh read the
 /// mutation is decided on: someone may have changed the keys since the listing),
 /// GetAccessKeyLastUsed once right before a deactivation or a deletion decided on use,
@@ -407,6 +409,7 @@ async fn run_costs_per_key_on_the_dynamodb_journal() {
     assert_eq!(
         retire,
         only(&[
+            ("dynamodb:Query", 2),
             ("iam:ListAccessKeys", 2),
             ("iam:GetAccessKeyLastUsed", 1),
             ("iam:UpdateAccessKey", 1),
@@ -419,6 +422,7 @@ async fn run_costs_per_key_on_the_dynamodb_journal() {
     assert_eq!(
         inactive,
         only(&[
+            ("dynamodb:Query", 2),
             ("iam:ListAccessKeys", 2),
             ("iam:GetAccessKeyLastUsed", 1),
             ("iam:DeleteAccessKey", 1),
@@ -430,7 +434,7 @@ async fn run_costs_per_key_on_the_dynamodb_journal() {
     let waiting = path_cost(&bed.run("waiting").await, &overhead, KEYS, 1, 0);
     assert_eq!(
         waiting,
-        only(&[("iam:ListAccessKeys", 1)]),
+        only(&[("dynamodb:Query", 2), ("iam:ListAccessKeys", 1)]),
         "an Inactive key not due: no GetAccessKeyLastUsed, and its enrolment rides with \
          the claim, taken and released in one write"
     );
@@ -470,6 +474,7 @@ async fn run_costs_per_key_on_the_dynamodb_journal() {
     assert_eq!(
         created,
         only(&[
+            ("dynamodb:Query", 2),
             ("iam:ListAccessKeys", 1),
             ("iam:CreateAccessKey", 1),
             ("secretsmanager:CreateSecret", 1),

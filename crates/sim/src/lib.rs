@@ -129,6 +129,9 @@ async fn simulate(seed: u64) -> Outcome {
     let people = rng.chance(0.7);
     let workers = rng.range(1, 3) as usize;
     let with_rollback = rng.chance(0.3);
+    // A second campaign in the same journal, started during the first one by someone
+    // else, with a worker of its own: it must not act on the first one's keys.
+    let overlap = rng.chance(0.25).then(|| rng.range(1, 15));
     let shared = Arc::new(Shared {
         world: std::sync::Mutex::new(world),
         rng: std::sync::Mutex::new(rng),
@@ -138,7 +141,7 @@ async fn simulate(seed: u64) -> Outcome {
     });
     shared.world().note(
         "sim",
-        format!("seed {seed}: {workers} worker(s), people {people}, faults {faults:?}, rollback {with_rollback}"),
+        format!("seed {seed}: {workers} worker(s), people {people}, faults {faults:?}, rollback {with_rollback}, second campaign from day {overlap:?}"),
     );
     let journal: Arc<dyn Journal> = Arc::new(MemoryJournal::with_clock(Arc::new(VirtualClock(
         shared.clone(),
@@ -173,6 +176,24 @@ async fn simulate(seed: u64) -> Outcome {
             end,
         ));
     }
+    if let Some(day) = overlap {
+        let (shared, journal, policy) = (shared.clone(), journal.clone(), policy.clone());
+        let calm = Calm {
+            calm: calm.clone(),
+            people,
+        };
+        tasks.spawn_local(async move {
+            tokio::time::sleep(StdDuration::from_secs(day * 86_400)).await;
+            let second = CampaignName::new("sim2").unwrap();
+            start(journal.as_ref(), &second, &policy, &actor("operator2"))
+                .await
+                .expect("the second campaign starts");
+            shared
+                .world()
+                .note("sim", "a second campaign, sim2, starts");
+            worker(shared, journal, second, 9, calm, end).await;
+        });
+    }
     if with_rollback {
         tasks.spawn_local(rollback_operator(
             shared.clone(),
@@ -192,6 +213,14 @@ async fn simulate(seed: u64) -> Outcome {
     while tasks.join_next().await.is_some() {}
 
     finish(&shared, journal.as_ref(), &name).await;
+    if overlap.is_some() {
+        finish(
+            &shared,
+            journal.as_ref(),
+            &CampaignName::new("sim2").unwrap(),
+        )
+        .await;
+    }
     let world = shared.world();
     Outcome {
         seed,

@@ -386,9 +386,8 @@ impl World {
                     >= self.rules.observation_period
             };
             let verdict = match current.status {
-                KeyStatus::Active if current.origin == Origin::Keyturn && !current.delivered => {
-                    None
-                }
+                // keyturn's replacement whose secret was never stored anywhere.
+                _ if current.origin == Origin::Keyturn && !current.delivered => None,
                 KeyStatus::Active => Some("an Active key"),
                 KeyStatus::Inactive
                     if !current.deactivated_by_keyturn && !quiet_through(&current) =>
@@ -396,6 +395,15 @@ impl World {
                     Some(
                         "an Inactive key keyturn did not deactivate, used or created within the observation period",
                     )
+                }
+                // Made Inactive by keyturn: observed for the whole period first.
+                KeyStatus::Inactive
+                    if current.deactivated_by_keyturn
+                        && current.inactive_since.is_some_and(|t| {
+                            now - t + self.rules.skew < self.rules.observation_period
+                        }) =>
+                {
+                    Some("a key keyturn deactivated, before its observation period was over")
                 }
                 KeyStatus::Inactive => None,
             };

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use keyturn_journal::{Actor, Envelope, Journal, StreamHead, decode};
-use keyturn_planner::rotation::{CampaignEvent, RotationEvent, UserState};
+use keyturn_planner::rotation::{CampaignEvent, Phase, RotationEvent, UserState};
 use keyturn_planner::{AccessKeyId, AccountId, CampaignName, Policy, UserName};
 
 use self::codec::{
@@ -177,6 +177,43 @@ impl UserEntry {
         self.state.evolve(&event, at);
         self.events.push((event, at));
     }
+}
+
+/// The other campaign of the same journal in which `key` is not settled, if any: two
+/// campaigns acting on one key would cut each other's gates short (one deleting a key
+/// the other deactivated a day ago, say). Read from the journal's index by access key
+/// (eventually consistent on DynamoDB: a key enrolled elsewhere in the last second or
+/// so is not seen), folding each other campaign's events of the key; a key that is the
+/// replacement of a rotation still under way there counts as held too, and so does a
+/// key blocked or failed there: a human must decide about it, and another campaign
+/// must not decide for them (it stays held until that campaign settles it otherwise).
+pub async fn held_elsewhere(
+    journal: &dyn Journal,
+    campaign: &CampaignName,
+    key: &AccessKeyId,
+) -> Result<Option<String>, WorkerError> {
+    let mut by_campaign: BTreeMap<&str, Vec<(RotationEvent, DateTime<Utc>)>> = BTreeMap::new();
+    let envelopes = journal.events_for_access_key(key.as_str()).await?;
+    for envelope in &envelopes {
+        if envelope.campaign == campaign.as_str() {
+            continue;
+        }
+        if let Ok(StoredRotation(event)) = decode::<StoredRotation>(envelope) {
+            by_campaign
+                .entry(envelope.campaign.as_str())
+                .or_default()
+                .push((event, envelope.recorded_at));
+        }
+    }
+    Ok(by_campaign.into_iter().find_map(|(other, events)| {
+        let state = UserState::from_events(events.iter().map(|(e, at)| (e, *at)));
+        state
+            .tracking(key)
+            .is_some_and(|ks| {
+                !ks.phase.is_terminal() || matches!(ks.phase, Phase::Blocked | Phase::Failed)
+            })
+            .then(|| other.to_owned())
+    }))
 }
 
 /// A campaign and every user stream it has, read in one paginated query.

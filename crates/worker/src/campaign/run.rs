@@ -638,12 +638,14 @@ impl AccountWorker<'_> {
                 rules,
                 self.now(),
             );
-            let events = enroll(
+            let mut events = enroll(
                 &work.entry.state,
                 &work.observed,
                 &plans,
                 ctx.caller_key.as_ref(),
             );
+            self.hold_back_keys_of_other_campaigns(&work.user, &mut events)
+                .await?;
             // Folded now, appended with the first intent or outcome of this turn (or
             // deferred at its end): see `append`.
             let now = self.now();
@@ -676,6 +678,40 @@ impl AccountWorker<'_> {
             .push(((self.account.id.clone(), work.user), work.entry));
         drop(outcome);
         driven
+    }
+
+    /// Leaves out of `events` the enrolment of a key that another campaign of the
+    /// journal has not settled, and reports the key as waiting, naming that campaign.
+    /// One look-up by access key per key about to be enrolled (a key is enrolled once).
+    async fn hold_back_keys_of_other_campaigns(
+        &self,
+        user: &UserName,
+        events: &mut Vec<RotationEvent>,
+    ) -> Result<(), AwsFailure> {
+        let ctx = self.ctx;
+        let mut kept = Vec::with_capacity(events.len());
+        for event in events.drain(..) {
+            if let RotationEvent::KeyEnrolled { key, .. } = &event
+                && let Some(other) =
+                    super::held_elsewhere(ctx.journal.as_ref(), &ctx.campaign.name, key)
+                        .await
+                        .map_err(|e| journal_failure_w(&e))?
+            {
+                self.outcome().waiting.push(Waiting {
+                    account: self.account.id.clone(),
+                    user: user.clone(),
+                    key: key.clone(),
+                    until: None,
+                    reason: format!(
+                        "not enrolled: campaign {other} of this journal has not settled this key"
+                    ),
+                });
+                continue;
+            }
+            kept.push(event);
+        }
+        *events = kept;
+        Ok(())
     }
 
     /// Queues the user's pending events for the account's next write: its head is set
