@@ -281,7 +281,7 @@ async fn accounts_and_their_users_are_worked_concurrently_within_their_bounds() 
     let dir = TempDir::new("bounds");
     let policy = dir.write(
         "policy.toml",
-        "[rotation]\nallow_short_gates = true\nmax_key_age = \"36500d\"\nunused_after = \"45d\"\nobservation_period = \"3650d\"\n",
+        "[rotation]\nallow_short_gates = true\nmax_key_age = \"3650d\"\nunused_after = \"45d\"\nobservation_period = \"3650d\"\n",
     );
     let journal = "sqlite://journal.db";
     support::start_campaign(&emulator, dir.path(), journal, "b1", &policy);

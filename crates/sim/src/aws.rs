@@ -524,3 +524,115 @@ impl AccountApi for SimAccount {
         }
     }
 }
+
+/// The journal as the simulated world watches it: every append is passed on, and the
+/// world notes each intent to create a replacement (account, user, time), so that the
+/// invariants can tell keyturn's documented orphan ambiguity from a defect.
+#[derive(Debug)]
+pub struct WatchedJournal {
+    /// The journal itself.
+    pub inner: Arc<dyn keyturn_journal::Journal>,
+    /// The seed's shared state.
+    pub shared: Arc<Shared>,
+}
+
+impl WatchedJournal {
+    fn watch<'a>(&self, events: impl IntoIterator<Item = &'a keyturn_journal::NewEvent>) {
+        for event in events {
+            let creating = event.event_type == "step-intended"
+                && event.payload.get("step").and_then(|s| s.as_str()) == Some("create-replacement");
+            if let (true, Some(account), Some(user)) = (
+                creating,
+                event.account_id.as_deref(),
+                event.user_name.as_deref(),
+            ) && let (Ok(account), Ok(user)) = (AccountId::new(account), UserName::new(user))
+            {
+                let mut world = self.shared.world();
+                let now = world.now;
+                world.create_intents.push((account, user, now));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl keyturn_journal::Journal for WatchedJournal {
+    async fn append(
+        &self,
+        stream: &keyturn_journal::StreamId,
+        expected_version: u64,
+        events: Vec<keyturn_journal::NewEvent>,
+    ) -> Result<u64, keyturn_journal::JournalError> {
+        self.watch(&events);
+        self.inner.append(stream, expected_version, events).await
+    }
+
+    async fn append_at_fenced(
+        &self,
+        stream: &keyturn_journal::StreamId,
+        head: &keyturn_journal::StreamHead,
+        events: Vec<keyturn_journal::NewEvent>,
+        fence: Option<&keyturn_journal::Fence>,
+    ) -> Result<keyturn_journal::StreamHead, keyturn_journal::JournalError> {
+        self.watch(&events);
+        self.inner
+            .append_at_fenced(stream, head, events, fence)
+            .await
+    }
+
+    async fn append_many_fenced(
+        &self,
+        appends: Vec<keyturn_journal::Append>,
+        fence: Option<&keyturn_journal::Fence>,
+    ) -> Vec<Result<keyturn_journal::StreamHead, keyturn_journal::JournalError>> {
+        self.watch(appends.iter().flat_map(|a| &a.events));
+        self.inner.append_many_fenced(appends, fence).await
+    }
+
+    async fn append_all_fenced(
+        &self,
+        appends: Vec<keyturn_journal::Append>,
+        fence: Option<&keyturn_journal::Fence>,
+    ) -> Result<Vec<keyturn_journal::StreamHead>, keyturn_journal::JournalError> {
+        self.watch(appends.iter().flat_map(|a| &a.events));
+        self.inner.append_all_fenced(appends, fence).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &keyturn_journal::StreamId,
+    ) -> Result<Vec<keyturn_journal::Envelope>, keyturn_journal::JournalError> {
+        self.inner.read_stream(stream).await
+    }
+
+    async fn read_campaign(
+        &self,
+        campaign: &str,
+    ) -> Result<Vec<keyturn_journal::Envelope>, keyturn_journal::JournalError> {
+        self.inner.read_campaign(campaign).await
+    }
+
+    async fn list_campaigns(&self) -> Result<Vec<String>, keyturn_journal::JournalError> {
+        self.inner.list_campaigns().await
+    }
+
+    async fn events_for_access_key(
+        &self,
+        access_key_id: &str,
+    ) -> Result<Vec<keyturn_journal::Envelope>, keyturn_journal::JournalError> {
+        self.inner.events_for_access_key(access_key_id).await
+    }
+
+    async fn events_for_account(
+        &self,
+        account_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<keyturn_journal::Envelope>, keyturn_journal::JournalError> {
+        self.inner.events_for_account(account_id, from, to).await
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}

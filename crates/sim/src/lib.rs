@@ -7,7 +7,7 @@
 //! throttling, server errors, work done with its answer lost), 1 to 3 workers running
 //! `keyturn run --watch` with skewed clocks that crash at any await point and restart,
 //! and an operator's `rollback`. The real engine (`keyturn_worker::campaign::run`) runs
-//! against the simulated AWS of [`aws`] through its port, on the memory journal, on a
+//! against the simulated AWS of [`aws`] through its port, on the memory or the SQLite journal, on a
 //! single-threaded tokio runtime whose paused clock jumps to the next timer: 70 virtual
 //! days run in milliseconds, and a seed replays exactly.
 //!
@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use keyturn_journal::{Actor, Clock, Journal, MemoryJournal};
+use keyturn_journal::{Actor, Clock, Journal, MemoryJournal, SqliteJournal};
 use keyturn_planner::inventory::KeyStatus;
 use keyturn_planner::{AccountId, CampaignName, Policy, UserName};
 use keyturn_worker::campaign::run::{RunOptions, rollback, run};
@@ -132,6 +132,9 @@ async fn simulate(seed: u64) -> Outcome {
     // A second campaign in the same journal, started during the first one by someone
     // else, with a worker of its own: it must not act on the first one's keys.
     let overlap = rng.chance(0.25).then(|| rng.range(1, 15));
+    // The journal: the memory backend, or SQLite in a third of the seeds (drawn apart
+    // from the seed's sequence, which the rest of the seed keeps as it was).
+    let sqlite = Rng::new(seed.rotate_left(17) ^ 0x5317).chance(0.33);
     let shared = Arc::new(Shared {
         world: std::sync::Mutex::new(world),
         rng: std::sync::Mutex::new(rng),
@@ -141,11 +144,27 @@ async fn simulate(seed: u64) -> Outcome {
     });
     shared.world().note(
         "sim",
-        format!("seed {seed}: {workers} worker(s), people {people}, faults {faults:?}, rollback {with_rollback}, second campaign from day {overlap:?}"),
+        format!("seed {seed}: {workers} worker(s), people {people}, faults {faults:?}, rollback {with_rollback}, second campaign from day {overlap:?}, sqlite journal {sqlite}"),
     );
-    let journal: Arc<dyn Journal> = Arc::new(MemoryJournal::with_clock(Arc::new(VirtualClock(
-        shared.clone(),
-    ))));
+    let clock: Arc<dyn Clock> = Arc::new(VirtualClock(shared.clone()));
+    let dir = tempfile::tempdir().expect("a temporary directory for the SQLite journal");
+    let journal: Arc<dyn Journal> = if sqlite {
+        let path = dir.path().join("journal.db");
+        SqliteJournal::init(&path)
+            .await
+            .expect("a SQLite journal is made");
+        Arc::new(
+            SqliteJournal::open_with_clock(&path, clock)
+                .await
+                .expect("the SQLite journal opens"),
+        )
+    } else {
+        Arc::new(MemoryJournal::with_clock(clock))
+    };
+    let journal: Arc<dyn Journal> = Arc::new(aws::WatchedJournal {
+        inner: journal,
+        shared: shared.clone(),
+    });
     let name = CampaignName::new("sim").unwrap();
     let operator = actor("operator");
     start(journal.as_ref(), &name, &policy, &operator)

@@ -149,6 +149,8 @@ pub struct World {
     pub touched_at: BTreeMap<(AccountId, UserName), DateTime<Utc>>,
     /// When the call being applied left its worker (before its latency and any stall).
     pub call_sent_at: DateTime<Utc>,
+    /// keyturn's intents to create a replacement: (account, user, when recorded).
+    pub create_intents: Vec<(AccountId, UserName, DateTime<Utc>)>,
     next_key: u64,
 }
 
@@ -174,6 +176,7 @@ impl World {
             read_at: BTreeMap::new(),
             touched_at: BTreeMap::new(),
             call_sent_at: now,
+            create_intents: Vec::new(),
             next_key: 1,
         }
     }
@@ -228,6 +231,19 @@ impl World {
             }
             _ => self.violate(what),
         }
+    }
+
+    /// Whether the key was created within an unanswered create's window of one of
+    /// keyturn's create intents for the user.
+    fn created_while_creating(&self, account: &AccountId, user: &UserName, key: &SimKey) -> bool {
+        let skew = Duration::minutes(2);
+        let bound = Duration::seconds(60);
+        self.create_intents.iter().any(|(a, u, at)| {
+            a == account
+                && u == user
+                && *at - skew <= key.created_at
+                && key.created_at <= *at + bound + skew
+        })
     }
 
     /// Records a worker's ListAccessKeys of the user.
@@ -388,6 +404,15 @@ impl World {
             let verdict = match current.status {
                 // keyturn's replacement whose secret was never stored anywhere.
                 _ if current.origin == Origin::Keyturn && !current.delivered => None,
+                // The documented ambiguity of an unanswered create: a never-used key
+                // created while keyturn's CreateAccessKey may have been in flight cannot
+                // be told from keyturn's own (`rotation::CREATE_CALL_BOUND`, 60 s, and
+                // `CLOCK_SKEW`, 2 minutes, either side).
+                _ if current.last_used.is_none()
+                    && self.created_while_creating(account, user, &current) =>
+                {
+                    None
+                }
                 KeyStatus::Active => Some("an Active key"),
                 KeyStatus::Inactive
                     if !current.deactivated_by_keyturn && !quiet_through(&current) =>

@@ -444,10 +444,11 @@ async fn run_account(
                 entry.head = head;
             }
             Some(Err(e)) => {
-                // A conflict leaves the user to a later run; anything else fails the
+                // A conflict, or a fence that moved (another run took the account
+                // first), leaves the user to a later run; anything else fails the
                 // account, as a failed append does.
                 outcome.stale = true;
-                if !e.is_conflict() {
+                if !e.is_conflict() && !e.is_fenced() {
                     outcome
                         .failure
                         .get_or_insert_with(|| fail(journal_failure(e)));

@@ -83,7 +83,7 @@ const KEYTURN_POLICY: &str = r#"[scope]
 exclude_accounts = ["123456789012"]
 
 [rotation]
-max_key_age = "36500d"
+max_key_age = "3650d"
 unused_after = "45d"
 observation_period = "3650d"
 "#;
