@@ -846,4 +846,66 @@ mod tests {
         assert!(e_commit.flush(None).await.is_none());
         assert_eq!(journal.read_stream(&stream).await.unwrap(), seen);
     }
+
+    /// A wall clock a test can move on its own: virtual time (paused tokio) plus a jump.
+    #[derive(Debug)]
+    struct JumpingClock {
+        start: tokio::time::Instant,
+        base: DateTime<Utc>,
+        jump: std::sync::Mutex<chrono::Duration>,
+    }
+
+    impl Clock for JumpingClock {
+        fn now(&self) -> DateTime<Utc> {
+            let elapsed = chrono::Duration::from_std(self.start.elapsed()).unwrap();
+            self.base + elapsed + *self.jump.lock().unwrap()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_lease_is_judged_on_both_clocks_before_acting() {
+        let journal = MemoryJournal::new();
+        let (campaign, account) = names();
+        let ttl = chrono::Duration::seconds(120);
+        let jumping = Arc::new(JumpingClock {
+            start: tokio::time::Instant::now(),
+            base: Utc::now(),
+            jump: std::sync::Mutex::new(chrono::Duration::zero()),
+        });
+        let clock: Arc<dyn Clock> = jumping.clone();
+        let take = |run: &'static str| {
+            let (journal, campaign, account, clock) = (&journal, &campaign, &account, &clock);
+            async move {
+                match acquire(journal, campaign, account, &actor(run), ttl, None, clock)
+                    .await
+                    .unwrap()
+                {
+                    Acquired::Held(claim) => Some(*claim),
+                    Acquired::Busy { .. } => None,
+                }
+            }
+        };
+
+        // An NTP step backwards does not stretch the lease: after 100 s on the monotonic
+        // clock only 20 s are left, whatever the wall clock says, and `keep` renews.
+        let mut a = take("run-a").await.unwrap();
+        *jumping.jump.lock().unwrap() = chrono::Duration::minutes(-10);
+        tokio::time::advance(std::time::Duration::from_secs(100)).await;
+        assert!(a.remaining(ttl) <= chrono::Duration::seconds(20));
+        assert!(a.keep(&journal, &actor("run-a"), ttl, None).await.unwrap());
+        assert_eq!(a.token(), 2, "renewed");
+
+        // A laptop that slept 10 minutes: the monotonic clock barely moved, but the wall
+        // clock (which other runs judge the claim by) jumped past the expiry, and another
+        // run took the account over. Before acting, `keep` sees the lease gone, tries to
+        // renew, finds the takeover and stops.
+        *jumping.jump.lock().unwrap() = chrono::Duration::minutes(10);
+        let b = take("run-b")
+            .await
+            .expect("run-b takes the expired claim over");
+        assert!(b.token() > a.token());
+        assert!(a.remaining(ttl) < chrono::Duration::zero());
+        assert!(!a.keep(&journal, &actor("run-a"), ttl, None).await.unwrap());
+        assert!(a.is_lost());
+    }
 }
