@@ -323,6 +323,7 @@ fn seed_organization(world: &mut World, rng: &mut Rng) {
                             account: account.clone(),
                             user: user.clone(),
                             held: key.id.clone(),
+                            known: vec![key.id.clone()],
                             refused: false,
                             period,
                             switching,
@@ -404,6 +405,7 @@ async fn application(shared: Arc<Shared>, app: usize, end: tokio::time::Instant)
         };
         if let Some(key) = switch_to.filter(|k| k != &held) {
             world.apps[app].held = key.clone();
+            world.apps[app].known.push(key.clone());
             world.note(&name, format!("switches to {key}"));
         }
         let refused = !world.use_key(app);

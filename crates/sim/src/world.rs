@@ -86,8 +86,11 @@ pub struct App {
     pub account: AccountId,
     /// Its user.
     pub user: UserName,
-    /// The key whose secret it holds.
+    /// The key whose secret it uses.
     pub held: AccessKeyId,
+    /// Every key whose secret it has held: the one it uses, and those it switched from
+    /// (which a rollback can bring back).
+    pub known: Vec<AccessKeyId>,
     /// Whether its last call was refused (the trace says so once).
     pub refused: bool,
     /// How often it makes a call.
@@ -474,7 +477,7 @@ impl World {
         self.apps
             .iter()
             .filter(|a| &a.account == account && &a.user == user)
-            .filter(|a| !exists(&a.held) && !delivered)
+            .filter(|a| !exists(&a.held) && !a.known.iter().any(exists) && !delivered)
             .map(|a| a.name.clone())
             .collect()
     }

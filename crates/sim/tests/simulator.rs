@@ -85,6 +85,7 @@ fn keyturn_taking_an_applications_last_key_breaks_an_invariant_a_person_doing_it
         account: account.clone(),
         user: user.clone(),
         held: key.id.clone(),
+        known: vec![key.id.clone()],
         refused: false,
         period: Duration::hours(1),
         switching: Switching::Never,

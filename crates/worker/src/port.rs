@@ -10,9 +10,9 @@
 //!
 //! The contract each implementation keeps, beyond the signatures:
 //! - every list is complete (every page read);
-//! - [`AccountApi::create_access_key`] sends exactly one request per call (no retry):
-//!   its error is IAM's answer to that one request, so a refusal (`LimitExceeded`,
-//!   `AccessDenied`, …) proves that nothing was created;
+//! - [`AccountApi::create_access_key`] never repeats a request that may have taken
+//!   effect (it repeats one only after a throttling answer): a refusal it returns
+//!   (`LimitExceeded`, `AccessDenied`, throttling…) proves that nothing was created;
 //! - no call runs longer than [`OPERATION_TIMEOUT`] (the SDK adapter sets it as the
 //!   operation timeout, retries included), so that an intent's call cannot take effect
 //!   long after it was recorded, and a worker always gets control back well within half
@@ -78,7 +78,8 @@ pub trait AccountApi: Send + Sync {
     /// The key's last use, asked of IAM (GetAccessKeyLastUsed); `None`: never used.
     async fn last_used(&self, key: &AccessKeyId) -> Result<Option<LastUse>, AwsFailure>;
 
-    /// Creates a key for the user (CreateAccessKey), in exactly one request.
+    /// Creates a key for the user (CreateAccessKey), never repeating a request that may
+    /// have taken effect.
     async fn create_access_key(&self, user: &UserName) -> Result<NewAccessKey, AwsFailure>;
 
     /// Sets the key's status (UpdateAccessKey): idempotent.

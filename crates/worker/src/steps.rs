@@ -52,6 +52,10 @@ pub const DELIVERY_MISMATCH: &str = "DeliveryMismatch";
 /// The code of a verification whose key signs as someone other than its user.
 pub const CALLER_MISMATCH: &str = "CallerMismatch";
 
+/// How many CreateAccessKey requests one creation makes at most, each after a
+/// throttling answer (which proves IAM did nothing with the request before it).
+pub const CREATE_ATTEMPTS: u32 = 6;
+
 /// The first pause between two verification attempts; each pause doubles, up to
 /// [`VERIFY_MAX_PAUSE`].
 const VERIFY_FIRST_PAUSE: Duration = Duration::from_millis(250);
@@ -157,27 +161,47 @@ struct StoredKeyPair {
 /// Creates a new access key for `user` (CreateAccessKey). IAM refuses a third key with
 /// `LimitExceeded`. Not idempotent: each successful call creates a key.
 ///
-/// Sent exactly once, without the SDK's retries: a first attempt that took effect but
-/// whose answer was lost would otherwise be followed by a retry answered
-/// `LimitExceeded`, and that answer would wrongly say that nothing was created. So the
-/// error returned is IAM's answer to this one request, which the planner reads as proof
-/// that nothing was created when it is a refusal (`rotation::create_refused`); the
-/// campaign's own backoff retries the step.
+/// Without the SDK's retries: a first attempt that took effect but whose answer was lost
+/// would otherwise be followed by a retry answered `LimitExceeded`, and that answer would
+/// wrongly say that nothing was created. The request is repeated here only after a
+/// throttling answer, which proves that IAM did nothing with it (up to
+/// [`CREATE_ATTEMPTS`] requests, with backoff); any other failure is returned at once.
+/// So a refusal returned (`rotation::create_refused`) proves that none of the requests
+/// created a key, and a failure that may have taken effect (a 5xx, a timeout) is the
+/// answer to the only request that could have; the campaign's own backoff retries the
+/// step.
 pub async fn create_access_key(
     iam: &IamClient,
     user: &UserName,
 ) -> Result<NewAccessKey, AwsFailure> {
-    let out = iam
-        .create_access_key()
-        .user_name(user.as_str())
-        .customize()
-        .config_override(
-            aws_sdk_iam::config::Builder::default()
-                .retry_config(aws_config::retry::RetryConfig::disabled()),
-        )
-        .send()
-        .await
-        .map_err(|e| AwsFailure::from_sdk("CreateAccessKey", &e))?;
+    let mut pause = Duration::from_millis(100);
+    let mut attempt = 1;
+    let out = loop {
+        let sent = iam
+            .create_access_key()
+            .user_name(user.as_str())
+            .customize()
+            .config_override(
+                aws_sdk_iam::config::Builder::default()
+                    .retry_config(aws_config::retry::RetryConfig::disabled()),
+            )
+            .send()
+            .await;
+        match sent {
+            Ok(out) => break out,
+            Err(e) => {
+                let failure = AwsFailure::from_sdk("CreateAccessKey", &e);
+                let throttled =
+                    matches!(failure.code.as_str(), "Throttling" | "ThrottlingException");
+                if !throttled || attempt >= CREATE_ATTEMPTS {
+                    return Err(failure);
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+                attempt += 1;
+            }
+        }
+    };
     let Some(key) = out.access_key else {
         return Err(unexpected("CreateAccessKey", "an answer without AccessKey"));
     };

@@ -31,8 +31,9 @@ pub const CREATE_CALL_BOUND: Duration = Duration::from_secs(60);
 /// would not take (`ValidationError`, `InvalidInput`, `NoSuchEntity`,
 /// `EntityTemporarilyUnmodifiable`) or a throttle (`Throttling`, `ThrottlingException`).
 ///
-/// The worker sends CreateAccessKey exactly once per attempt (no SDK retries), so the
-/// code answers that one request: with retries, a first request that timed out after
+/// The worker never repeats a CreateAccessKey request after an answer that may have
+/// taken effect (only after throttling, which proves IAM did nothing), so a refusal
+/// answers every request of the attempt: with the SDK's retries, a first request that timed out after
 /// creating the key and a retry refused with `LimitExceeded` would prove nothing. Server
 /// errors (5xx, `ServiceFailure`), timeouts (`RequestTimeout` among them), dispatch and
 /// IO errors are not refusals: the request may have taken effect.
