@@ -724,7 +724,7 @@ async fn a_malformed_notify_section_exits_2_and_touches_nothing() {
             "notify.webhook_url",
         ),
         (
-            "[rotation]\nallow_short_gates = true\nadoption_timeout = \"10d\"\n\n[notify]\nwebhook_url_env = \"H\"\nwarn_before_adoption_timeout = \"12d\"\n",
+            "[rotation]\nadoption_timeout = \"10d\"\n\n[notify]\nwebhook_url_env = \"H\"\nwarn_before_adoption_timeout = \"12d\"\n",
             ":6",
             "notify.warn_before_adoption_timeout",
         ),
