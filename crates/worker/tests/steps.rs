@@ -742,11 +742,13 @@ async fn status_and_deletion_act_on_the_named_key_of_the_named_user_only() {
     assert_eq!(gone.code, "NoSuchEntity");
 }
 
+/// CreateAccessKey is repeated after throttling (which proves IAM did nothing), up to
+/// `CREATE_ATTEMPTS` requests, and never after an answer that may have taken effect.
 #[tokio::test]
-async fn a_throttled_create_is_retried_by_the_sdk_and_creates_exactly_one_key() {
+async fn a_throttled_create_is_repeated_and_creates_exactly_one_key_but_a_server_error_is_not() {
     let emu = emulator();
     let config = emu.sdk_config().await;
-    create_users(&config, &["alice", "bob"]).await;
+    create_users(&config, &["alice", "bob", "carol"]).await;
     let iam = aws_sdk_iam::Client::new(&config);
     emu.set_faults(&[FaultRule::throttle()
         .service("iam")
@@ -764,17 +766,32 @@ async fn a_throttled_create_is_retried_by_the_sdk_and_creates_exactly_one_key() 
     assert_eq!(faults[0].fired, 2);
     assert_eq!(emu.counters().await.by_action("iam", "CreateAccessKey"), 3);
 
-    // Throttled past the SDK's attempts (3 with the emulator's default config): a
-    // transient failure, and no key.
+    // Throttled on every request it may make: a transient failure, and no key.
     emu.set_faults(&[FaultRule::throttle()
         .service("iam")
         .action("CreateAccessKey")
-        .count(3)])
+        .count(u64::from(keyturn_worker::steps::CREATE_ATTEMPTS))])
         .await;
+    emu.reset_counters().await;
     let throttled = create_access_key(&iam, &user("bob")).await.unwrap_err();
     assert_eq!(throttled.code, "Throttling", "{throttled}");
     assert!(throttled.is_transient());
     assert!(sdk_keys(&config, "bob").await.is_empty());
+    assert_eq!(
+        emu.counters().await.by_action("iam", "CreateAccessKey"),
+        u64::from(keyturn_worker::steps::CREATE_ATTEMPTS)
+    );
+
+    // A server error may have taken effect: returned at once, after one request.
+    emu.set_faults(&[FaultRule::error(500)
+        .service("iam")
+        .action("CreateAccessKey")
+        .count(1)])
+        .await;
+    emu.reset_counters().await;
+    let failed = create_access_key(&iam, &user("carol")).await.unwrap_err();
+    assert!(failed.is_transient(), "{failed}");
+    assert_eq!(emu.counters().await.by_action("iam", "CreateAccessKey"), 1);
 }
 
 /// The delivery's client retries patiently (`keyturn_journal::patient_retry_config`):
