@@ -385,6 +385,43 @@ impl Claim {
         if self.lost {
             return Ok(false);
         }
+        self.renew_if_due(journal, actor, ttl, commit).await
+    }
+
+    /// [`keep`](Self::keep), right before an AWS mutation: a claim still waiting for the
+    /// account's first write is written first (with whatever is queued), so that no
+    /// mutation is ever sent by a run whose claim the journal does not hold. (A worker
+    /// finishing the reactivation a `rollback` asked for acts under the rollback's
+    /// intent, with no write of its own before the call.)
+    pub async fn hold(
+        &mut self,
+        journal: &dyn Journal,
+        actor: &Actor,
+        ttl: chrono::Duration,
+        commit: &GroupCommit,
+    ) -> Result<bool, JournalError> {
+        self.settle();
+        if self.lost {
+            return Ok(false);
+        }
+        if let Some(gate) = self.gate.as_mut() {
+            commit.write_gate().await;
+            gate.wait().await;
+            self.settle();
+            if self.lost {
+                return Ok(false);
+            }
+        }
+        self.renew_if_due(journal, actor, ttl, Some(commit)).await
+    }
+
+    async fn renew_if_due(
+        &mut self,
+        journal: &dyn Journal,
+        actor: &Actor,
+        ttl: chrono::Duration,
+        commit: Option<&GroupCommit>,
+    ) -> Result<bool, JournalError> {
         // Renewed once half of the lease is gone, and always while less than one AWS
         // operation's timeout is left: a mutation that starts may then finish, at the
         // latest, before another run could take the account over.
@@ -691,6 +728,45 @@ mod tests {
             head.clone(),
             vec![NewEvent::encode(&event, actor(run))],
         )
+    }
+
+    #[tokio::test]
+    async fn a_lazy_claim_is_written_before_a_mutation_that_no_write_preceded() {
+        // A worker finishing a rollback's reactivation acts under the rollback's intent:
+        // its first act on the account is the AWS call, with no write of its own before.
+        let journal = std::sync::Arc::new(MemoryJournal::new());
+        let (campaign, account) = names();
+        let stream = claim_stream(&campaign, &account).unwrap();
+        let ttl = chrono::Duration::seconds(60);
+        let lazily = |commit: &GroupCommit, run: &str| {
+            Claim::lazily(commit, &campaign, &account, &actor(run), ttl, &[], &clock())
+                .unwrap()
+                .unwrap()
+        };
+        // Two runs read the campaign at the same time; neither has written anything.
+        let a_commit = GroupCommit::new(journal.clone(), std::time::Duration::ZERO);
+        let b_commit = GroupCommit::new(journal.clone(), std::time::Duration::ZERO);
+        let mut a = lazily(&a_commit, "run-a");
+        let mut b = lazily(&b_commit, "run-b");
+
+        // Before its call, A's claim is written: the journal holds it.
+        assert!(
+            a.hold(journal.as_ref(), &actor("run-a"), ttl, &a_commit)
+                .await
+                .unwrap()
+        );
+        assert!(!a.is_pending());
+        let claims = journal.read_stream(&stream).await.unwrap();
+        assert_eq!(claims.len(), 1);
+        assert_eq!(claims[0].actor.run_id, "run-a");
+        // B's claim cannot be written over it: B does not act.
+        assert!(
+            !b.hold(journal.as_ref(), &actor("run-b"), ttl, &b_commit)
+                .await
+                .unwrap()
+        );
+        assert!(b.is_lost());
+        assert_eq!(journal.read_stream(&stream).await.unwrap().len(), 1);
     }
 
     #[tokio::test]

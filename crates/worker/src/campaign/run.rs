@@ -584,7 +584,19 @@ impl AccountWorker<'_> {
     /// enough of its lease left for the call (renewed when not). A run that stalled past
     /// its lease (a sleeping laptop, a stuck call) finds out here and stops.
     async fn leased(&self) -> Result<bool, AwsFailure> {
-        let held = self.keep_claim().await?;
+        let ctx = self.ctx;
+        let held = self
+            .claim
+            .lock()
+            .await
+            .hold(
+                ctx.journal.as_ref(),
+                &ctx.actor,
+                ctx.options.claim_ttl,
+                &self.commit,
+            )
+            .await
+            .map_err(journal_failure)?;
         if !held {
             self.outcome().stale = true;
         }
