@@ -129,18 +129,28 @@ fn write_value(out: &mut String, value: &serde_json::Value) {
 /// Writes a JSON string literal: `"` and `\` escaped, control characters as `\u00XX`,
 /// everything else as itself.
 fn write_str(out: &mut String, text: &str) {
+    out.reserve(text.len() + 2);
     out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => {
-                // Writing to a String cannot fail.
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
+    // Runs of characters written as themselves are copied whole; the characters to
+    // escape are all ASCII, so every index here is a character boundary.
+    let mut run = 0;
+    for (i, byte) in text.bytes().enumerate() {
+        let escaped = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            byte if byte < 0x20 => "",
+            _ => continue,
+        };
+        out.push_str(&text[run..i]);
+        if escaped.is_empty() {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "\\u{:04x}", byte);
+        } else {
+            out.push_str(escaped);
         }
+        run = i + 1;
     }
+    out.push_str(&text[run..]);
     out.push('"');
 }
 
@@ -392,6 +402,40 @@ mod tests {
             events.push(envelope(sequence, &prev, json!({ "n": sequence })));
         }
         events
+    }
+
+    #[test]
+    fn strings_are_escaped_exactly_as_the_canonical_form_says() {
+        // The canonical form is what every stored hash was computed over: a string is
+        // written as itself but for `"`, `\` and control characters, character by
+        // character, whatever the fast path does.
+        fn by_character(text: &str) -> String {
+            let mut out = String::from('"');
+            for c in text.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+            out
+        }
+        for text in [
+            "",
+            "plain",
+            "\"",
+            "\\",
+            "a\"b\\c\u{1}d\né\t😀\u{1f}\u{7f}ü\"",
+            "ends with a quote\"",
+            "\u{0}\u{0}",
+            "user/222222222222/alice",
+        ] {
+            let mut out = String::new();
+            write_str(&mut out, text);
+            assert_eq!(out, by_character(text), "{text:?}");
+        }
     }
 
     #[test]
