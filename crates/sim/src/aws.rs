@@ -93,6 +93,8 @@ pub struct SimCloud {
     pub shared: Arc<Shared>,
     /// The worker's name in the trace (`w1`, …).
     pub who: String,
+    /// The run (the process) whose calls these are, as its journal actor names it.
+    pub run: String,
 }
 
 /// A fault drawn for one call.
@@ -123,6 +125,8 @@ impl SimCloud {
     ) -> Result<T, AwsFailure> {
         let faults = self.shared.faults();
         let sent = self.shared.now();
+        // What the journal held when the call left: a mutation is judged by it.
+        let ledger = mutation.then(|| self.shared.world().ledger.clone());
         let (before, fault, after, stall) = {
             let mut rng = self.shared.rng();
             let latency = |rng: &mut Rng| {
@@ -167,6 +171,10 @@ impl SimCloud {
         let done = {
             let mut world = self.shared.world();
             world.call_sent_at = sent;
+            world.call_run.clone_from(&self.run);
+            if let Some(ledger) = ledger {
+                world.sent_ledger = ledger;
+            }
             work(&mut world, &self.who)
         };
         tokio::time::sleep(after).await;
@@ -325,6 +333,13 @@ impl AccountApi for SimAccount {
                 let key =
                     world.create_key(account, user, Origin::Keyturn, now, KeyStatus::Active)?;
                 world.note(who, format!("{user}: created {}", key.id));
+                world.judge_intent(
+                    account,
+                    user,
+                    None,
+                    &["create-replacement"],
+                    &format!("created {}", key.id),
+                );
                 Ok(key)
             })
             .await?;
@@ -385,6 +400,7 @@ impl AccountApi for SimAccount {
         self.cloud
             .call("PutSecretValue", true, |world, who| {
                 let now = world.now;
+                let mut delivered = false;
                 let secret = world
                     .accounts
                     .get_mut(account)
@@ -401,6 +417,7 @@ impl AccountApi for SimAccount {
                         ));
                     }
                     None => {
+                        delivered = true;
                         secret.versions.push(crate::world::Version {
                             id: token.to_owned(),
                             key: key.access_key_id.clone(),
@@ -412,15 +429,32 @@ impl AccountApi for SimAccount {
                 let owner = world
                     .find_key(&key.access_key_id)
                     .map(|(a, u, _)| (a.clone(), u.clone()));
-                if let Some((a, u)) = owner
-                    && let Ok(k) = world.key_mut(&a, &u, &key.access_key_id)
+                if let Some((a, u)) = &owner
+                    && let Ok(k) = world.key_mut(a, u, &key.access_key_id)
                 {
                     k.delivered = true;
                 }
+                // A key deleted since is judged too (a late delivery of a deleted key).
+                let owner = owner.or_else(|| {
+                    world
+                        .graveyard
+                        .iter()
+                        .find(|(_, _, k)| k.id == key.access_key_id)
+                        .map(|(a, u, _)| (a.clone(), u.clone()))
+                });
                 world.note(
                     who,
                     format!("delivered {} to {}", key.access_key_id, target.name),
                 );
+                if delivered && let Some((a, u)) = owner {
+                    world.judge_intent(
+                        &a,
+                        &u,
+                        Some(&key.access_key_id),
+                        &["deliver-secret"],
+                        &format!("stored {} in {}", key.access_key_id, target.name),
+                    );
+                }
                 Ok(Delivery {
                     secret_arn: format!(
                         "arn:aws:secretsmanager:us-east-1:{account}:secret:{}",
@@ -537,6 +571,14 @@ pub struct WatchedJournal {
 }
 
 impl WatchedJournal {
+    /// Reads the events of an append the journal committed into the ledger.
+    fn committed(&self, stream: &keyturn_journal::StreamId, events: &[keyturn_journal::NewEvent]) {
+        let mut world = self.shared.world();
+        for event in events {
+            world.ledger.record(stream, event);
+        }
+    }
+
     fn watch<'a>(&self, events: impl IntoIterator<Item = &'a keyturn_journal::NewEvent>) {
         for event in events {
             let creating = event.event_type == "step-intended"
@@ -564,7 +606,12 @@ impl keyturn_journal::Journal for WatchedJournal {
         events: Vec<keyturn_journal::NewEvent>,
     ) -> Result<u64, keyturn_journal::JournalError> {
         self.watch(&events);
-        self.inner.append(stream, expected_version, events).await
+        let copy = events.clone();
+        let result = self.inner.append(stream, expected_version, events).await;
+        if result.is_ok() {
+            self.committed(stream, &copy);
+        }
+        result
     }
 
     async fn append_at_fenced(
@@ -575,9 +622,15 @@ impl keyturn_journal::Journal for WatchedJournal {
         fence: Option<&keyturn_journal::Fence>,
     ) -> Result<keyturn_journal::StreamHead, keyturn_journal::JournalError> {
         self.watch(&events);
-        self.inner
+        let copy = events.clone();
+        let result = self
+            .inner
             .append_at_fenced(stream, head, events, fence)
-            .await
+            .await;
+        if result.is_ok() {
+            self.committed(stream, &copy);
+        }
+        result
     }
 
     async fn append_many_fenced(
@@ -586,7 +639,14 @@ impl keyturn_journal::Journal for WatchedJournal {
         fence: Option<&keyturn_journal::Fence>,
     ) -> Vec<Result<keyturn_journal::StreamHead, keyturn_journal::JournalError>> {
         self.watch(appends.iter().flat_map(|a| &a.events));
-        self.inner.append_many_fenced(appends, fence).await
+        let copy = appends.clone();
+        let results = self.inner.append_many_fenced(appends, fence).await;
+        for (append, result) in copy.iter().zip(&results) {
+            if result.is_ok() {
+                self.committed(&append.stream, &append.events);
+            }
+        }
+        results
     }
 
     async fn append_all_fenced(
@@ -595,7 +655,14 @@ impl keyturn_journal::Journal for WatchedJournal {
         fence: Option<&keyturn_journal::Fence>,
     ) -> Result<Vec<keyturn_journal::StreamHead>, keyturn_journal::JournalError> {
         self.watch(appends.iter().flat_map(|a| &a.events));
-        self.inner.append_all_fenced(appends, fence).await
+        let copy = appends.clone();
+        let result = self.inner.append_all_fenced(appends, fence).await;
+        if result.is_ok() {
+            for append in &copy {
+                self.committed(&append.stream, &append.events);
+            }
+        }
+        result
     }
 
     async fn read_stream(

@@ -28,6 +28,8 @@ use keyturn_worker::campaign::run::{RunOptions, rollback, run};
 use keyturn_worker::campaign::{load_state, start};
 
 pub mod aws;
+pub mod ledger;
+mod logs;
 pub mod rng;
 pub mod world;
 
@@ -97,13 +99,30 @@ pub fn run_seed(seed: u64) -> Outcome {
         .expect("a current-thread runtime");
     // Tasks run on one thread: `spawn_local`, so the engine's futures need not be `Send`.
     let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, simulate(seed))
+    // Every log line the engine writes, at every level, is formatted and searched for
+    // a secret (the simulated ones all contain `simsecret`).
+    let leaks = logs::Leaks::default();
+    let mut outcome = tracing::subscriber::with_default(leaks.subscriber(), || {
+        local.block_on(&runtime, simulate(seed))
+    });
+    outcome.violations.extend(leaks.found());
+    outcome
 }
 
 async fn simulate(seed: u64) -> Outcome {
     let mut rng = Rng::new(seed);
     let epoch = Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap();
     let policy = Policy::from_toml("sim.toml", POLICY).expect("the simulator's policy is valid");
+    // Drawn apart from the seed's sequence, which the rest of the seed keeps as it was.
+    let mut apart = Rng::new(seed.rotate_left(29) ^ 0xD7);
+    let (policy, refused) =
+        bad_policy(apart.range(0, 19)).map_or(
+            (policy.clone(), None),
+            |bad| match Policy::from_toml("bad.toml", bad) {
+                Ok(accepted) => (accepted, None),
+                Err(e) => (policy, Some(e.to_string())),
+            },
+        );
     let rules = Rules {
         observation_period: Duration::from_std(policy.rotation.observation_period).unwrap(),
         unused_after: Duration::from_std(policy.rotation.unused_after).unwrap(),
@@ -135,6 +154,7 @@ async fn simulate(seed: u64) -> Outcome {
     // The journal: the memory backend, or SQLite in a third of the seeds (drawn apart
     // from the seed's sequence, which the rest of the seed keeps as it was).
     let sqlite = Rng::new(seed.rotate_left(17) ^ 0x5317).chance(0.33);
+
     let shared = Arc::new(Shared {
         world: std::sync::Mutex::new(world),
         rng: std::sync::Mutex::new(rng),
@@ -146,6 +166,12 @@ async fn simulate(seed: u64) -> Outcome {
         "sim",
         format!("seed {seed}: {workers} worker(s), people {people}, faults {faults:?}, rollback {with_rollback}, second campaign from day {overlap:?}, sqlite journal {sqlite}"),
     );
+    if let Some(why) = refused {
+        shared.world().note(
+            "sim",
+            format!("a policy keyturn must refuse is refused: {why}"),
+        );
+    }
     let clock: Arc<dyn Clock> = Arc::new(VirtualClock(shared.clone()));
     let dir = tempfile::tempdir().expect("a temporary directory for the SQLite journal");
     let journal: Arc<dyn Journal> = if sqlite {
@@ -229,7 +255,16 @@ async fn simulate(seed: u64) -> Outcome {
     shared
         .world()
         .note("sim", "calm: people, faults and crashes stop");
-    while tasks.join_next().await.is_some() {}
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined
+            && e.is_panic()
+        {
+            let what = format!("keyturn panicked: {}", panic_message(e.into_panic()));
+            let mut world = shared.world();
+            world.note("CHECK", &what);
+            world.violations.push(what);
+        }
+    }
 
     finish(&shared, journal.as_ref(), &name).await;
     if overlap.is_some() {
@@ -245,6 +280,45 @@ async fn simulate(seed: u64) -> Outcome {
         seed,
         violations: world.violations.clone(),
         trace: world.trace.clone(),
+    }
+}
+
+/// A panic's message.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
+}
+
+/// One seed in twenty first tries a policy keyturn must refuse (defect 7 of issue 15):
+/// gates under a day without `allow_short_gates`, or a duration that overflows. Refused,
+/// the seed runs the real policy; accepted, it runs that one, and the invariants judge
+/// what it does (an application's key deactivated within hours of its use, a panic).
+fn bad_policy(draw: u64) -> Option<&'static str> {
+    match draw {
+        0 => Some(
+            r#"
+[rotation]
+max_key_age = "90d"
+unused_after = "45d"
+quiet_period = "1h"
+adoption_timeout = "12d"
+observation_period = "2h"
+"#,
+        ),
+        1 => Some(
+            r#"
+[rotation]
+max_key_age = "90d"
+unused_after = "45d"
+quiet_period = "3d"
+adoption_timeout = "300000y"
+observation_period = "7d"
+"#,
+        ),
+        _ => None,
     }
 }
 
@@ -499,9 +573,11 @@ async fn worker(
     tokio::time::sleep(StdDuration::from_secs(index as u64 * 7)).await;
     while tokio::time::Instant::now() < end {
         process += 1;
+        let run_id = format!("{who}.{process}");
         let cloud = SimCloud {
             shared: shared.clone(),
             who: who.clone(),
+            run: run_id.clone(),
         };
         let options = RunOptions {
             concurrency: 4,
@@ -513,7 +589,6 @@ async fn worker(
             }),
             ..RunOptions::default()
         };
-        let run_id = format!("{who}.{process}");
         let chaos = !calm.calm.load(std::sync::atomic::Ordering::SeqCst);
         let crash = chaos && shared.rng().chance(0.2);
         // A person who acts while this run is under way: between its listing of the
@@ -584,6 +659,7 @@ async fn rollback_operator(shared: Arc<Shared>, journal: Arc<dyn Journal>, name:
         let cloud = SimCloud {
             shared: shared.clone(),
             who: "wR".to_owned(),
+            run: "rollback".to_owned(),
         };
         let options = RunOptions {
             clock: Arc::new(VirtualClock(shared.clone())),

@@ -12,6 +12,8 @@ use chrono::{DateTime, Duration, DurationRound, Utc};
 use keyturn_planner::inventory::KeyStatus;
 use keyturn_planner::{AccessKeyId, AccountId, UserName};
 
+use crate::ledger::Ledger;
+
 /// Who made a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
@@ -154,12 +156,23 @@ pub struct World {
     pub call_sent_at: DateTime<Utc>,
     /// keyturn's intents to create a replacement: (account, user, when recorded).
     pub create_intents: Vec<(AccountId, UserName, DateTime<Utc>)>,
+    /// The claims and intents the journal holds now.
+    pub ledger: Ledger,
+    /// The ledger as it was when the call being applied left its worker.
+    pub sent_ledger: Ledger,
+    /// The run whose call is being applied.
+    pub call_run: String,
     next_key: u64,
 }
 
 /// How recent a read must be, when the call is sent, to be the fresh read a mutation
 /// is decided on.
 pub const FRESH_READ: Duration = Duration::seconds(1);
+
+/// A key used this recently is never one keyturn may deactivate: no gate is shorter
+/// than a day without `allow_short_gates` (which the simulator's policy does not set),
+/// and IAM records a use at most 15 minutes late.
+pub const RECENT_USE: Duration = Duration::hours(12);
 
 /// A failure as the port reports it.
 pub type Refusal = (&'static str, String);
@@ -180,6 +193,9 @@ impl World {
             touched_at: BTreeMap::new(),
             call_sent_at: now,
             create_intents: Vec::new(),
+            ledger: Ledger::default(),
+            sent_ledger: Ledger::default(),
+            call_run: String::new(),
             next_key: 1,
         }
     }
@@ -233,6 +249,51 @@ impl World {
                 );
             }
             _ => self.violate(what),
+        }
+    }
+
+    /// Judges a mutation of keyturn's that took effect on the user's keys (`key`: the
+    /// key it changed, unless it created one) against the journal as it was when the
+    /// call left: the run that sent it held the account's claim, the user's latest
+    /// intent was of one of `steps` and named the key, and no other mutation took
+    /// effect under that intent.
+    pub fn judge_intent(
+        &mut self,
+        account: &AccountId,
+        user: &UserName,
+        key: Option<&AccessKeyId>,
+        steps: &[&str],
+        what: &str,
+    ) {
+        let run = self.call_run.clone();
+        let Some(campaign) =
+            self.sent_ledger
+                .claim_of(&run, account, self.call_sent_at, self.rules.skew)
+        else {
+            let held: Vec<_> = self.sent_ledger.claims.iter().collect();
+            self.violate(format!(
+                "{run} {what} without holding the claim on account {account} when its call left (claims: {held:?})"
+            ));
+            return;
+        };
+        let id = (campaign, account.clone(), user.clone());
+        let Some(intent) = self.sent_ledger.intents.get(&id).cloned() else {
+            self.violate(format!(
+                "{run} {what} with no intent in the journal for {user}"
+            ));
+            return;
+        };
+        if !steps.contains(&intent.step.as_str()) || key.is_some_and(|k| !intent.keys.contains(k)) {
+            self.violate(format!(
+                "{run} {what} under {}'s intent to {} {:?}",
+                intent.run, intent.step, intent.keys
+            ));
+        }
+        if !self.ledger.spent.insert(intent.seq) {
+            self.violate(format!(
+                "{run} {what}: a second mutation under {}'s intent to {}",
+                intent.run, intent.step
+            ));
         }
     }
 
@@ -360,6 +421,22 @@ impl World {
                 format!("{who} deactivated {key}, which a person created during the campaign"),
             );
         }
+        if by_keyturn
+            && status == KeyStatus::Inactive
+            && current.status == KeyStatus::Active
+            && let Some(used) = current.last_used
+            && now - used + self.rules.skew < RECENT_USE
+        {
+            self.violate_unless_raced(
+                who,
+                account,
+                user,
+                format!(
+                    "{who} deactivated {key} of {user}, used {} minutes before",
+                    (now - used).num_minutes()
+                ),
+            );
+        }
         if !by_keyturn {
             self.touched(account, user);
         }
@@ -379,6 +456,17 @@ impl World {
             self.note(who, format!("{user}: {key} made {}", status.as_str()));
             if by_keyturn {
                 self.check_apps(who, account, user, &before);
+                let step = match status {
+                    KeyStatus::Inactive => "deactivate",
+                    KeyStatus::Active => "reactivate",
+                };
+                self.judge_intent(
+                    account,
+                    user,
+                    Some(key),
+                    &[step],
+                    &format!("made {key} {}", status.as_str()),
+                );
             }
         }
         Ok(())
@@ -454,6 +542,13 @@ impl World {
         self.note(who, format!("{user}: {key} deleted"));
         if who.starts_with('w') {
             self.check_apps(who, account, user, &before);
+            self.judge_intent(
+                account,
+                user,
+                Some(key),
+                &["delete", "delete-orphan"],
+                &format!("deleted {key}"),
+            );
         }
         Ok(())
     }
