@@ -308,7 +308,8 @@ impl Campaigns {
 /// holds it. IAM: ListAccessKeys once per user listed and
 /// once more right before each UpdateAccessKey or DeleteAccessKey (the fresh read the
 /// mutation is decided on: someone may have changed the keys since the listing),
-/// GetAccessKeyLastUsed once right before a deactivation or a deletion decided on use,
+/// GetAccessKeyLastUsed once right before a deactivation or a deletion (after an
+/// observation too: a use since the deactivation means someone made the key Active),
 /// one mutation; never a re-list after keyturn's own change.
 #[tokio::test(flavor = "multi_thread")]
 async fn run_costs_per_key_on_the_dynamodb_journal() {
@@ -452,11 +453,12 @@ async fn run_costs_per_key_on_the_dynamodb_journal() {
         resumed,
         only(&[
             ("iam:ListAccessKeys", 2),
+            ("iam:GetAccessKeyLastUsed", 1),
             ("iam:DeleteAccessKey", 1),
             ("journal writes (ungrouped)", 1)
         ]),
-        "resume: delete the retired key (its intent; the outcome rides with the claim's \
-         release), no fresh check needed"
+        "resume: a fresh check that nobody used the key since its deactivation, then \
+         delete the retired key (its intent; the outcome rides with the claim's release)"
     );
     let settled = bed.run("retire").await;
     assert_eq!(
@@ -500,10 +502,12 @@ async fn run_costs_per_key_on_the_dynamodb_journal() {
         deleted,
         only(&[
             ("iam:ListAccessKeys", 2),
+            ("iam:GetAccessKeyLastUsed", 1),
             ("iam:DeleteAccessKey", 1),
             ("journal writes (ungrouped)", 1),
         ]),
-        "rotate, after the observation period: deletion"
+        "rotate, after the observation period: a fresh check that nobody used the key \
+         since its deactivation, then the deletion"
     );
 
     // The fixed part of a run over one account, for the record (docs/costs.md).

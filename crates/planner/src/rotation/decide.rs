@@ -786,11 +786,31 @@ fn decide_key(
                     evidence: None,
                 });
             }
+            // A use recorded after the last use the deactivation was decided on means the
+            // key was made Active and used during the observation, and Inactive again
+            // since (a person, a pipeline): its observation is void, and a human decides.
+            // The listing may show it already; at the end, a fresh answer is asked for.
+            let before = ks.evidence.and_then(|e| e.last_used_at);
+            let used_since = |last: Option<DateTime<Utc>>| last.filter(|l| Some(*l) > before);
+            if let Some(last) = used_since(current.last_used_at)
+                .or_else(|| fresh.and_then(|f| used_since(f.last_used_at)))
+            {
+                return record(RotationEvent::KeyBlocked {
+                    key: key.clone(),
+                    reason: format!(
+                        "used at {} after keyturn deactivated it: made Active outside keyturn during observation; not deleting",
+                        last.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ),
+                    evidence: None,
+                });
+            }
             let due = after(ks.deactivated_at.unwrap_or(now), rules.observation_period);
-            if now >= due {
-                act(Action::Delete)
-            } else {
+            if now < due {
                 wait(Some(due), "Inactive; observing before deletion")
+            } else if fresh.is_none() {
+                Decision::CheckLastUse { key: key.clone() }
+            } else {
+                act(Action::Delete)
             }
         }
         _ => Decision::Idle,

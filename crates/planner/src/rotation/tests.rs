@@ -700,6 +700,72 @@ fn a_key_still_used_at_the_adoption_timeout_is_blocked_never_forced() {
 }
 
 #[test]
+fn an_observed_key_used_after_its_deactivation_is_never_deleted() {
+    // Given: keyturn deactivated the old key on evidence of its last use.
+    let verified = t0();
+    let deactivated = verified + days(4);
+    let last_use = verified - days(1);
+    let observing = rotation_verified(verified).at(
+        deactivated,
+        RotationEvent::KeyDeactivated {
+            key: k(1),
+            evidence: UseEvidence {
+                checked_at: deactivated,
+                last_used_at: Some(last_use),
+            },
+        },
+    );
+    let due = deactivated + days(7);
+    let replacement = active(k(2), 10, Some(0), due);
+    let old = |used: DateTime<Utc>| ObservedKey {
+        last_used_at: Some(used),
+        ..inactive(k(1), 130, None, due)
+    };
+    let blocked = |decision: Decision| match decision {
+        Decision::Act {
+            key,
+            action: Action::Record(RotationEvent::KeyBlocked { reason, .. }),
+        } => {
+            assert_eq!(key, k(1));
+            assert!(reason.contains("after keyturn deactivated it"), "{reason}");
+        }
+        other => panic!("expected the old key blocked, got {other:?}"),
+    };
+    // When: a person made it Active during the observation, an application used it,
+    // and the person made it Inactive again before keyturn looked.
+    let used_again = deactivated + days(4);
+    // Then: the listing shows the later use, and the key is blocked, due or not.
+    blocked(observing.decide(&[old(used_again), replacement.clone()], None, due));
+    blocked(observing.decide(
+        &[old(used_again), replacement.clone()],
+        None,
+        deactivated + days(5),
+    ));
+    // A listing that lags: the fresh answer asked for at the end shows it.
+    assert_eq!(
+        observing.decide(&[old(last_use), replacement.clone()], None, due),
+        Decision::CheckLastUse { key: k(1) }
+    );
+    blocked(observing.decide(
+        &[old(last_use), replacement.clone()],
+        Some(&fresh(&k(1), Some(used_again), due)),
+        due,
+    ));
+    // No use since the evidence: deleted.
+    assert_eq!(
+        observing.decide(
+            &[old(last_use), replacement],
+            Some(&fresh(&k(1), Some(last_use), due)),
+            due
+        ),
+        Decision::Act {
+            key: k(1),
+            action: Action::Delete
+        }
+    );
+}
+
+#[test]
 fn deletion_waits_for_the_observation_period_and_never_hits_an_active_key() {
     let verified = t0();
     let deactivated = verified + days(3);
@@ -719,10 +785,19 @@ fn deletion_waits_for_the_observation_period_and_never_hits_an_active_key() {
         matches!(given.decide(&[inactive(k(1), 130, None, now), replacement(now)], None, now), Decision::Wait { until: Some(u), .. } if u == deactivated + days(7))
     );
     let now = deactivated + days(7);
+    // Due: one fresh answer on the key's last use first, then the deletion.
     assert_eq!(
         given.decide(
             &[inactive(k(1), 130, None, now), replacement(now)],
             None,
+            now
+        ),
+        Decision::CheckLastUse { key: k(1) }
+    );
+    assert_eq!(
+        given.decide(
+            &[inactive(k(1), 130, None, now), replacement(now)],
+            Some(&fresh(&k(1), None, now)),
             now
         ),
         Decision::Act {
@@ -1286,7 +1361,7 @@ fn the_old_key_is_never_deleted_once_its_replacement_is_gone_or_inactive_during_
                 inactive(k(1), 130, None, due),
                 active(k(2), 10, Some(0), due)
             ],
-            None,
+            Some(&fresh(&k(1), None, due)),
             due
         ),
         Decision::Act {
@@ -1330,7 +1405,11 @@ fn the_old_key_is_never_deleted_once_its_replacement_is_gone_or_inactive_during_
             },
         );
     assert_eq!(
-        retiring.decide(&[inactive(k(1), 200, None, due)], None, due),
+        retiring.decide(
+            &[inactive(k(1), 200, None, due)],
+            Some(&fresh(&k(1), None, due)),
+            due
+        ),
         Decision::Act {
             key: k(1),
             action: Action::Delete
