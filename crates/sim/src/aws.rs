@@ -572,10 +572,36 @@ pub struct WatchedJournal {
 
 impl WatchedJournal {
     /// Reads the events of an append the journal committed into the ledger.
+    /// Reads the events of an append the journal committed into the ledger, and into
+    /// the trace (claims only when taken by another run than the last).
     fn committed(&self, stream: &keyturn_journal::StreamId, events: &[keyturn_journal::NewEvent]) {
         let mut world = self.shared.world();
         for event in events {
             world.ledger.record(stream, event);
+            if event.event_type.starts_with("claim") {
+                continue;
+            }
+            let mut payload = event.payload.clone();
+            if let Some(fields) = payload.as_object_mut() {
+                fields.remove("type");
+            }
+            let mut line = format!(
+                "{} {}/{}: {} {payload}",
+                stream.campaign(),
+                event.account_id.as_deref().unwrap_or("-"),
+                event.user_name.as_deref().unwrap_or("-"),
+                event.event_type,
+            );
+            if line.len() > 220 {
+                let cut = (0..=220)
+                    .rev()
+                    .find(|i| line.is_char_boundary(*i))
+                    .unwrap_or(0);
+                line.truncate(cut);
+                line.push('…');
+            }
+            let run = event.actor.run_id.clone();
+            world.note(&run, line);
         }
     }
 

@@ -1,10 +1,11 @@
 //! What the journal says about keyturn's right to act, as the simulator reads it from
 //! the committed appends: which run holds each account's claim (and until when), and
-//! the latest intent on each user's stream. keyturn's mutations are judged against it
-//! (`World::judge_intent`): every mutation is sent by the run holding the account's
-//! claim, under the user's latest committed intent, of its kind, and takes effect at
-//! most once per intent. (The intent need not be the sender's own: a worker finishes
-//! the reactivation a `rollback` asked for under the rollback's intent.)
+//! the open intent of each key (the latest `step-intended` naming it as its key).
+//! keyturn's mutations are judged against it (`World::judge_intent`): every mutation
+//! is sent by the run holding the account's claim, under an open intent of its kind
+//! that names the key it changes, and takes effect at most once per intent. (The intent
+//! need not be the sender's own: a worker finishes the reactivation a `rollback` asked
+//! for under the rollback's intent, which stays open until it is done.)
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,6 +24,9 @@ pub struct Intent {
     pub step: String,
     /// The keys it names (the key and its target).
     pub keys: Vec<AccessKeyId>,
+    /// The key its call changes: its target when it has one (the orphan to delete, the
+    /// replacement to deliver), else its key.
+    pub acts_on: AccessKeyId,
 }
 
 impl Ledger {
@@ -42,6 +46,23 @@ impl Ledger {
             })
             .map(|((campaign, _), _)| campaign.clone())
     }
+
+    /// The user's open intents in the campaign, oldest first.
+    pub fn open_intents(
+        &self,
+        campaign: &str,
+        account: &AccountId,
+        user: &UserName,
+    ) -> Vec<&Intent> {
+        let mut open: Vec<&Intent> = self
+            .intents
+            .iter()
+            .filter(|((c, a, u, _), _)| c == campaign && a == account && u == user)
+            .map(|(_, intent)| intent)
+            .collect();
+        open.sort_by_key(|i| i.seq);
+        open
+    }
 }
 
 /// The claims and intents the journal holds.
@@ -49,8 +70,8 @@ impl Ledger {
 pub struct Ledger {
     /// (campaign, account) → the run holding the account's claim, and until when.
     pub claims: BTreeMap<(String, AccountId), (String, DateTime<Utc>)>,
-    /// (campaign, account, user) → the latest intent on the user's stream.
-    pub intents: BTreeMap<(String, AccountId, UserName), Intent>,
+    /// (campaign, account, user, key) → the key's open intent.
+    pub intents: BTreeMap<(String, AccountId, UserName, AccessKeyId), Intent>,
     /// The intents a mutation has taken effect under.
     pub spent: BTreeSet<u64>,
     next: u64,
@@ -96,18 +117,22 @@ impl Ledger {
                 let (Some(account), Some(user), Some(step)) = (account, user, text("step")) else {
                     return;
                 };
-                let keys = ["key", "target"]
+                let keys: Vec<AccessKeyId> = ["key", "target"]
                     .into_iter()
                     .filter_map(|field| text(field).and_then(|k| AccessKeyId::new(k).ok()))
                     .collect();
+                let Some(key) = keys.first().cloned() else {
+                    return;
+                };
                 self.next += 1;
                 let intent = Intent {
                     seq: self.next,
                     run: event.actor.run_id.clone(),
                     step: step.to_owned(),
+                    acts_on: keys.last().cloned().unwrap_or_else(|| key.clone()),
                     keys,
                 };
-                self.intents.insert((campaign, account, user), intent);
+                self.intents.insert((campaign, account, user, key), intent);
             }
             _ => {}
         }

@@ -29,7 +29,7 @@ use keyturn_worker::campaign::{load_state, start};
 
 pub mod aws;
 pub mod ledger;
-mod logs;
+pub mod logs;
 pub mod rng;
 pub mod world;
 
@@ -113,16 +113,12 @@ async fn simulate(seed: u64) -> Outcome {
     let mut rng = Rng::new(seed);
     let epoch = Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap();
     let policy = Policy::from_toml("sim.toml", POLICY).expect("the simulator's policy is valid");
-    // Drawn apart from the seed's sequence, which the rest of the seed keeps as it was.
-    let mut apart = Rng::new(seed.rotate_left(29) ^ 0xD7);
-    let (policy, refused) =
-        bad_policy(apart.range(0, 19)).map_or(
-            (policy.clone(), None),
-            |bad| match Policy::from_toml("bad.toml", bad) {
-                Ok(accepted) => (accepted, None),
-                Err(e) => (policy, Some(e.to_string())),
-            },
-        );
+    let (policy, refused) = bad_policy(seed).map_or((policy.clone(), None), |bad| {
+        match Policy::from_toml("bad.toml", bad) {
+            Ok(accepted) => (accepted, None),
+            Err(e) => (policy, Some(e.to_string())),
+        }
+    });
     let rules = Rules {
         observation_period: Duration::from_std(policy.rotation.observation_period).unwrap(),
         unused_after: Duration::from_std(policy.rotation.unused_after).unwrap(),
@@ -292,12 +288,14 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "(no message)".to_owned())
 }
 
-/// One seed in twenty first tries a policy keyturn must refuse (defect 7 of issue 15):
-/// gates under a day without `allow_short_gates`, or a duration that overflows. Refused,
+/// The policy keyturn must refuse that the seed tries first, if it does (defect 7 of
+/// issue 15): gates under a day without `allow_short_gates` in one seed of twenty, a
+/// duration that overflows in another. Refused,
 /// the seed runs the real policy; accepted, it runs that one, and the invariants judge
 /// what it does (an application's key deactivated within hours of its use, a panic).
-fn bad_policy(draw: u64) -> Option<&'static str> {
-    match draw {
+pub fn bad_policy(seed: u64) -> Option<&'static str> {
+    // Drawn apart from the seed's sequence, which the rest of the seed keeps as it was.
+    match Rng::new(seed.rotate_left(29) ^ 0xD7).range(0, 19) {
         0 => Some(
             r#"
 [rotation]

@@ -254,9 +254,8 @@ impl World {
 
     /// Judges a mutation of keyturn's that took effect on the user's keys (`key`: the
     /// key it changed, unless it created one) against the journal as it was when the
-    /// call left: the run that sent it held the account's claim, the user's latest
-    /// intent was of one of `steps` and named the key, and no other mutation took
-    /// effect under that intent.
+    /// call left: the run that sent it held the account's claim, an open intent of one of
+    /// `steps` named the key, and no other mutation took effect under that intent.
     pub fn judge_intent(
         &mut self,
         account: &AccountId,
@@ -276,19 +275,22 @@ impl World {
             ));
             return;
         };
-        let id = (campaign, account.clone(), user.clone());
-        let Some(intent) = self.sent_ledger.intents.get(&id).cloned() else {
+        let open = self.sent_ledger.open_intents(&campaign, account, user);
+        let Some(intent) = open
+            .iter()
+            .rev()
+            .find(|i| steps.contains(&i.step.as_str()) && key.is_none_or(|k| &i.acts_on == k))
+            .map(|i| (*i).clone())
+        else {
+            let open: Vec<String> = open
+                .iter()
+                .map(|i| format!("{} {} {:?}", i.run, i.step, i.keys))
+                .collect();
             self.violate(format!(
-                "{run} {what} with no intent in the journal for {user}"
+                "{run} {what} with no open intent of its kind for {user} in the journal (open: {open:?})"
             ));
             return;
         };
-        if !steps.contains(&intent.step.as_str()) || key.is_some_and(|k| !intent.keys.contains(k)) {
-            self.violate(format!(
-                "{run} {what} under {}'s intent to {} {:?}",
-                intent.run, intent.step, intent.keys
-            ));
-        }
         if !self.ledger.spent.insert(intent.seq) {
             self.violate(format!(
                 "{run} {what}: a second mutation under {}'s intent to {}",
