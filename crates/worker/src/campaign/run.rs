@@ -802,9 +802,20 @@ impl AccountWorker<'_> {
                     return Ok(true);
                 }
                 Decision::CheckLastUse { key } => {
-                    let last_used =
+                    let asked =
                         telemetry::step("check-last-use", user, &key, self.api.last_used(&key))
-                            .await?;
+                            .await;
+                    let last_used = match asked {
+                        Ok(last_used) => last_used,
+                        // Gone since the listing (another run deleted it, a person did):
+                        // decided again on a fresh listing, which no longer shows it.
+                        Err(failure) if failure.code == "NoSuchEntity" && !listed_now => {
+                            self.refresh(work).await?;
+                            listed_now = true;
+                            continue;
+                        }
+                        Err(failure) => return Err(failure),
+                    };
                     fresh = Some(FreshUse {
                         key,
                         checked_at: self.now(),
