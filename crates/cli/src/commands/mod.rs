@@ -18,7 +18,7 @@ use keyturn_journal::{Actor, Journal, JournalError, JournalLocation};
 use keyturn_worker::{Sessions, session};
 
 use crate::args::{CampaignCommand, Cli, Command, JournalCommand};
-use crate::exit::{Failure, Outcome};
+use crate::exit::{Exit, Failure, Outcome};
 
 /// Runs the command the user asked for.
 pub async fn run(cli: Cli) -> Outcome {
@@ -49,6 +49,38 @@ pub fn warn_about(policy: &keyturn_planner::Policy) {
     for warning in policy.warnings() {
         tracing::warn!("policy: {warning}");
     }
+}
+
+/// `--claim-ttl` as the engine takes it. Zero is refused (exit 2). Under twice the AWS
+/// operation timeout it is logged as a warning: a call that hangs until its timeout can
+/// then outlast the lease, and only the journal's fence still protects the writes (a
+/// test bed's setting).
+pub fn claim_ttl(ttl: std::time::Duration) -> Result<chrono::Duration, Failure> {
+    if ttl.is_zero() {
+        return Err(Failure::new(
+            Exit::InvalidInput,
+            "--claim-ttl must be longer than zero",
+        ));
+    }
+    if let Some(warning) = short_claim_ttl(ttl) {
+        tracing::warn!("{warning}");
+    }
+    chrono::Duration::from_std(ttl).map_err(|e| Failure::new(Exit::InvalidInput, e))
+}
+
+/// The warning a claim TTL under twice the AWS operation timeout deserves.
+fn short_claim_ttl(ttl: std::time::Duration) -> Option<String> {
+    let operation = keyturn_worker::port::OPERATION_TIMEOUT;
+    (ttl < operation * 2).then(|| {
+        format!(
+            "--claim-ttl {} is under twice the AWS operation timeout ({}s): a call that \
+             hangs can outlast the claim, and another worker may take the account over \
+             while it is in flight; use at least {}s outside a test bed",
+            humantime::format_duration(ttl),
+            operation.as_secs(),
+            (operation * 2).as_secs()
+        )
+    })
 }
 
 /// A short random id for this process's run, recorded as the actor of its events.
@@ -150,4 +182,28 @@ pub async fn open_journal_for_reading(
     keyturn_journal::open(location, sdk.as_ref())
         .await
         .map_err(journal::journal_failure)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{claim_ttl, short_claim_ttl};
+
+    #[test]
+    fn a_claim_ttl_under_twice_the_operation_timeout_is_warned_about_and_zero_refused() {
+        assert!(short_claim_ttl(Duration::from_secs(120)).is_none());
+        assert!(short_claim_ttl(Duration::from_secs(60)).is_none());
+        let warning = short_claim_ttl(Duration::from_secs(8)).expect("8s is short");
+        assert!(warning.contains("--claim-ttl 8s"), "{warning}");
+        assert!(warning.contains("at least 60s"), "{warning}");
+        assert_eq!(
+            claim_ttl(Duration::ZERO).unwrap_err().exit,
+            crate::exit::Exit::InvalidInput
+        );
+        assert_eq!(
+            claim_ttl(Duration::from_secs(90)).unwrap(),
+            chrono::Duration::seconds(90)
+        );
+    }
 }

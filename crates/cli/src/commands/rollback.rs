@@ -5,7 +5,7 @@ use std::sync::Arc;
 use keyturn_worker::campaign::run::{RunOptions, rollback};
 
 use crate::args::RollbackArgs;
-use crate::exit::{Exit, Failure, Outcome};
+use crate::exit::{Exit, Outcome};
 
 /// Reactivates the key and records why; it goes back to awaiting adoption.
 pub async fn run(journal: &str, args: RollbackArgs) -> Outcome {
@@ -15,8 +15,7 @@ pub async fn run(journal: &str, args: RollbackArgs) -> Outcome {
     let journal = super::open_journal(&location, &sessions).await?;
     let actor = super::actor(&sessions, &run_id);
     let options = RunOptions {
-        claim_ttl: chrono::Duration::from_std(args.claim_ttl)
-            .map_err(|e| Failure::new(Exit::InvalidInput, e))?,
+        claim_ttl: super::claim_ttl(args.claim_ttl)?,
         ..RunOptions::default()
     };
     let (account, user) = rollback(

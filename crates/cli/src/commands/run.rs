@@ -9,7 +9,7 @@ use keyturn_worker::campaign::run::{RunOptions, RunSummary, run as run_campaign}
 use keyturn_worker::campaign::{load_state, status};
 
 use crate::args::RunArgs;
-use crate::exit::{Exit, Failure, Outcome};
+use crate::exit::{Exit, Outcome};
 
 /// The longest `--watch` sleeps before looking again, even when nothing is due sooner.
 const MAX_SLEEP: Duration = Duration::from_secs(300);
@@ -24,8 +24,7 @@ pub async fn run(journal: &str, args: RunArgs) -> Outcome {
     let progress = Arc::new(crate::progress::Reporter::stderr());
     let options = RunOptions {
         concurrency: usize::from(args.concurrency),
-        claim_ttl: chrono::Duration::from_std(args.claim_ttl)
-            .map_err(|e| Failure::new(Exit::InvalidInput, e))?,
+        claim_ttl: super::claim_ttl(args.claim_ttl)?,
         verify_wait: args.verify_wait,
         progress: Some(progress.clone()),
         ..RunOptions::default()
