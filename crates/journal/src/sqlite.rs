@@ -120,6 +120,8 @@ pub struct SqliteJournal {
     path: PathBuf,
     connection: Arc<Mutex<Connection>>,
     clock: Arc<dyn Clock>,
+    /// Every call runs on the calling thread (see [`SqliteJournal::inline`]).
+    inline: bool,
 }
 
 impl fmt::Debug for SqliteJournal {
@@ -154,7 +156,18 @@ impl SqliteJournal {
             path,
             connection: Arc::new(Mutex::new(connection)),
             clock,
+            inline: false,
         })
+    }
+
+    /// The same journal, running every call on the calling thread instead of tokio's
+    /// blocking pool, for a deterministic simulation on a single-threaded runtime with
+    /// paused time: a call on the pool leaves the runtime idle, and its paused clock
+    /// would jump to the next timer while SQLite works, by however long that took. A
+    /// call then blocks the runtime's thread: not for a multi-task production runtime.
+    pub fn inline(mut self) -> Self {
+        self.inline = true;
+        self
     }
 
     /// Creates the file and its schema if needed; `created` tells whether this call did.
@@ -178,14 +191,18 @@ impl SqliteJournal {
     {
         let connection = Arc::clone(&self.connection);
         let backend = self.describe();
-        blocking(&self.describe(), move || {
+        let call = move || {
             let mut connection = connection.lock().map_err(|_| JournalError::Unexpected {
                 backend: backend.clone(),
                 detail: "a previous call panicked while holding the connection".into(),
             })?;
             work(&mut connection, &backend)
-        })
-        .await
+        };
+        if self.inline {
+            call()
+        } else {
+            blocking(&self.describe(), call).await
+        }
     }
 }
 

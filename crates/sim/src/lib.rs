@@ -178,7 +178,8 @@ async fn simulate(seed: u64) -> Outcome {
         Arc::new(
             SqliteJournal::open_with_clock(&path, clock)
                 .await
-                .expect("the SQLite journal opens"),
+                .expect("the SQLite journal opens")
+                .inline(),
         )
     } else {
         Arc::new(MemoryJournal::with_clock(clock))

@@ -103,6 +103,26 @@ fn a_seed_replays_exactly() {
 }
 
 #[test]
+fn a_seed_on_the_sqlite_journal_replays_exactly() {
+    // 13656 runs on SQLite: its calls once went to tokio's blocking pool, and the paused
+    // clock jumped ahead while SQLite worked, so two replays could differ (and did, about
+    // one in three).
+    let first = keyturn_sim::run_seed(13656);
+    assert!(
+        first
+            .trace
+            .iter()
+            .any(|line| line.contains("sqlite journal true")),
+        "{:?}",
+        first.trace.iter().find(|line| line.contains("journal"))
+    );
+    for _ in 0..3 {
+        let again = keyturn_sim::run_seed(13656);
+        assert_eq!(first.trace, again.trace);
+    }
+}
+
+#[test]
 fn deleting_an_active_key_breaks_an_invariant() {
     let (mut world, account, user) = world();
     let created = world.now - Duration::days(200);
