@@ -149,11 +149,7 @@ fn roff_line(text: &str) -> String {
 
 /// Where the assets go without `--out`: `<target>/assets/<kind>`.
 fn default_dir(root: &Path, kind: &str) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join("assets")
-        .join(kind)
+    crate::target_dir(root).join("assets").join(kind)
 }
 
 /// The output directory of `[--out DIR]`.

@@ -140,8 +140,6 @@ fn test(root: &Path, cargo_args: &[String]) -> Result<()> {
         .arg(root.join("tests/emulator/test_server.py"))
         .current_dir(root))?;
     deploy::lint(root)?;
-    eprintln!("xtask: the simulator, {SIM_SEEDS} seeds (release build)");
-    sim(root, &["--seeds".to_owned(), SIM_SEEDS.to_string()])?;
     ensure_chromium()?;
     // With the failpoints compiled into the keyturn binary the tests run, so that the
     // crash tests (tests/e2e/crash.rs) can kill it at every step boundary; a plain
@@ -158,7 +156,13 @@ fn test(root: &Path, cargo_args: &[String]) -> Result<()> {
             "--features",
             "keyturn-cli/failpoints",
         ])
-        .args(cargo_args))
+        .args(cargo_args))?;
+    // The binary of the test build just made (its hot paths are optimised in the dev
+    // profile, Cargo.toml): CI builds the workspace once, not a second time in release.
+    eprintln!("xtask: the simulator, {SIM_SEEDS} seeds");
+    run(Command::new(target_dir(root).join("debug/keyturn-sim"))
+        .current_dir(root)
+        .args(["--seeds", &SIM_SEEDS.to_string()]))
 }
 
 /// The evidence report's test renders the HTML in headless Chromium (Debian's
@@ -188,6 +192,11 @@ fn ensure_chromium() -> Result<()> {
             "chromium",
         ])
         .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR`, or the workspace's `target/`.
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }
 
 /// How many seeds `cargo xtask test` runs through the simulator.
@@ -249,10 +258,7 @@ fn demo(root: &Path) -> Result<()> {
         "keyturn-testbed",
         "--bins",
     ]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let bin = target.join("debug");
+    let bin = target_dir(root).join("debug");
     run(Command::new(bin.join("keyturn-demo"))
         .current_dir(root)
         .env("KEYTURN_EMULATOR_PYTHON", &python)
@@ -312,9 +318,7 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
         "keyturn-testbed",
         "--bins",
     ]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
+    let target = target_dir(root);
     let bin = target.join("release");
     let write = if quick {
         target.join("bench/quick.md")
