@@ -1,9 +1,10 @@
 //! Seeds that found a defect on the code before its fix, replayed on every test run:
 //! each must now be clean. `cargo xtask sim --seed S --trace` shows what the seed does.
 //!
-//! A seed's world is what the simulator of its time drew from it: 267, 270, 2245, 20 and
-//! 239 were found by this simulator (2245 in the 100,000-seed run, 20 and 239 by the
-//! claim invariant); the others by the simulator as of commit 289ab51 (before the
+//! A seed's world is what the simulator of its time drew from it: 267, 270, 18, 60, 22,
+//! 40, 2245, 20 and 239 were found by this simulator (2245 in the 100,000-seed run; 20
+//! and 239 by the claim invariant; 18, 60, 22 and 40 with defects 2 and 7 undone on
+//! commit b7cc4d9); the others by the simulator as of commit 289ab51 (before the
 //! second campaign was added, which draws from the seed too), so here they replay
 //! other interleavings and stand as guards. `docs/simulation.md` says how each was
 //! found (the fix undone alone, 2,000 seeds).
@@ -37,6 +38,22 @@ const REGRESSIONS: &[(u64, &str)] = &[
     (
         270,
         "overlapping campaigns: a second campaign deleted a key the first had deactivated the day before",
+    ),
+    (
+        18,
+        "the old key deleted at the end of its observation while its replacement was gone",
+    ),
+    (
+        60,
+        "the old key deleted at the end of its observation while its replacement was gone",
+    ),
+    (
+        22,
+        "a policy with a one-hour quiet period, accepted, deactivated a key used six hours before",
+    ),
+    (
+        40,
+        "a policy with a 300000-year adoption timeout, accepted, left a key awaiting adoption for good",
     ),
     (
         2245,
