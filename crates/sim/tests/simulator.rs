@@ -214,6 +214,20 @@ fn old_key(world: &mut World, account: &AccountId, user: &UserName) -> AccessKey
     key.id
 }
 
+/// The key, made Inactive by keyturn at `since`.
+fn deactivated_by_keyturn(
+    world: &mut World,
+    account: &AccountId,
+    user: &UserName,
+    key: &AccessKeyId,
+    since: chrono::DateTime<Utc>,
+) {
+    let k = world.key_mut(account, user, key).unwrap();
+    k.status = KeyStatus::Inactive;
+    k.deactivated_by_keyturn = true;
+    k.inactive_since = Some(since);
+}
+
 #[test]
 fn a_mutation_takes_effect_once_under_its_intent_from_the_claims_holder() {
     let (mut world, account, user) = world();
@@ -248,13 +262,8 @@ fn a_mutation_sent_without_the_claim_breaks_an_invariant() {
     intend(&mut world, "w1.1", &user, "delete", &key);
     world.now += Duration::minutes(5);
     claim(&mut world, "w2.1", Duration::minutes(2));
-    world.key_mut(&account, &user, &key).unwrap().status = KeyStatus::Inactive;
-    world
-        .key_mut(&account, &user, &key)
-        .unwrap()
-        .deactivated_by_keyturn = true;
-    world.key_mut(&account, &user, &key).unwrap().inactive_since =
-        Some(world.now - Duration::days(8));
+    let since = world.now - Duration::days(8);
+    deactivated_by_keyturn(&mut world, &account, &user, &key, since);
     send(&mut world, "w1.1");
     world.delete_key("w1", &account, &user, &key).unwrap();
     assert_eq!(world.violations.len(), 1, "{:?}", world.violations);
@@ -307,11 +316,8 @@ fn a_mutation_of_another_kind_or_key_than_the_intent_breaks_an_invariant() {
 fn a_worker_may_finish_the_reactivation_a_rollback_intended() {
     let (mut world, account, user) = world();
     let key = old_key(&mut world, &account, &user);
-    world.key_mut(&account, &user, &key).unwrap().status = KeyStatus::Inactive;
-    world
-        .key_mut(&account, &user, &key)
-        .unwrap()
-        .deactivated_by_keyturn = true;
+    let since = world.now;
+    deactivated_by_keyturn(&mut world, &account, &user, &key, since);
     claim(&mut world, "rollback", Duration::minutes(5));
     intend(&mut world, "rollback", &user, "reactivate", &key);
     committed(
