@@ -554,10 +554,7 @@ fn decide_key(
     }
 
     let Some(current) = observed.iter().find(|k| k.key == ks.key) else {
-        let deleting = ks
-            .open_intent
-            .as_ref()
-            .is_some_and(|i| i.step == Step::Delete);
+        let deleting = ks.intends(Step::Delete);
         return if deleting {
             record(RotationEvent::KeyDeleted {
                 key: key.clone(),
@@ -602,10 +599,7 @@ fn decide_key(
             // Inactive because of our own deactivation whose outcome was lost (the run died
             // after UpdateAccessKey): not "outside keyturn". It is decided again on fresh
             // evidence, and UpdateAccessKey is idempotent.
-            let deactivating = ks
-                .open_intent
-                .as_ref()
-                .is_some_and(|i| i.step == Step::Deactivate);
+            let deactivating = ks.intends(Step::Deactivate);
             if current.status == KeyStatus::Inactive && !deactivating {
                 return record(RotationEvent::KeyReleased {
                     key: key.clone(),
@@ -692,6 +686,18 @@ fn decide_key(
                 .expect("a delivered replacement has an id"),
         }),
         (Phase::AwaitingAdoption, _) => {
+            // Made Inactive outside keyturn while the applications move: an Inactive key
+            // shows no use, so its quiet span can no longer be judged (a daily job looks
+            // quiet after a day of refused calls), and a person is acting on it. Our own
+            // deactivation whose outcome was lost is finished below, on fresh evidence.
+            let deactivating = ks.intends(Step::Deactivate);
+            if current.status == KeyStatus::Inactive && !deactivating {
+                return record(RotationEvent::KeyBlocked {
+                    key: key.clone(),
+                    reason: "made Inactive outside keyturn while awaiting adoption: an Inactive key shows no use, so its quiet period cannot be judged; a human decides whether to delete it or make it Active again".to_owned(),
+                    evidence: None,
+                });
+            }
             let started = ks.adoption_started_at.unwrap_or(ks.enrolled_at);
             let earliest = after(started, rules.quiet_period);
             if now < earliest {
@@ -748,10 +754,7 @@ fn decide_key(
             }
         }
         (Phase::Observing, _) => {
-            let reactivating = ks
-                .open_intent
-                .as_ref()
-                .is_some_and(|i| i.step == Step::Reactivate);
+            let reactivating = ks.intends(Step::Reactivate);
             if current.status == KeyStatus::Active && reactivating {
                 return record(RotationEvent::KeyReactivated { key: key.clone() });
             }

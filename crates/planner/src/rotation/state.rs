@@ -141,6 +141,12 @@ pub struct KeyState {
 }
 
 impl KeyState {
+    /// Whether this key's open intent (a call that may be in flight or may have taken
+    /// effect) is of `step`.
+    pub fn intends(&self, step: Step) -> bool {
+        self.open_intent.as_ref().is_some_and(|i| i.step == step)
+    }
+
     fn new(key: AccessKeyId, at: DateTime<Utc>) -> Self {
         Self {
             key,

@@ -673,6 +673,50 @@ fn the_adoption_gate_waits_for_quiet_then_deactivates_on_fresh_evidence() {
     );
 }
 
+/// A daily job's key made Inactive by a person for a day looks quiet: its refused calls
+/// leave no last use. Awaiting adoption, an old key seen Inactive outside keyturn is
+/// blocked for a human at once, before any quiet period could be judged on it; our own
+/// deactivation whose outcome was lost is finished as usual.
+#[test]
+fn an_old_key_made_inactive_outside_keyturn_while_awaiting_adoption_is_blocked() {
+    let verified = t0();
+    let given = rotation_verified(verified);
+    let keys = |now| {
+        [
+            inactive(k(1), 120, Some(2), now),
+            active(k(2), 0, None, now),
+        ]
+    };
+    for now in [verified + days(1), verified + days(3)] {
+        blocked_for(
+            &given.decide(&keys(now), None, now),
+            &[
+                "made Inactive outside keyturn",
+                "quiet period cannot be judged",
+            ],
+        );
+    }
+
+    let due = verified + days(3);
+    let deactivating = given.at(
+        due,
+        RotationEvent::StepIntended {
+            key: k(1),
+            step: Step::Deactivate,
+            attempt: 1,
+            target: None,
+        },
+    );
+    let quiet = fresh(&k(1), Some(verified - days(1)), due);
+    assert!(matches!(
+        deactivating.decide(&keys(due), Some(&quiet), due),
+        Decision::Act {
+            action: Action::Deactivate { .. },
+            ..
+        }
+    ));
+}
+
 #[test]
 fn a_key_still_used_at_the_adoption_timeout_is_blocked_never_forced() {
     let verified = t0();
