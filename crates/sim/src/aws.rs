@@ -15,7 +15,7 @@ use keyturn_worker::iam::IamUser;
 use keyturn_worker::org::OrgAccount;
 use keyturn_worker::port::{AccountApi, Cloud};
 use keyturn_worker::secret::{NewAccessKey, SecretAccessKey};
-use keyturn_worker::steps::{Deletion, Delivery, DeliveryMeta, ListedKey, SecretTarget};
+use keyturn_worker::steps::{Deletion, Delivery, DeliveryMeta, ListedKey, SecretTarget, Voiding};
 use keyturn_worker::{AwsFailure, SdkConfig, WorkerError};
 
 use crate::rng::Rng;
@@ -409,7 +409,7 @@ impl AccountApi for SimAccount {
                     .entry(target.name.clone())
                     .or_default();
                 match secret.versions.iter().find(|v| v.id == token) {
-                    Some(v) if v.key == key.access_key_id => {}
+                    Some(v) if v.key == key.access_key_id && !v.void => {}
                     Some(_) => {
                         return Err((
                             "ResourceExistsException",
@@ -422,6 +422,7 @@ impl AccountApi for SimAccount {
                             id: token.to_owned(),
                             key: key.access_key_id.clone(),
                             secret: key.secret.expose().to_owned(),
+                            void: false,
                         });
                         secret.changed_at = Some(now);
                     }
@@ -477,7 +478,7 @@ impl AccountApi for SimAccount {
                 Ok(world.accounts[account]
                     .secrets
                     .get(&target.name)
-                    .and_then(|s| s.versions.iter().find(|v| v.id == token))
+                    .and_then(|s| s.versions.iter().find(|v| v.id == token && !v.void))
                     .map(|v| {
                         (
                             Delivery {
@@ -490,6 +491,49 @@ impl AccountApi for SimAccount {
                             v.key.clone(),
                         )
                     }))
+            })
+            .await
+    }
+
+    async fn void_delivery(
+        &self,
+        target: &SecretTarget,
+        token: &str,
+        key: &AccessKeyId,
+        _meta: &DeliveryMeta,
+    ) -> Result<Voiding, AwsFailure> {
+        let account = &self.account;
+        self.cloud
+            .call("PutSecretValue", true, |world, who| {
+                // A missing secret is created with the void as its first version.
+                let secret = world
+                    .accounts
+                    .get_mut(account)
+                    .expect("a known account")
+                    .secrets
+                    .entry(target.name.clone())
+                    .or_default();
+                let voiding = match secret.versions.iter().find(|v| v.id == token) {
+                    Some(v) if v.void && &v.key == key => Voiding::Voided,
+                    Some(_) => Voiding::Taken,
+                    None => {
+                        secret.versions.push(crate::world::Version {
+                            id: token.to_owned(),
+                            key: key.clone(),
+                            secret: String::new(),
+                            void: true,
+                        });
+                        Voiding::Voided
+                    }
+                };
+                world.note(
+                    who,
+                    format!(
+                        "voided the delivery of {key} in {}: {voiding:?}",
+                        target.name
+                    ),
+                );
+                Ok(voiding)
             })
             .await
     }
@@ -507,7 +551,7 @@ impl AccountApi for SimAccount {
                 world.accounts[account]
                     .secrets
                     .get(&target.name)
-                    .and_then(|s| s.versions.iter().find(|v| v.id == version_id))
+                    .and_then(|s| s.versions.iter().find(|v| v.id == version_id && !v.void))
                     .map(|v| (v.key.clone(), v.secret.clone(), now))
                     .ok_or(("ResourceNotFoundException", "no such version".to_owned()))
             })

@@ -57,15 +57,24 @@ pub struct Version {
     pub key: AccessKeyId,
     /// Its secret.
     pub secret: String,
+    /// A void version (keyturn took the token of a delivery it gave up): never current.
+    pub void: bool,
 }
 
 /// A simulated Secrets Manager secret.
 #[derive(Debug, Clone, Default)]
 pub struct Secret {
-    /// Every version, oldest first; the last is AWSCURRENT.
+    /// Every version, oldest first; the last one that is not void is AWSCURRENT.
     pub versions: Vec<Version>,
     /// When the current version was stored.
     pub changed_at: Option<DateTime<Utc>>,
+}
+
+impl Secret {
+    /// The AWSCURRENT version.
+    pub fn current(&self) -> Option<&Version> {
+        self.versions.iter().rev().find(|v| !v.void)
+    }
 }
 
 /// How an application follows the delivered secret.
@@ -633,7 +642,7 @@ impl World {
             .iter()
             .find_map(|(name, s)| {
                 (name.ends_with(&suffix) || name == user.as_str())
-                    .then(|| Some((s.versions.last()?.key.clone(), s.changed_at?)))
+                    .then(|| Some((s.current()?.key.clone(), s.changed_at?)))
                     .flatten()
             })
     }

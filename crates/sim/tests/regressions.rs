@@ -2,12 +2,13 @@
 //! each must now be clean. `cargo xtask sim --seed S --trace` shows what the seed does.
 //!
 //! A seed's world is what the simulator of its time drew from it: 267, 270, 18, 60, 22,
-//! 40, 2245, 20 and 239 were found by this simulator (2245 in the 100,000-seed run; 20
-//! and 239 by the claim invariant; 18, 60, 22 and 40 with defects 2 and 7 undone on
-//! commit b7cc4d9); the others by the simulator as of commit 289ab51 (before the
-//! second campaign was added, which draws from the seed too), so here they replay
-//! other interleavings and stand as guards. `docs/simulation.md` says how each was
-//! found (the fix undone alone, 2,000 seeds).
+//! 40, 2245, 20, 239, 17173, 29878, 32762, 25048, 33046 and 32013 were found by this
+//! simulator (2245 and the five-digit ones in the 100,000-seed run; 20 and 239 by the
+//! claim invariant; 18, 60, 22 and 40 with defects 2 and 7 undone on commit b7cc4d9);
+//! the others by the simulator as of commit 289ab51 (before the second campaign was
+//! added, which draws from the seed too), so here they replay other interleavings and
+//! stand as guards. `docs/simulation.md` says how each was found (the fix undone alone,
+//! 2,000 seeds).
 
 /// (seed, the defect it found).
 const REGRESSIONS: &[(u64, &str)] = &[
@@ -66,6 +67,30 @@ const REGRESSIONS: &[(u64, &str)] = &[
     (
         239,
         "a worker finished a rollback's reactivation before its lazily taken claim was written",
+    ),
+    (
+        17173,
+        "a PutSecretValue stalled past its claim landed after a takeover: the secret held a key deleted as an orphan",
+    ),
+    (
+        29878,
+        "a stalled first delivery landed after a takeover created the secret: the secret held a key deleted as an orphan",
+    ),
+    (
+        32762,
+        "a stalled delivery landed after a takeover; applications followed the secret to a deleted key and the old key was then retired under them",
+    ),
+    (
+        25048,
+        "a rollback's reactivation whose answer was lost was retried under its first intent, over a person's deactivation",
+    ),
+    (
+        33046,
+        "a rollback's reactivation whose answer was lost was retried under its first intent, over a person's deactivation",
+    ),
+    (
+        32013,
+        "an old key a person made Inactive for a day looked quiet and was deactivated under a daily job",
     ),
 ];
 

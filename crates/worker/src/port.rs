@@ -36,7 +36,7 @@ use crate::iam::{self, IamUser};
 use crate::org::{self, OrgAccount};
 use crate::secret::NewAccessKey;
 use crate::session::Sessions;
-use crate::steps::{self, Deletion, Delivery, DeliveryMeta, ListedKey, SecretTarget};
+use crate::steps::{self, Deletion, Delivery, DeliveryMeta, ListedKey, SecretTarget, Voiding};
 use crate::telemetry;
 
 /// The longest any one AWS operation may take, its retries included. Well under half
@@ -114,6 +114,16 @@ pub trait AccountApi: Send + Sync {
         target: &SecretTarget,
         token: &str,
     ) -> Result<Option<(Delivery, AccessKeyId)>, AwsFailure>;
+
+    /// Takes the version `token` of the target secret with a void document naming `key`,
+    /// so that no delivery under `token` can land any more; see [`steps::void_delivery`].
+    async fn void_delivery(
+        &self,
+        target: &SecretTarget,
+        token: &str,
+        key: &AccessKeyId,
+        meta: &DeliveryMeta,
+    ) -> Result<Voiding, AwsFailure>;
 
     /// The key stored in version `version_id` of the target secret, with its secret.
     async fn read_delivered_key(
@@ -237,6 +247,16 @@ impl AccountApi for SdkAccount {
         token: &str,
     ) -> Result<Option<(Delivery, AccessKeyId)>, AwsFailure> {
         steps::find_delivery(&self.secrets_manager(target), target, token).await
+    }
+
+    async fn void_delivery(
+        &self,
+        target: &SecretTarget,
+        token: &str,
+        key: &AccessKeyId,
+        meta: &DeliveryMeta,
+    ) -> Result<Voiding, AwsFailure> {
+        steps::void_delivery(&self.secrets_manager(target), target, token, key, meta).await
     }
 
     async fn read_delivered_key(

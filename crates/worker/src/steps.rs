@@ -150,6 +150,27 @@ struct StoredKeyId {
     access_key_id: String,
 }
 
+/// The document of a void version ([`void_delivery`]): names the key whose delivery
+/// was abandoned, never a secret.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct VoidedDelivery {
+    voided_access_key_id: String,
+    campaign: String,
+}
+
+/// The staging label of a void version: never `AWSCURRENT`, so applications never read it.
+pub const VOID_STAGE: &str = "keyturn-void";
+
+/// What [`void_delivery`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Voiding {
+    /// The token now names a void version: no request can store a key under it any more.
+    Voided,
+    /// The token already names a version that is not this void (a delivery landed).
+    Taken,
+}
+
 /// What a resumed run reads back to verify the key itself ([`read_delivered_key`]).
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -460,8 +481,66 @@ pub async fn deliver_secret(
     Ok(delivery)
 }
 
+/// Takes the version `token` of the target secret before a delivery that was not found
+/// is given up (its key deleted as an orphan): PutSecretValue of a void document naming
+/// `key`, labelled [`VOID_STAGE`] only, so `AWSCURRENT` stays where it is. Secrets Manager
+/// refuses a token reused with another value, so a delivery request under `token` that
+/// is still in flight (stalled past its run's claim) can no longer land afterwards and
+/// make the secret hold a deleted key. A missing secret is created with the void as its
+/// first version (no application has been told of it yet), since a stalled
+/// PutSecretValue would otherwise add its version once the next delivery creates the
+/// secret. Idempotent: the same void again is accepted.
+pub async fn void_delivery(
+    sm: &SecretsManagerClient,
+    target: &SecretTarget,
+    token: &str,
+    key: &AccessKeyId,
+    meta: &DeliveryMeta,
+) -> Result<Voiding, AwsFailure> {
+    let sm = client_for(sm, target);
+    let value = serde_json::to_string(&VoidedDelivery {
+        voided_access_key_id: key.as_str().to_owned(),
+        campaign: meta.campaign.as_str().to_owned(),
+    })
+    .map_err(|_| unexpected("PutSecretValue", "the void document could not be encoded"))?;
+    let put = || async {
+        sm.put_secret_value()
+            .secret_id(&target.name)
+            .client_request_token(token)
+            .secret_string(&value)
+            .version_stages(VOID_STAGE)
+            .send()
+            .await
+            .map_err(|e| AwsFailure::from_sdk("PutSecretValue", &e))
+    };
+    let taken = |f: &AwsFailure| f.code == "ResourceExistsException";
+    match put().await {
+        Ok(_) => Ok(Voiding::Voided),
+        Err(f) if taken(&f) => Ok(Voiding::Taken),
+        Err(f) if f.code == "ResourceNotFoundException" => {
+            let tags = [
+                tag(CAMPAIGN_TAG, meta.campaign.as_str()),
+                tag(USER_TAG, meta.user.as_str()),
+            ];
+            match create_secret(&sm, &target.name, token, &value, &tags, meta).await {
+                Ok(_) => Ok(Voiding::Voided),
+                // Created meanwhile (by the request this void is racing, or another):
+                // the token is taken, or can be taken as a version.
+                Err(f) if taken(&f) => match put().await {
+                    Ok(_) => Ok(Voiding::Voided),
+                    Err(f) if taken(&f) => Ok(Voiding::Taken),
+                    Err(f) => Err(f),
+                },
+                Err(f) => Err(f),
+            }
+        }
+        Err(f) => Err(f),
+    }
+}
+
 /// Reconciliation after a crash: the version `token` of the target secret, and the key
-/// id it holds; `None` when the secret or that version does not exist.
+/// id it holds; `None` when the secret or that version does not exist, or the version
+/// is void ([`void_delivery`]).
 pub async fn find_delivery(
     sm: &SecretsManagerClient,
     target: &SecretTarget,
@@ -475,6 +554,7 @@ pub async fn find_delivery(
         .send()
         .await
     {
+        Ok(out) if is_void(&out) => Ok(None),
         Ok(out) => stored_version(&out).map(Some),
         Err(e) => {
             let failure = AwsFailure::from_sdk("GetSecretValue", &e);
@@ -614,6 +694,12 @@ async fn tag_secret(sm: &SecretsManagerClient, arn: &str, tags: &[Tag]) -> Resul
 
 fn tag(key: &str, value: &str) -> Tag {
     Tag::builder().key(key).value(value).build()
+}
+
+/// Whether the version is a void ([`void_delivery`]).
+fn is_void(out: &GetSecretValueOutput) -> bool {
+    out.secret_string()
+        .is_some_and(|text| serde_json::from_str::<VoidedDelivery>(text).is_ok())
 }
 
 /// The delivery a GetSecretValue answer describes and the key id its value holds.

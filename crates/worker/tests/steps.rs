@@ -25,9 +25,9 @@ use keyturn_worker::AwsFailure;
 use keyturn_worker::secret::{NewAccessKey, SecretAccessKey};
 use keyturn_worker::steps::{
     CALLER_MISMATCH, CAMPAIGN_TAG, DELIVERY_MISMATCH, Deletion, Delivery, DeliveryMeta,
-    SecretTarget, USER_TAG, caller_access_key_id, client_request_token, create_access_key,
+    SecretTarget, USER_TAG, Voiding, caller_access_key_id, client_request_token, create_access_key,
     delete_access_key, deliver_secret, find_delivery, list_access_keys, read_delivered_key,
-    secrets_manager_client, set_access_key_status, verify_access_key,
+    secrets_manager_client, set_access_key_status, verify_access_key, void_delivery,
 };
 
 fn user(name: &str) -> UserName {
@@ -349,6 +349,92 @@ async fn delivery_lands_in_the_member_account_as_one_secret_per_user_with_a_vers
         None,
         "the management account holds no version"
     );
+}
+
+/// A delivery given up (its key about to be deleted as an orphan) is voided first, so a
+/// request under its token that was still in flight can no longer land: the late
+/// PutSecretValue is refused and the secret's current version stays the one delivered
+/// since. A missing secret is created with the void, so the same holds when the
+/// stalled request was the secret's first delivery.
+#[tokio::test]
+async fn a_voided_delivery_can_no_longer_land_and_never_becomes_current() {
+    let emu = emulator();
+    let config = emu.sdk_config().await;
+    create_users(&config, &["alice", "bob"]).await;
+    let iam = aws_sdk_iam::Client::new(&config);
+    let sm = secrets_manager_client(&config, None);
+    let meta = meta(MANAGEMENT_ACCOUNT_ID, "alice", "c1");
+
+    for (who, exists) in [("alice", true), ("bob", false)] {
+        let name = format!("keyturn/{who}");
+        let target = target(&name, None);
+        let earlier = create_access_key(&iam, &user(who)).await.unwrap();
+        if exists {
+            let token = client_request_token("c1", &earlier.access_key_id, 1);
+            deliver_secret(&sm, &target, &earlier, &meta, &token)
+                .await
+                .unwrap();
+        }
+        // The stalled request's key and token: its delivery was not found, so it is voided.
+        let stalled = create_access_key(&iam, &user(who)).await.unwrap();
+        let token = client_request_token("c1", &stalled.access_key_id, 2);
+        let void = |key| void_delivery(&sm, &target, &token, key, &meta);
+        assert_eq!(void(&stalled.access_key_id).await.unwrap(), Voiding::Voided);
+        assert_eq!(
+            void(&stalled.access_key_id).await.unwrap(),
+            Voiding::Voided,
+            "{who}: the same void again is accepted"
+        );
+        assert_eq!(find_delivery(&sm, &target, &token).await.unwrap(), None);
+        if exists {
+            assert_eq!(
+                current_value(&sm, &name).await["AccessKeyId"],
+                earlier.access_key_id.as_str(),
+                "{who}: the void never becomes current"
+            );
+        }
+        // The stalled request lands: refused, and the current version does not move.
+        let late = deliver_secret(&sm, &target, &stalled, &meta, &token)
+            .await
+            .unwrap_err();
+        assert_eq!(late.code, "ResourceExistsException", "{who}: {late:?}");
+        assert_no_secret(&late, &[stalled.secret.expose()]);
+        // The next delivery (a new key, a new token) becomes current.
+        set_access_key_status(
+            &iam,
+            &user(who),
+            &stalled.access_key_id,
+            KeyStatus::Inactive,
+        )
+        .await
+        .unwrap();
+        delete_access_key(&iam, &user(who), &stalled.access_key_id)
+            .await
+            .unwrap();
+        let next = create_access_key(&iam, &user(who)).await.unwrap();
+        let next_token = client_request_token("c1", &next.access_key_id, 3);
+        deliver_secret(&sm, &target, &next, &meta, &next_token)
+            .await
+            .unwrap();
+        assert_eq!(
+            current_value(&sm, &name).await["AccessKeyId"],
+            next.access_key_id.as_str(),
+            "{who}"
+        );
+        // A token a delivery already holds is not voided.
+        assert_eq!(
+            void_delivery(&sm, &target, &next_token, &next.access_key_id, &meta)
+                .await
+                .unwrap(),
+            Voiding::Taken
+        );
+        assert!(
+            find_delivery(&sm, &target, &next_token)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
 }
 
 #[tokio::test]

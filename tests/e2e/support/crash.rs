@@ -281,7 +281,10 @@ pub async fn stored_secrets(member: &SdkConfig, user: &str) -> Vec<String> {
             .await
             .expect("GetSecretValue of a listed version");
         let value: Value = serde_json::from_str(out.secret_string().unwrap()).unwrap();
-        secrets.push(value["SecretAccessKey"].as_str().unwrap().to_owned());
+        // A void (a delivery keyturn gave up) holds no secret.
+        if value.get("VoidedAccessKeyId").is_none() {
+            secrets.push(value["SecretAccessKey"].as_str().unwrap().to_owned());
+        }
     }
     secrets
 }

@@ -32,7 +32,7 @@ use crate::inventory::{self, AccountFailure};
 use crate::org::OrgAccount;
 use crate::port::{AccountApi, Cloud};
 use crate::secret::NewAccessKey;
-use crate::steps::{self, Deletion, DeliveryMeta, SecretTarget};
+use crate::steps::{self, Deletion, Delivery, DeliveryMeta, SecretTarget, Voiding};
 use crate::telemetry::{self, Progress};
 
 /// How a run behaves.
@@ -1082,6 +1082,16 @@ impl AccountWorker<'_> {
         }
     }
 
+    /// What a delivery of this run stores beside the key, stamped now.
+    fn meta(&self, work: &UserWork) -> DeliveryMeta {
+        DeliveryMeta {
+            account: self.account.id.clone(),
+            user: work.user.clone(),
+            campaign: self.ctx.campaign.name.clone(),
+            rotated_at: self.now(),
+        }
+    }
+
     /// Records a failed step; the key is retried with backoff on a later decision.
     async fn failed(
         &self,
@@ -1160,36 +1170,31 @@ impl AccountWorker<'_> {
                 // recorded with its code and retried with backoff, never an account
                 // failure that would starve the account's other users and never count.
                 let target = self.target(&work.user);
-                let found = match telemetry::step(
-                    "find-delivery",
-                    &work.user,
-                    key,
-                    self.api.find_delivery(&target, &token),
-                )
-                .await
+                let found = match self
+                    .stored_delivery(work, key, &target, &token, &new_key)
+                    .await
                 {
-                    Ok(found) => found,
-                    Err(failure) => {
+                    Ok(Stored::Yes(delivery)) => delivery,
+                    Ok(Stored::No) => return self.delete_orphan(work, key, &new_key).await,
+                    Ok(Stored::ClaimLost) => return Ok(false),
+                    // A run that died or stalled may still have a request in flight: the
+                    // key is kept, and retried, until its delivery is settled for good.
+                    Ok(Stored::NotVoided(failure)) | Err(failure) => {
                         return self
                             .failed(work, key, Step::DeliverSecret, attempt, &failure)
                             .await;
                     }
                 };
-                match found {
-                    Some((delivery, stored)) if stored == new_key => {
-                        let event = RotationEvent::SecretDelivered {
-                            key: key.clone(),
-                            new_key: new_key.clone(),
-                            secret_arn: delivery.secret_arn,
-                            version_id: delivery.version_id,
-                            recovered: true,
-                        };
-                        let ok = self.record(work, event, fp::APPEND_RECOVERED).await?;
-                        self.note(work, key, format!("recovered the delivery of {new_key}"));
-                        Ok(ok)
-                    }
-                    _ => self.delete_orphan(work, key, &new_key).await,
-                }
+                let event = RotationEvent::SecretDelivered {
+                    key: key.clone(),
+                    new_key: new_key.clone(),
+                    secret_arn: found.secret_arn,
+                    version_id: found.version_id,
+                    recovered: true,
+                };
+                let ok = self.record(work, event, fp::APPEND_RECOVERED).await?;
+                self.note(work, key, format!("recovered the delivery of {new_key}"));
+                Ok(ok)
             }
             Action::Verify { new_key } => {
                 let Some((_, version)) = work
@@ -1334,7 +1339,22 @@ impl AccountWorker<'_> {
                 }
             }
             Action::Reactivate => {
-                // The rollback recorded its intent, which stays open until this is done.
+                // Finishing a rollback whose call did not answer (or never left): every
+                // try is an intent of its own, so the journal shows each UpdateAccessKey
+                // that may have taken effect.
+                if !self
+                    .intend(
+                        work,
+                        key,
+                        Step::Reactivate,
+                        attempt,
+                        None,
+                        fp::APPEND_INTENT_REACTIVATE,
+                    )
+                    .await?
+                {
+                    return Ok(false);
+                }
                 if !self.leased().await? {
                     return Ok(false);
                 }
@@ -1450,12 +1470,7 @@ impl AccountWorker<'_> {
             return Ok(false);
         }
         let target = self.target(&work.user);
-        let meta = DeliveryMeta {
-            account: self.account.id.clone(),
-            user: work.user.clone(),
-            campaign: self.ctx.campaign.name.clone(),
-            rotated_at: self.now(),
-        };
+        let meta = self.meta(work);
         let token = steps::client_request_token(self.ctx.campaign.name.as_str(), key, attempt);
         if !self.leased().await? {
             return Ok(false);
@@ -1479,15 +1494,11 @@ impl AccountWorker<'_> {
                 }
                 // The secret exists only in this process: settle the replacement now,
                 // so that it never outlives the run without its secret stored.
-                let found = telemetry::step(
-                    "find-delivery",
-                    &work.user,
-                    key,
-                    self.api.find_delivery(&target, &token),
-                )
-                .await;
+                let found = self
+                    .stored_delivery(work, key, &target, &token, &new.access_key_id)
+                    .await;
                 return match found {
-                    Ok(Some((delivery, stored))) if stored == new.access_key_id => {
+                    Ok(Stored::Yes(delivery)) => {
                         let event = RotationEvent::SecretDelivered {
                             key: key.clone(),
                             new_key: new.access_key_id.clone(),
@@ -1500,7 +1511,14 @@ impl AccountWorker<'_> {
                         }
                         self.verify(work, key, &new, 1).await
                     }
-                    Ok(_) => self.delete_orphan(work, key, &new.access_key_id).await,
+                    // This run's own requests under the token were answered, or
+                    // cancelled by its operation timeout: when Secrets Manager refuses
+                    // even the void, the key, whose secret would be lost with this
+                    // process, is deleted all the same.
+                    Ok(Stored::No | Stored::NotVoided(_)) => {
+                        self.delete_orphan(work, key, &new.access_key_id).await
+                    }
+                    Ok(Stored::ClaimLost) => Ok(false),
                     // Secrets Manager cannot say whether the version was stored: deleting
                     // the key could leave a stored secret naming a deleted key, so the
                     // next run reconciles it (RecoverDelivery) once it can tell.
@@ -1570,6 +1588,53 @@ impl AccountWorker<'_> {
         }
     }
 
+    /// Whether version `token` of the target secret stores `new_key`, settled so that it
+    /// stays that way. A version not found is voided ([`AccountApi::void_delivery`])
+    /// before the answer is "no": a delivery request under `token` still in flight (one
+    /// that stalled past its run's claim) can then no longer land after the key is
+    /// deleted as an orphan and leave the secret holding a deleted key. When the void
+    /// finds the token taken, the delivery landed meanwhile and is looked up again.
+    async fn stored_delivery(
+        &self,
+        work: &UserWork,
+        key: &AccessKeyId,
+        target: &SecretTarget,
+        token: &str,
+        new_key: &AccessKeyId,
+    ) -> Result<Stored, AwsFailure> {
+        let find = || {
+            telemetry::step(
+                "find-delivery",
+                &work.user,
+                key,
+                self.api.find_delivery(target, token),
+            )
+        };
+        let stored = |found: Option<(Delivery, AccessKeyId)>| match found {
+            Some((delivery, stored)) if &stored == new_key => Stored::Yes(delivery),
+            _ => Stored::No,
+        };
+        if let Stored::Yes(delivery) = stored(find().await?) {
+            return Ok(Stored::Yes(delivery));
+        }
+        if !self.leased().await? {
+            return Ok(Stored::ClaimLost);
+        }
+        let voided = telemetry::step(
+            "void-delivery",
+            &work.user,
+            key,
+            self.api
+                .void_delivery(target, token, new_key, &self.meta(work)),
+        )
+        .await;
+        match voided {
+            Ok(Voiding::Voided) => Ok(Stored::No),
+            Ok(Voiding::Taken) => Ok(stored(find().await?)),
+            Err(failure) => Ok(Stored::NotVoided(failure)),
+        }
+    }
+
     async fn delete_orphan(
         &self,
         work: &mut UserWork,
@@ -1627,6 +1692,18 @@ impl AccountWorker<'_> {
             }
         }
     }
+}
+
+/// Whether a replacement's delivery is stored ([`AccountWorker::stored_delivery`]).
+enum Stored {
+    /// It is, in this version.
+    Yes(Delivery),
+    /// It is not, and no request in flight can store it any more.
+    No,
+    /// It is not, but the void failed: a request in flight could still store it.
+    NotVoided(AwsFailure),
+    /// The run lost the account's claim before it could settle that.
+    ClaimLost,
 }
 
 /// Whether the action changes or deletes an existing key (UpdateAccessKey,
@@ -1770,24 +1847,37 @@ async fn reactivate(
             api.set_access_key_status(user, key, KeyStatus::Active),
         ))
         .await;
-    if let Err(failure) = reactivated {
-        let event = RotationEvent::StepFailed {
-            key: key.clone(),
-            step: Step::Reactivate,
-            attempt: 1,
-            code: failure.code.clone(),
-            message: failure.message.clone(),
-        };
-        fp::APPEND_REACTIVATE_FAILED
-            .around(journal.append_at_fenced(
-                &stream,
-                &head,
-                vec![rotation_event(&event, account, user, actor)],
-                Some(&fence),
-            ))
-            .await?;
-        return Err(failure.into());
-    }
+    let head = match reactivated {
+        Ok(()) => head,
+        Err(failure) => {
+            let event = RotationEvent::StepFailed {
+                key: key.clone(),
+                step: Step::Reactivate,
+                attempt: 1,
+                code: failure.code.clone(),
+                message: failure.message.clone(),
+            };
+            let head = fp::APPEND_REACTIVATE_FAILED
+                .around(journal.append_at_fenced(
+                    &stream,
+                    &head,
+                    vec![rotation_event(&event, account, user, actor)],
+                    Some(&fence),
+                ))
+                .await?;
+            // A call that failed may still have taken effect (an answer lost after the
+            // fact). Settled now, on a fresh read, it is not left open for a later run
+            // to finish over a change a person makes in between.
+            let active = api.list_access_keys(user).await.is_ok_and(|keys| {
+                keys.iter()
+                    .any(|k| &k.access_key_id == key && k.status == KeyStatus::Active)
+            });
+            if !active {
+                return Err(failure.into());
+            }
+            head
+        }
+    };
     let done = RotationEvent::KeyReactivated { key: key.clone() };
     fp::APPEND_REACTIVATED
         .around(journal.append_at_fenced(
