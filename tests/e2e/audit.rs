@@ -368,6 +368,26 @@ async fn verify_detects_edits_deletions_and_reordering_in_sqlite() {
         assert_refused(&keyturn(&emulator, dir.path(), &full), &stream);
     }
     assert_eq!(count(&db), before, "nothing was written");
+    // `audit` reads events by index, not whole streams: each is checked against its
+    // own hash, and an edited one refuses the answer.
+    let audit = keyturn(
+        &emulator,
+        dir.path(),
+        &["--journal", journal, "audit", "--campaign", "q3"],
+    );
+    assert_eq!(
+        (audit.code, audit.stdout.as_str()),
+        (6, ""),
+        "{}",
+        audit.stderr
+    );
+    assert!(
+        audit.stderr.contains(&format!(
+            "the journal record q3/{stream} #1 was altered outside keyturn: its content no longer matches its hash"
+        )),
+        "{}",
+        audit.stderr
+    );
 
     let idle = format!("user/{}/idle", org.accounts[1].id);
     db.execute(
@@ -499,4 +519,182 @@ async fn verify_detects_edits_deletions_and_reordering_in_dynamodb() {
             .any(|l| l.starts_with(&format!("BROKEN q3/{other} #2: "))),
         "reordering is detected: {lines:?}"
     );
+}
+
+/// The DynamoDB item of event `seq` of `stream` in campaign q3.
+fn item_key(stream: &str, seq: u64) -> std::collections::HashMap<String, AttributeValue> {
+    [
+        ("pk".to_owned(), AttributeValue::S("C#q3".into())),
+        (
+            "sk".to_owned(),
+            AttributeValue::S(format!("E#{stream}#{seq:020}")),
+        ),
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// Sets one attribute of event `seq` of `stream` in the table, as someone with write
+/// access to it would.
+async fn edit(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    stream: &str,
+    seq: u64,
+    attribute: &str,
+    value: &str,
+) {
+    ddb.update_item()
+        .table_name(table)
+        .set_key(Some(item_key(stream, seq)))
+        .update_expression("SET #a = :v")
+        .expression_attribute_names("#a", attribute)
+        .expression_attribute_values(":v", AttributeValue::S(value.to_owned()))
+        .send()
+        .await
+        .unwrap();
+}
+
+/// One character of the campaign record's payload changed in the table, so that it is no
+/// longer JSON: every command that reads the campaign reports tampering (exit 6) and
+/// names the record, never "cannot be read" (exit 5), and nothing is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edit_that_leaves_a_payload_undecodable_is_tampering_for_every_command() {
+    let journal = "dynamodb://keyturn-undecodable";
+    let table = "keyturn-undecodable";
+    let (emulator, org, dir) = campaign(journal).await;
+    let ddb = aws_sdk_dynamodb::Client::new(&emulator.sdk_config().await);
+    let record = ddb
+        .get_item()
+        .table_name(table)
+        .set_key(Some(item_key("campaign", 1)))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let payload = record["payload"].as_s().unwrap().clone();
+    assert!(payload.starts_with('{'), "{payload}");
+    edit(
+        &ddb,
+        table,
+        "campaign",
+        1,
+        "payload",
+        &payload.replacen('{', "(", 1),
+    )
+    .await;
+    let items = || async {
+        ddb.scan()
+            .table_name(table)
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .send()
+            .await
+            .unwrap()
+            .count
+    };
+    let before = items().await;
+
+    let old_key = org.accounts[0].users[0].keys[0].access_key_id.clone();
+    for args in [
+        &["verify", "q3"][..],
+        &["run", "q3"],
+        &["run", "q3", "--watch"],
+        &["status", "q3"],
+        &["report", "q3", "--format", "json"],
+        &["audit", "--campaign", "q3"],
+        &["rollback", "q3", "--key", &old_key, "--reason", "test"],
+    ] {
+        let mut full = vec!["--journal", journal];
+        full.extend_from_slice(args);
+        let run = keyturn(&emulator, dir.path(), &full);
+        assert_eq!(
+            (run.code, run.stdout.as_str()),
+            (6, ""),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains("q3/campaign #1")
+                && run.stderr.contains("was altered outside keyturn")
+                && run.stderr.contains("its payload is not valid JSON"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    assert_eq!(items().await, before, "nothing was written");
+}
+
+/// `run --watch` reads the campaign again, its hash chains checked, before every pass: a
+/// stream edited between two passes stops the watch with exit 6, and it acts no more.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_edited_between_two_passes_of_a_watch_stops_it_with_exit_6() {
+    use std::io::BufRead;
+    let journal = "dynamodb://keyturn-watch-tamper";
+    let table = "keyturn-watch-tamper";
+    let (emulator, org, dir) = campaign(journal).await;
+    let ddb = aws_sdk_dynamodb::Client::new(&emulator.sdk_config().await);
+
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_keyturn"));
+    emulator.configure(&mut command);
+    let mut child = command
+        .args(["--journal", journal, "run", "q3", "--watch"])
+        .current_dir(dir.path())
+        .env_remove("KEYTURN_JOURNAL")
+        .env_remove("KEYTURN_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start keyturn run --watch");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    // The first pass deactivates the keys whose quiet period is over; the watch then
+    // waits for their two-second observation.
+    let mut said = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("the run reports it is watching: {said:#?}"));
+        said.push(line.clone());
+        if line.starts_with("watching: next check in") {
+            break;
+        }
+    }
+    let app = format!("user/{}/app", org.accounts[0].id);
+    edit(&ddb, table, &app, 1, "run_id", "someone-else").await;
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(std::time::Instant::now() < deadline, "the watch went on");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    said.extend(rx.try_iter());
+    assert_eq!(exit.code(), Some(6), "{said:#?}");
+    assert!(
+        said.iter().any(|l| l.contains(&format!(
+            "the hash chain of stream q3/{app} is broken at sequence 1"
+        ))),
+        "{said:#?}"
+    );
+    // The observed keys were not deleted: the watch acted no more.
+    let iam = aws_sdk_iam::Client::new(&member_config(&emulator, &org.accounts[0].id).await);
+    let keys = iam
+        .list_access_keys()
+        .user_name("app")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keys.access_key_metadata().len(), 2, "{said:#?}");
 }

@@ -5,10 +5,10 @@
 //! | 0 | success |
 //! | 1 | internal error (a bug, or something keyturn cannot classify) |
 //! | 2 | invalid input: bad arguments, policy file, journal location or identifier; nothing was changed |
-//! | 3 | partial: the command finished, but some accounts failed (listed on stderr) |
+//! | 3 | partial: the command finished, but some accounts failed on AWS (listed on stderr) |
 //! | 4 | AWS unavailable or refusing: the caller's identity or the organization could not be read |
 //! | 5 | journal problem: not initialised, written by a newer keyturn, or unreachable |
-//! | 6 | tampered: `keyturn verify` found a modified, deleted or reordered event |
+//! | 6 | tampered: an event was modified, deleted or reordered outside keyturn |
 //!
 //! `docs/cli.md` carries the same table for users; a test keeps the two in step.
 

@@ -607,7 +607,8 @@ impl DynamoJournal {
         items
             .iter()
             .map(|item| {
-                envelope_from_item(item).map_err(|detail| self.corrupt(item_label(item), detail))
+                envelope_from_item(item)
+                    .map_err(|detail| self.corrupt(item_label(item), detail).in_event())
             })
             .collect()
     }
@@ -1349,12 +1350,21 @@ fn at_key(envelope: &Envelope) -> String {
 }
 
 /// A short name of an item for error messages (its keys, never its payload).
+/// An item as errors name it: the event (`campaign/stream #sequence`) when those
+/// attributes read, else the item's key.
 fn item_label(item: &Item) -> String {
-    let key = |name| match item.get(name) {
-        Some(AttributeValue::S(value)) => value.clone(),
-        _ => "?".to_owned(),
+    let text = |name| match item.get(name) {
+        Some(AttributeValue::S(value) | AttributeValue::N(value)) => Some(value.as_str()),
+        _ => None,
     };
-    format!("item {}/{}", key(PK), key(SK))
+    match (text("campaign"), text("stream"), text("seq")) {
+        (Some(campaign), Some(stream), Some(seq)) => format!("{campaign}/{stream} #{seq}"),
+        _ => format!(
+            "item {}/{}",
+            text(PK).unwrap_or("?"),
+            text(SK).unwrap_or("?")
+        ),
+    }
 }
 
 fn envelope_to_item(envelope: &Envelope) -> Result<Item, JournalError> {

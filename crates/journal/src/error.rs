@@ -133,6 +133,22 @@ pub enum JournalError {
         detail: String,
     },
 
+    /// A stored event cannot be what keyturn wrote: one of its fields no longer decodes
+    /// (a payload that is not JSON, a timestamp or a stream id that does not parse). Like
+    /// a broken hash chain, it was altered outside keyturn, and nothing is decided or
+    /// reported from it.
+    #[error(
+        "the journal record {record} was altered outside keyturn: {detail}; keyturn does not \
+         act on or report from a journal whose events were modified (`keyturn verify` \
+         checks every hash chain)"
+    )]
+    Tampered {
+        /// Which event: `campaign/stream #sequence`, or the backend's item key.
+        record: String,
+        /// What no longer decodes; never the field's value.
+        detail: String,
+    },
+
     /// Anything else: a bug, a permission problem, a backend answer that makes no sense.
     #[error("unexpected failure of the journal at {backend}: {detail}")]
     Unexpected {
@@ -173,6 +189,20 @@ impl JournalError {
     /// Whether the write's fence failed: another writer moved the stream it was fenced on.
     pub fn is_fenced(&self) -> bool {
         matches!(self, JournalError::Fenced { .. })
+    }
+
+    /// The same failure, as an event record that cannot be what keyturn wrote: a
+    /// [`JournalError::Corrupt`] event becomes [`JournalError::Tampered`].
+    pub(crate) fn in_event(self) -> Self {
+        match self {
+            JournalError::Corrupt { record, detail } => JournalError::Tampered { record, detail },
+            other => other,
+        }
+    }
+
+    /// Whether a stored event was altered outside keyturn.
+    pub fn is_tampering(&self) -> bool {
+        matches!(self, JournalError::Tampered { .. })
     }
 
     /// Whether the same call may succeed later without any change.

@@ -1,11 +1,12 @@
 //! Audit queries: the events that match a filter, oldest first, each served by an
 //! index (a campaign partition, the account-and-time index, or the two access-key
 //! indexes), never by a scan. Filters that no index serves are applied to the
-//! answer of the most selective index query.
+//! answer of the most selective index query. Every event read is checked against its
+//! own hash first (an edited one is [`JournalError::Tampered`]).
 
 use chrono::{DateTime, Utc};
 
-use crate::{Envelope, Journal, JournalError};
+use crate::{Envelope, Journal, JournalError, envelope_hash};
 
 /// What an auditor asks for; every field narrows the answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -119,6 +120,20 @@ pub async fn audit(
             all
         }
     };
+    // Every event read is checked against its own hash before it is matched: an event
+    // edited to fall outside the filter (another user, another time) is tampering too.
+    // The links between events need whole streams: `keyturn verify` checks those.
+    if let Some(edited) = candidates.iter().find(|e| envelope_hash(e) != e.hash) {
+        return Err(JournalError::Tampered {
+            record: format!(
+                "{}/{} #{}",
+                edited.campaign,
+                edited.stream.name(),
+                edited.sequence
+            ),
+            detail: "its content no longer matches its hash".to_owned(),
+        });
+    }
     let mut events: Vec<Envelope> = candidates
         .into_iter()
         .filter(|e| filter.matches(e))

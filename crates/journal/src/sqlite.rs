@@ -594,7 +594,7 @@ fn query_events(
     let mut rows = statement.query(params).map_err(fail)?;
     let mut events = Vec::new();
     while let Some(row) = rows.next().map_err(fail)? {
-        events.push(envelope_from_row(row)?);
+        events.push(envelope_from_row(row).map_err(JournalError::in_event)?);
     }
     Ok(events)
 }

@@ -234,3 +234,34 @@ fn the_file_is_in_wal_mode() {
         .unwrap();
     assert_eq!(mode, "wal");
 }
+
+/// A stored event whose payload, edited in the file, is no longer JSON cannot be what
+/// keyturn wrote: every read refuses it as tampering (naming the event, never the
+/// payload), not as a journal that cannot be read.
+#[tokio::test]
+async fn an_event_edited_so_that_it_no_longer_decodes_is_tampering() {
+    let fixture = Sqlite
+        .fixture_with_clock(Arc::new(keyturn_journal::SystemClock))
+        .await;
+    let id = StreamId::new("c", "s").unwrap();
+    fixture.journal.append(&id, 0, one_event()).await.unwrap();
+    fixture
+        .raw
+        .set_payload(&id, 1, "{\"n\":(secret-looking}")
+        .await;
+    for read in [
+        fixture.journal.read_stream(&id).await,
+        fixture.journal.read_campaign("c").await,
+    ] {
+        match read {
+            Err(e @ JournalError::Tampered { .. }) => {
+                assert!(e.is_tampering());
+                let text = e.to_string();
+                assert!(text.contains("c/s #1"), "{text}");
+                assert!(text.contains("altered outside keyturn"), "{text}");
+                assert!(!text.contains("secret-looking"), "{text}");
+            }
+            other => panic!("expected Tampered, got {other:?}"),
+        }
+    }
+}

@@ -125,3 +125,56 @@ pub enum WorkerError {
     )]
     Tampered(#[from] keyturn_journal::ChainError),
 }
+
+/// Why a run gave up one account (the other accounts go on): each kind has its own exit
+/// code (`docs/cli.md`).
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// An AWS call the account needed failed (after the SDK's retries).
+    #[error("{0}")]
+    Aws(#[from] AwsFailure),
+    /// The journal failed a read or a write of the account.
+    #[error("the journal failed: {0}")]
+    Journal(keyturn_journal::JournalError),
+    /// A stream of the account was altered outside keyturn since the run read it.
+    #[error("{0}")]
+    Tampered(String),
+    /// Something keyturn cannot classify (a bug).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl AccountError {
+    /// The AWS error code, the journal's word for its failure, or `Tampered`.
+    pub fn code(&self) -> &str {
+        match self {
+            AccountError::Aws(failure) => &failure.code,
+            AccountError::Journal(_) => "JournalError",
+            AccountError::Tampered(_) => "Tampered",
+            AccountError::Internal(_) => "Internal",
+        }
+    }
+}
+
+impl From<keyturn_journal::JournalError> for AccountError {
+    fn from(e: keyturn_journal::JournalError) -> Self {
+        if e.is_tampering() {
+            AccountError::Tampered(e.to_string())
+        } else {
+            AccountError::Journal(e)
+        }
+    }
+}
+
+impl From<WorkerError> for AccountError {
+    fn from(e: WorkerError) -> Self {
+        match e {
+            WorkerError::Aws(failure) => AccountError::Aws(failure),
+            WorkerError::Journal(e) => e.into(),
+            WorkerError::Tampered(_) => AccountError::Tampered(e.to_string()),
+            WorkerError::Rejected(_) | WorkerError::Unexpected(_) => {
+                AccountError::Internal(e.to_string())
+            }
+        }
+    }
+}

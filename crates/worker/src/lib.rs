@@ -21,5 +21,5 @@ pub mod steps;
 pub mod telemetry;
 
 pub use aws_config::SdkConfig;
-pub use error::{AwsFailure, WorkerError};
+pub use error::{AccountError, AwsFailure, WorkerError};
 pub use session::{Caller, Sessions};

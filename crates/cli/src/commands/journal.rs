@@ -40,6 +40,7 @@ pub fn journal_failure(e: JournalError) -> Failure {
         | JournalError::UnknownEventType { .. }
         | JournalError::NewerSchema { .. }
         | JournalError::Corrupt { .. } => Exit::Journal,
+        JournalError::Tampered { .. } => Exit::Tampered,
         _ => Exit::Internal,
     };
     Failure::new(exit, e)

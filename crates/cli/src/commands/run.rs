@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
+use keyturn_worker::AccountError;
 use keyturn_worker::campaign::run::{RunOptions, RunSummary, run as run_campaign};
 use keyturn_worker::campaign::{load_state, status};
 
@@ -78,12 +79,15 @@ pub async fn run(journal: &str, args: RunArgs) -> Outcome {
             .iter()
             .any(|r| matches!(r.state, "pending" | "awaiting-adoption" | "observing"));
         let stopped = options.stop.load(std::sync::atomic::Ordering::SeqCst);
-        if stopped || !args.watch || (!open && summary.busy_accounts.is_empty()) {
-            return Ok(if summary.failed_accounts.is_empty() {
-                Exit::Success
-            } else {
-                Exit::Partial
-            });
+        let exit = exit_of(&summary);
+        // A stream altered outside keyturn stops a watch at once; other failures are
+        // retried on the next pass.
+        if stopped
+            || !args.watch
+            || (!open && summary.busy_accounts.is_empty())
+            || exit == Exit::Tampered
+        {
+            return Ok(exit);
         }
         let next = summary
             .next_due()
@@ -103,6 +107,23 @@ pub async fn run(journal: &str, args: RunArgs) -> Outcome {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// The exit code of a pass: success, or the gravest failure of an account (a stream
+/// altered outside keyturn, then the journal, then a bug, then AWS: partial).
+fn exit_of(summary: &RunSummary) -> Exit {
+    let rank = |error: &AccountError| match error {
+        AccountError::Tampered(_) => (4, Exit::Tampered),
+        AccountError::Journal(_) => (3, Exit::Journal),
+        AccountError::Internal(_) => (2, Exit::Internal),
+        AccountError::Aws(_) => (1, Exit::Partial),
+    };
+    summary
+        .failed_accounts
+        .iter()
+        .map(|failed| rank(&failed.error))
+        .max_by_key(|(rank, _)| *rank)
+        .map_or(Exit::Success, |(_, exit)| exit)
 }
 
 fn print_summary(summary: &RunSummary) {
@@ -129,10 +150,88 @@ fn print_summary(summary: &RunSummary) {
         );
     }
     for failed in &summary.failed_accounts {
-        let message = failed.failure.message.replace('\n', " ");
+        let what = match &failed.error {
+            AccountError::Aws(failure) => format!(
+                "{} in {}: {}",
+                failure.code, failure.operation, failure.message
+            ),
+            other => other.to_string(),
+        };
         eprintln!(
-            "account {} ({}) failed: {} in {}: {message}",
-            failed.account.id, failed.account.name, failed.failure.code, failed.failure.operation
+            "account {} ({}) failed: {}",
+            failed.account.id,
+            failed.account.name,
+            what.replace('\n', " ")
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keyturn_planner::AccountId;
+    use keyturn_worker::AwsFailure;
+    use keyturn_worker::campaign::run::FailedAccount;
+    use keyturn_worker::org::OrgAccount;
+
+    use super::*;
+
+    fn failed(id: &str, error: AccountError) -> FailedAccount {
+        FailedAccount {
+            account: OrgAccount {
+                id: AccountId::new(id).unwrap(),
+                name: id.to_owned(),
+                email: None,
+            },
+            error,
+        }
+    }
+
+    fn aws() -> AccountError {
+        AccountError::Aws(AwsFailure {
+            operation: "ListAccessKeys",
+            code: "AccessDenied".into(),
+            message: "no".into(),
+        })
+    }
+
+    /// Each kind of account failure has its own exit code, and the gravest decides.
+    #[test]
+    fn a_pass_exits_with_its_gravest_account_failure() {
+        let exit = |errors: Vec<AccountError>| {
+            exit_of(&RunSummary {
+                failed_accounts: errors
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, e)| failed(&format!("{:012}", i + 1), e))
+                    .collect(),
+                ..RunSummary::default()
+            })
+        };
+        let journal = || {
+            AccountError::Journal(keyturn_journal::JournalError::Unavailable {
+                backend: "dynamodb://t".into(),
+                detail: "throttled".into(),
+            })
+        };
+        let tampered = || AccountError::Tampered("stream edited".into());
+        assert_eq!(exit(vec![]), Exit::Success);
+        assert_eq!(exit(vec![aws()]), Exit::Partial);
+        assert_eq!(exit(vec![aws(), journal()]), Exit::Journal);
+        assert_eq!(exit(vec![tampered(), aws(), journal()]), Exit::Tampered);
+        assert_eq!(
+            exit(vec![AccountError::Internal("bug".into()), aws()]),
+            Exit::Internal
+        );
+    }
+
+    /// A journal error found to be tampering is typed so, wherever it was met.
+    #[test]
+    fn a_tampered_record_met_mid_run_is_tampering() {
+        let error = AccountError::from(keyturn_journal::JournalError::Tampered {
+            record: "q3/user/1/app #2".into(),
+            detail: "its payload is not valid JSON (line 1, column 1)".into(),
+        });
+        assert!(matches!(error, AccountError::Tampered(_)), "{error:?}");
+        assert_eq!(error.code(), "Tampered");
     }
 }

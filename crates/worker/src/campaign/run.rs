@@ -13,9 +13,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use keyturn_journal::{
-    Actor, Clock, Deferred, GroupCommit, Journal, JournalError, StreamId, SystemClock,
-};
+use keyturn_journal::{Actor, Clock, Deferred, GroupCommit, Journal, StreamId, SystemClock};
 use keyturn_planner::inventory::{KeyRecord, KeyStatus};
 use keyturn_planner::rotation::{
     Action, Decision, FreshUse, ObservedKey, Path, RotationEvent, Step, classify, decide, enroll,
@@ -25,10 +23,10 @@ use keyturn_planner::{AccessKeyId, AccountId, CampaignName, Policy, UserName};
 use super::claims::{self, Acquired, Claim};
 use super::codec::{rotation_event, user_stream};
 use super::{Campaign, CampaignState, UserEntry, load_state, secret_name};
-use crate::error::{AwsFailure, WorkerError};
+use crate::error::{AccountError, AwsFailure, WorkerError};
 use crate::failpoints::{self as fp, Boundary};
 use crate::iam::{self, Listing, UserKeys};
-use crate::inventory::{self, AccountFailure};
+use crate::inventory;
 use crate::org::OrgAccount;
 use crate::port::{AccountApi, Cloud};
 use crate::secret::NewAccessKey;
@@ -98,6 +96,15 @@ pub struct Waiting {
     pub reason: String,
 }
 
+/// An account the run gave up, and why; the other accounts went on.
+#[derive(Debug)]
+pub struct FailedAccount {
+    /// The account.
+    pub account: OrgAccount,
+    /// Why.
+    pub error: AccountError,
+}
+
 /// What a run did and left.
 #[derive(Debug, Default)]
 pub struct RunSummary {
@@ -106,7 +113,7 @@ pub struct RunSummary {
     /// Keys waiting for a gate.
     pub waiting: Vec<Waiting>,
     /// Accounts that could not be read or worked.
-    pub failed_accounts: Vec<AccountFailure>,
+    pub failed_accounts: Vec<FailedAccount>,
     /// Accounts another worker holds, and until when.
     pub busy_accounts: Vec<(AccountId, String, DateTime<Utc>)>,
     /// The campaign as this run leaves it: the state it loaded with its own appends
@@ -201,7 +208,14 @@ pub async fn run(
     };
 
     let mut summary = RunSummary {
-        failed_accounts: inventory.failures.clone(),
+        failed_accounts: inventory
+            .failures
+            .iter()
+            .map(|f| FailedAccount {
+                account: f.account.clone(),
+                error: AccountError::Aws(f.failure.clone()),
+            })
+            .collect(),
         ..RunSummary::default()
     };
     let outcomes: Vec<AccountOutcome> = futures::stream::iter(&inventory.accounts)
@@ -244,7 +258,7 @@ struct AccountOutcome {
     done: Vec<Done>,
     waiting: Vec<Waiting>,
     busy: Option<(AccountId, String, DateTime<Utc>)>,
-    failure: Option<AccountFailure>,
+    failure: Option<FailedAccount>,
     /// The account, when this run claimed it.
     claimed: Option<AccountId>,
     /// The streams of the users this run drove, as it left them.
@@ -270,9 +284,9 @@ async fn run_account(
     users: &[UserKeys],
 ) -> AccountOutcome {
     let mut outcome = AccountOutcome::default();
-    let fail = |failure: AwsFailure| AccountFailure {
+    let fail = |error: AccountError| FailedAccount {
         account: account.clone(),
-        failure,
+        error,
     };
     // Users IAM lists now, and users the journal knows that IAM no longer lists (deleted).
     // A user whose keys were not listed has nothing the campaign may act on (and no key
@@ -342,7 +356,7 @@ async fn run_account(
             return outcome;
         }
         Err(e) => {
-            outcome.failure = Some(fail(journal_failure(e)));
+            outcome.failure = Some(fail(e.into()));
             return outcome;
         }
     };
@@ -449,9 +463,7 @@ async fn run_account(
                 // account, as a failed append does.
                 outcome.stale = true;
                 if !e.is_conflict() && !e.is_fenced() {
-                    outcome
-                        .failure
-                        .get_or_insert_with(|| fail(journal_failure(e)));
+                    outcome.failure.get_or_insert_with(|| fail(e.into()));
                 }
             }
             None => outcome.stale = true,
@@ -482,14 +494,6 @@ fn distinct(boundaries: impl IntoIterator<Item = Boundary>) -> Vec<Boundary> {
         }
     }
     out
-}
-
-fn journal_failure(e: JournalError) -> AwsFailure {
-    AwsFailure {
-        operation: "journal",
-        code: "JournalError".to_owned(),
-        message: e.to_string(),
-    }
 }
 
 /// The work on one account, under its claim, shared by the account's user tasks.
@@ -565,7 +569,7 @@ impl AccountWorker<'_> {
     }
 
     /// Renews the account's claim when due; `Ok(false)` when it was lost.
-    async fn keep_claim(&self) -> Result<bool, AwsFailure> {
+    async fn keep_claim(&self) -> Result<bool, AccountError> {
         let ctx = self.ctx;
         self.claim
             .lock()
@@ -577,13 +581,13 @@ impl AccountWorker<'_> {
                 Some(&self.commit),
             )
             .await
-            .map_err(journal_failure)
+            .map_err(AccountError::from)
     }
 
     /// Right before an AWS mutation: whether this run still holds the account, with
     /// enough of its lease left for the call (renewed when not). A run that stalled past
     /// its lease (a sleeping laptop, a stuck call) finds out here and stops.
-    async fn leased(&self) -> Result<bool, AwsFailure> {
+    async fn leased(&self) -> Result<bool, AccountError> {
         let ctx = self.ctx;
         let held = self
             .claim
@@ -596,7 +600,7 @@ impl AccountWorker<'_> {
                 &self.commit,
             )
             .await
-            .map_err(journal_failure)?;
+            .map_err(AccountError::from)?;
         if !held {
             self.outcome().stale = true;
         }
@@ -627,11 +631,11 @@ impl AccountWorker<'_> {
         user: &UserName,
         listed: Option<&UserKeys>,
         entry: UserEntry,
-    ) -> Result<bool, AwsFailure> {
+    ) -> Result<bool, AccountError> {
         let ctx = self.ctx;
         let rules = &ctx.campaign.policy.rotation;
         let stream =
-            user_stream(&ctx.campaign.name, &self.account.id, user).map_err(journal_failure)?;
+            user_stream(&ctx.campaign.name, &self.account.id, user).map_err(AccountError::from)?;
         let observed = listed
             .map(|u| u.keys.iter().map(observe).collect())
             .unwrap_or_default();
@@ -700,7 +704,7 @@ impl AccountWorker<'_> {
         &self,
         user: &UserName,
         events: &mut Vec<RotationEvent>,
-    ) -> Result<(), AwsFailure> {
+    ) -> Result<(), AccountError> {
         let ctx = self.ctx;
         let mut kept = Vec::with_capacity(events.len());
         for event in events.drain(..) {
@@ -708,7 +712,7 @@ impl AccountWorker<'_> {
                 && let Some(other) =
                     super::held_elsewhere(ctx.journal.as_ref(), &ctx.campaign.name, key)
                         .await
-                        .map_err(|e| journal_failure_w(&e))?
+                        .map_err(AccountError::from)?
             {
                 self.outcome().waiting.push(Waiting {
                     account: self.account.id.clone(),
@@ -749,7 +753,7 @@ impl AccountWorker<'_> {
         &self,
         work: &mut UserWork,
         listed: Option<&UserKeys>,
-    ) -> Result<bool, AwsFailure> {
+    ) -> Result<bool, AccountError> {
         let ctx = self.ctx;
         let rules = &ctx.campaign.policy.rotation;
         let user = &work.user.clone();
@@ -814,7 +818,7 @@ impl AccountWorker<'_> {
                             listed_now = true;
                             continue;
                         }
-                        Err(failure) => return Err(failure),
+                        Err(failure) => return Err(failure.into()),
                     };
                     fresh = Some(FreshUse {
                         key,
@@ -878,11 +882,11 @@ impl AccountWorker<'_> {
                             .journal
                             .read_stream(&work.stream)
                             .await
-                            .map_err(journal_failure)?;
+                            .map_err(AccountError::from)?;
                         keyturn_journal::verify_stream(&envelopes)
-                            .map_err(|e| journal_failure_w(&WorkerError::Tampered(e)))?;
-                        work.entry = UserEntry::from_envelopes(&envelopes)
-                            .map_err(|e| journal_failure_w(&e))?;
+                            .map_err(|e| AccountError::from(WorkerError::Tampered(e)))?;
+                        work.entry =
+                            UserEntry::from_envelopes(&envelopes).map_err(AccountError::from)?;
                         self.refresh(work).await?;
                     } else if failures(work) > before
                         && failures(work) < keyturn_planner::rotation::decide::MAX_FAILURES
@@ -969,7 +973,7 @@ impl AccountWorker<'_> {
                 tracing::warn!(account = %self.account.id, user = %work.user, "notification outcomes not recorded: the stream moved");
             }
             Err(failure) => {
-                tracing::warn!(account = %self.account.id, user = %work.user, code = %failure.code, "notification outcomes not recorded");
+                tracing::warn!(account = %self.account.id, user = %work.user, code = %failure.code(), "notification outcomes not recorded");
             }
         }
     }
@@ -982,7 +986,7 @@ impl AccountWorker<'_> {
         work: &mut UserWork,
         events: Vec<RotationEvent>,
         at: Boundary,
-    ) -> Result<bool, AwsFailure> {
+    ) -> Result<bool, AccountError> {
         let ctx = self.ctx;
         if !self.keep_claim().await? {
             self.outcome().stale = true;
@@ -1026,7 +1030,7 @@ impl AccountWorker<'_> {
                 } else if e.is_conflict() {
                     Ok(false)
                 } else {
-                    Err(journal_failure(e))
+                    Err(e.into())
                 }
             }
         }
@@ -1038,11 +1042,11 @@ impl AccountWorker<'_> {
         work: &mut UserWork,
         event: RotationEvent,
         at: Boundary,
-    ) -> Result<bool, AwsFailure> {
+    ) -> Result<bool, AccountError> {
         self.append(work, vec![event], at).await
     }
 
-    async fn list_keys(&self, user: &UserName) -> Result<Vec<ObservedKey>, AwsFailure> {
+    async fn list_keys(&self, user: &UserName) -> Result<Vec<ObservedKey>, AccountError> {
         match self.api.list_access_keys(user).await {
             Ok(keys) => Ok(keys
                 .into_iter()
@@ -1054,14 +1058,14 @@ impl AccountWorker<'_> {
                 })
                 .collect()),
             Err(f) if f.code == "NoSuchEntity" => Ok(Vec::new()),
-            Err(f) => Err(f),
+            Err(f) => Err(f.into()),
         }
     }
 
     /// Re-reads the user's keys (after another writer's work), keeping the last-use data
     /// already known. After this run's own mutation the outcome tells the new state
     /// ([`UserWork::observe_status`], [`UserWork::observe_gone`]): no call.
-    async fn refresh(&self, work: &mut UserWork) -> Result<(), AwsFailure> {
+    async fn refresh(&self, work: &mut UserWork) -> Result<(), AccountError> {
         let mut keys = self.list_keys(&work.user).await?;
         for key in &mut keys {
             key.last_used_at = work
@@ -1100,7 +1104,7 @@ impl AccountWorker<'_> {
         step: Step,
         attempt: u32,
         failure: &AwsFailure,
-    ) -> Result<bool, AwsFailure> {
+    ) -> Result<bool, AccountError> {
         self.note(
             work,
             key,
@@ -1124,7 +1128,7 @@ impl AccountWorker<'_> {
         attempt: u32,
         target: Option<&AccessKeyId>,
         at: Boundary,
-    ) -> Result<bool, AwsFailure> {
+    ) -> Result<bool, AccountError> {
         let event = RotationEvent::StepIntended {
             key: key.clone(),
             step,
@@ -1140,7 +1144,7 @@ impl AccountWorker<'_> {
         work: &mut UserWork,
         key: &AccessKeyId,
         action: Action,
-    ) -> Result<bool, AwsFailure> {
+    ) -> Result<bool, AccountError> {
         let attempt = work.entry.state.keys.get(key).map_or(1, |k| k.failures + 1);
         match action {
             Action::Record(event) => {
@@ -1179,11 +1183,12 @@ impl AccountWorker<'_> {
                     Ok(Stored::ClaimLost) => return Ok(false),
                     // A run that died or stalled may still have a request in flight: the
                     // key is kept, and retried, until its delivery is settled for good.
-                    Ok(Stored::NotVoided(failure)) | Err(failure) => {
+                    Ok(Stored::NotVoided(failure)) | Err(AccountError::Aws(failure)) => {
                         return self
                             .failed(work, key, Step::DeliverSecret, attempt, &failure)
                             .await;
                     }
+                    Err(other) => return Err(other),
                 };
                 let event = RotationEvent::SecretDelivered {
                     key: key.clone(),
@@ -1208,7 +1213,8 @@ impl AccountWorker<'_> {
                         operation: "verify",
                         code: "NoDelivery".into(),
                         message: format!("{key} has no recorded delivery"),
-                    });
+                    }
+                    .into());
                 };
                 let target = self.target(&work.user);
                 let read = telemetry::step(
@@ -1403,7 +1409,7 @@ impl AccountWorker<'_> {
         work: &mut UserWork,
         key: &AccessKeyId,
         attempt: u32,
-    ) -> Result<bool, AwsFailure> {
+    ) -> Result<bool, AccountError> {
         if !self
             .intend(
                 work,
@@ -1522,7 +1528,8 @@ impl AccountWorker<'_> {
                     // Secrets Manager cannot say whether the version was stored: deleting
                     // the key could leave a stored secret naming a deleted key, so the
                     // next run reconciles it (RecoverDelivery) once it can tell.
-                    Err(_) => Ok(true),
+                    Err(AccountError::Aws(_)) => Ok(true),
+                    Err(other) => Err(other),
                 };
             }
         };
@@ -1553,7 +1560,7 @@ impl AccountWorker<'_> {
         key: &AccessKeyId,
         new: &NewAccessKey,
         attempt: u32,
-    ) -> Result<bool, AwsFailure> {
+    ) -> Result<bool, AccountError> {
         let verified = fp::VERIFY
             .around(telemetry::step(
                 Step::VerifyReplacement.as_str(),
@@ -1601,7 +1608,7 @@ impl AccountWorker<'_> {
         target: &SecretTarget,
         token: &str,
         new_key: &AccessKeyId,
-    ) -> Result<Stored, AwsFailure> {
+    ) -> Result<Stored, AccountError> {
         let find = || {
             telemetry::step(
                 "find-delivery",
@@ -1640,7 +1647,7 @@ impl AccountWorker<'_> {
         work: &mut UserWork,
         key: &AccessKeyId,
         orphan: &AccessKeyId,
-    ) -> Result<bool, AwsFailure> {
+    ) -> Result<bool, AccountError> {
         let attempt = work.entry.state.keys.get(key).map_or(1, |k| k.failures + 1);
         if !self
             .intend(
@@ -1724,14 +1731,6 @@ fn observe(key: &KeyRecord) -> ObservedKey {
         status: key.status,
         created_at: key.created_at,
         last_used_at: key.last_used.as_ref().map(|l| l.at),
-    }
-}
-
-fn journal_failure_w(e: &WorkerError) -> AwsFailure {
-    AwsFailure {
-        operation: "journal",
-        code: "JournalError".to_owned(),
-        message: e.to_string(),
     }
 }
 
