@@ -23,7 +23,7 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use keyturn_journal::{Actor, Clock, Journal, MemoryJournal, SqliteJournal};
 use keyturn_planner::inventory::KeyStatus;
-use keyturn_planner::{AccountId, CampaignName, Policy, UserName};
+use keyturn_planner::{AccessKeyId, AccountId, CampaignName, Policy, UserName};
 use keyturn_worker::campaign::run::{RunOptions, rollback, run};
 use keyturn_worker::campaign::{load_state, start};
 
@@ -214,6 +214,7 @@ async fn simulate(seed: u64) -> Outcome {
             Calm {
                 calm: calm.clone(),
                 people,
+                seed,
             },
             end,
         ));
@@ -223,6 +224,7 @@ async fn simulate(seed: u64) -> Outcome {
         let calm = Calm {
             calm: calm.clone(),
             people,
+            seed,
         };
         tasks.spawn_local(async move {
             tokio::time::sleep(StdDuration::from_secs(day * 86_400)).await;
@@ -547,11 +549,44 @@ fn person_acts(world: &mut World, rng: &mut Rng) {
     }
 }
 
+/// A person who finds a user with a key keyturn created and has not delivered (a run
+/// died between the two) and makes the user's old key Inactive or deletes it: the
+/// interleaving in which a rotation's end (released, vanished) could be recorded before
+/// the undelivered replacement is cleaned up.
+fn person_retires_an_old_key(world: &mut World, rng: &mut Rng) {
+    let users: Vec<(AccountId, UserName, AccessKeyId)> = world
+        .accounts
+        .iter()
+        .flat_map(|(a, acct)| {
+            acct.users.iter().filter_map(move |(u, keys)| {
+                let undelivered = keys
+                    .keys
+                    .iter()
+                    .any(|k| k.origin == Origin::Keyturn && !k.delivered);
+                let old = keys.keys.iter().find(|k| k.origin != Origin::Keyturn)?;
+                undelivered.then(|| (a.clone(), u.clone(), old.id.clone()))
+            })
+        })
+        .collect();
+    if users.is_empty() {
+        return;
+    }
+    let (account, user, old) = rng.pick(&users).clone();
+    if rng.chance(0.5) {
+        let _ = world.set_status("person", &account, &user, &old, KeyStatus::Inactive);
+    } else {
+        let _ = world.delete_key("person", &account, &user, &old);
+    }
+}
+
 /// Whether the chaos is over, and whether this seed has people acting.
 #[derive(Debug, Clone)]
 struct Calm {
     calm: Arc<std::sync::atomic::AtomicBool>,
     people: bool,
+    /// The seed of the actors added after a seed's world was fixed, which draw from a
+    /// stream of their own so that the worlds of earlier seeds stay as they were.
+    seed: u64,
 }
 
 /// A `keyturn run --watch` process: runs, sleeps until the next gate falls due (at most
@@ -568,6 +603,7 @@ async fn worker(
     let skew =
         Duration::milliseconds(shared.rng().range(0, 2 * MAX_SKEW_MS) as i64 - MAX_SKEW_MS as i64);
     let mut process = 0;
+    let mut own = Rng::new(calm.seed ^ 0xd6d6_0000 ^ index as u64);
     // Workers start a little apart.
     tokio::time::sleep(StdDuration::from_secs(index as u64 * 7)).await;
     while tokio::time::Instant::now() < end {
@@ -618,6 +654,17 @@ async fn worker(
                     .world()
                     .note(&who, format!("process {run_id} crashes"));
                 next = StdDuration::from_secs(shared.rng().range(1, 600));
+                // The person who looks at a user the dead run left with a new key and no
+                // delivery, before the run restarts, and retires the old key by hand.
+                if calm.people && own.chance(0.5) {
+                    let shared = shared.clone();
+                    let delay = StdDuration::from_secs(own.range(1, 600));
+                    let mut rng = Rng::new(own.next_u64());
+                    tokio::task::spawn_local(async move {
+                        tokio::time::sleep(delay).await;
+                        person_retires_an_old_key(&mut shared.world(), &mut rng);
+                    });
+                }
             }
             Some(Ok(summary)) => {
                 if let Some(due) = summary.next_due() {

@@ -46,6 +46,8 @@ pub struct SimKey {
     pub deactivated_by_keyturn: bool,
     /// Whether a secret version ever held it (keyturn's replacement was delivered).
     pub delivered: bool,
+    /// The run whose CreateAccessKey made it (keyturn's keys only).
+    pub created_by: Option<String>,
 }
 
 /// A version of a simulated secret.
@@ -273,16 +275,29 @@ impl World {
         steps: &[&str],
         what: &str,
     ) {
+        if let Some(violation) = self.intent_verdict(account, user, key, steps, what) {
+            self.violate(violation);
+        }
+    }
+
+    /// What [`World::judge_intent`] finds wrong with the mutation, if anything.
+    fn intent_verdict(
+        &mut self,
+        account: &AccountId,
+        user: &UserName,
+        key: Option<&AccessKeyId>,
+        steps: &[&str],
+        what: &str,
+    ) -> Option<String> {
         let run = self.call_run.clone();
         let Some(campaign) =
             self.sent_ledger
                 .claim_of(&run, account, self.call_sent_at, self.rules.skew)
         else {
             let held: Vec<_> = self.sent_ledger.claims.iter().collect();
-            self.violate(format!(
+            return Some(format!(
                 "{run} {what} without holding the claim on account {account} when its call left (claims: {held:?})"
             ));
-            return;
         };
         let open = self.sent_ledger.open_intents(&campaign, account, user);
         let Some(intent) = open
@@ -295,17 +310,16 @@ impl World {
                 .iter()
                 .map(|i| format!("{} {} {:?}", i.run, i.step, i.keys))
                 .collect();
-            self.violate(format!(
+            return Some(format!(
                 "{run} {what} with no open intent of its kind for {user} in the journal (open: {open:?})"
             ));
-            return;
         };
-        if !self.ledger.spent.insert(intent.seq) {
-            self.violate(format!(
+        (!self.ledger.spent.insert(intent.seq)).then(|| {
+            format!(
                 "{run} {what}: a second mutation under {}'s intent to {}",
                 intent.run, intent.step
-            ));
-        }
+            )
+        })
     }
 
     /// Whether the key was created within an unanswered create's window of one of
@@ -360,7 +374,9 @@ impl World {
             inactive_since: (status == KeyStatus::Inactive).then_some(created_at),
             deactivated_by_keyturn: false,
             delivered: false,
+            created_by: (origin == Origin::Keyturn).then(|| self.call_run.clone()),
         };
+        let keys = &mut self.user_mut(account, user)?.keys;
         keys.push(key.clone());
         self.next_key += 1;
         Ok(key)
@@ -546,20 +562,36 @@ impl World {
         if !who.starts_with('w') {
             self.touched(account, user);
         }
+        let discarded =
+            current.created_by.as_deref() == Some(self.call_run.as_str()) && !current.delivered;
         let keys = &mut self.user_mut(account, user)?.keys;
         keys.retain(|k| &k.id != key);
         self.graveyard
             .push((account.clone(), user.clone(), current));
         self.note(who, format!("{user}: {key} deleted"));
+        // A run that created a key and could not record it (its claim moved, the
+        // journal failed) deletes it at once: the key's secret never left that run, so
+        // nobody can use it, and no other run can tell it from a person's. That one
+        // deletion needs neither the claim nor an intent.
         if who.starts_with('w') {
             self.check_apps(who, account, user, &before);
-            self.judge_intent(
+            let verdict = self.intent_verdict(
                 account,
                 user,
                 Some(key),
                 &["delete", "delete-orphan"],
                 &format!("deleted {key}"),
             );
+            match verdict {
+                Some(_) if discarded => self.note(
+                    who,
+                    format!(
+                        "{key} discarded by the run that created it, which could not record it"
+                    ),
+                ),
+                Some(violation) => self.violate(violation),
+                None => {}
+            }
         }
         Ok(())
     }

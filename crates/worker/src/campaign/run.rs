@@ -1442,45 +1442,17 @@ impl AccountWorker<'_> {
                     .await;
             }
         };
-        let created = RotationEvent::ReplacementCreated {
-            key: key.clone(),
-            new_key: new.access_key_id.clone(),
-            created_at: new.created_at,
-        };
-        if !self.record(work, created, fp::APPEND_CREATED).await? {
-            return Ok(false);
-        }
-        self.note(
-            work,
-            key,
-            format!("replacement {} created", new.access_key_id),
-        );
-        work.observed.push(ObservedKey {
-            key: new.access_key_id.clone(),
-            status: KeyStatus::Active,
-            created_at: new.created_at,
-            last_used_at: None,
-        });
-
-        if !self
-            .intend(
-                work,
-                key,
-                Step::DeliverSecret,
-                attempt,
-                Some(&new.access_key_id),
-                fp::APPEND_INTENT_DELIVER,
-            )
-            .await?
-        {
-            return Ok(false);
+        // Until its delivery is sent, the new key's secret is in this process alone: a
+        // run that cannot go on to send it (its claim moved, the journal failed) deletes
+        // the key rather than leave one nobody can use or tell from a person's.
+        let ready = self.ready_to_deliver(work, key, &new, attempt).await;
+        if !matches!(ready, Ok(true)) {
+            self.discard(work, key, &new.access_key_id).await;
+            return ready;
         }
         let target = self.target(&work.user);
         let meta = self.meta(work);
         let token = steps::client_request_token(self.ctx.campaign.name.as_str(), key, attempt);
-        if !self.leased().await? {
-            return Ok(false);
-        }
         let delivered = fp::DELIVER
             .around(telemetry::step(
                 Step::DeliverSecret.as_str(),
@@ -1592,6 +1564,86 @@ impl AccountWorker<'_> {
                 self.failed(work, key, Step::VerifyReplacement, attempt, &failure)
                     .await
             }
+        }
+    }
+
+    /// Records the created replacement and the intent to deliver it, and checks the
+    /// lease: whether the run may send the delivery.
+    async fn ready_to_deliver(
+        &self,
+        work: &mut UserWork,
+        key: &AccessKeyId,
+        new: &NewAccessKey,
+        attempt: u32,
+    ) -> Result<bool, AccountError> {
+        let created = RotationEvent::ReplacementCreated {
+            key: key.clone(),
+            new_key: new.access_key_id.clone(),
+            created_at: new.created_at,
+        };
+        if !self.record(work, created, fp::APPEND_CREATED).await? {
+            return Ok(false);
+        }
+        self.note(
+            work,
+            key,
+            format!("replacement {} created", new.access_key_id),
+        );
+        work.observed.push(ObservedKey {
+            key: new.access_key_id.clone(),
+            status: KeyStatus::Active,
+            created_at: new.created_at,
+            last_used_at: None,
+        });
+        Ok(self
+            .intend(
+                work,
+                key,
+                Step::DeliverSecret,
+                attempt,
+                Some(&new.access_key_id),
+                fp::APPEND_INTENT_DELIVER,
+            )
+            .await?
+            && self.leased().await?)
+    }
+
+    /// Deletes a key this run just created and could not record (its claim moved, or
+    /// the journal failed): the key's secret exists only in this process and goes with
+    /// it, so nobody can ever use the key, and a later run could not tell it from a key a
+    /// person made (a create that stalled past the claim lands outside the create
+    /// window). The one mutation that needs no claim and no intent: it acts on the id
+    /// IAM just returned, and on nothing else.
+    async fn discard(&self, work: &UserWork, key: &AccessKeyId, new_key: &AccessKeyId) {
+        // The last chance to delete it: a few tries more than the SDK's own retries.
+        let mut pause = Duration::from_secs(1);
+        let mut tries = 0;
+        let deleted = loop {
+            tries += 1;
+            let deleted = telemetry::step(
+                "discard-replacement",
+                &work.user,
+                key,
+                self.api.delete_access_key(&work.user, new_key),
+            )
+            .await;
+            match deleted {
+                Err(failure) if tries < 3 && failure.is_transient() => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                other => break other,
+            }
+        };
+        match deleted {
+            Ok(_) => tracing::warn!(
+                account = %self.account.id, user = %work.user, key = %new_key,
+                "the replacement's creation could not be recorded: deleted it"
+            ),
+            Err(failure) => tracing::error!(
+                account = %self.account.id, user = %work.user, key = %new_key, code = %failure.code,
+                "the replacement's creation could not be recorded, and deleting it failed: a human must delete it"
+            ),
         }
     }
 
