@@ -18,6 +18,8 @@ use anyhow::{Context, Result, bail};
 mod assets;
 mod deploy;
 #[cfg(test)]
+mod size;
+#[cfg(test)]
 mod tidy;
 
 const USAGE: &str = "usage: cargo xtask <test|demo|emulator|venv|bench|sim|completions|man|deploy-lint> [args…]

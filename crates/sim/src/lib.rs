@@ -23,17 +23,19 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use keyturn_journal::{Actor, Clock, Journal, MemoryJournal, SqliteJournal};
 use keyturn_planner::inventory::KeyStatus;
-use keyturn_planner::{AccessKeyId, AccountId, CampaignName, Policy, UserName};
+use keyturn_planner::{AccountId, CampaignName, Policy, UserName};
 use keyturn_worker::campaign::run::{RunOptions, rollback, run};
 use keyturn_worker::campaign::{load_state, start};
 
 pub mod aws;
 pub mod ledger;
 pub mod logs;
+mod people;
 pub mod rng;
 pub mod world;
 
 use aws::{Faults, Shared, SimCloud};
+use people::{after_a_crash, during_a_run, person};
 use rng::Rng;
 use world::{App, Origin, Rules, Switching, World};
 
@@ -492,93 +494,6 @@ async fn application(shared: Arc<Shared>, app: usize, end: tokio::time::Instant)
     }
 }
 
-/// People and pipelines: at random moments, reactivate, deactivate, delete or create
-/// a key of a random user.
-async fn person(shared: Arc<Shared>, calm: Arc<std::sync::atomic::AtomicBool>) {
-    loop {
-        let wait = shared.rng().range(3_600, 4 * 86_400);
-        tokio::time::sleep(StdDuration::from_secs(wait)).await;
-        if calm.load(std::sync::atomic::Ordering::SeqCst) {
-            return;
-        }
-        person_acts(&mut shared.world(), &mut shared.rng());
-    }
-}
-
-/// One act of a person or a pipeline on a random user: reactivate an Inactive key,
-/// deactivate or delete a key, or create one.
-fn person_acts(world: &mut World, rng: &mut Rng) {
-    let users: Vec<(AccountId, UserName)> = world
-        .accounts
-        .iter()
-        .flat_map(|(a, acct)| acct.users.keys().map(move |u| (a.clone(), u.clone())))
-        .collect();
-    let (account, user) = rng.pick(&users).clone();
-    let keys: Vec<_> = world.accounts[&account].users[&user]
-        .keys
-        .iter()
-        .map(|k| (k.id.clone(), k.status))
-        .collect();
-    let now = world.now;
-    match rng.range(0, 3) {
-        0 => {
-            if let Some((key, _)) = keys.iter().find(|(_, s)| *s == KeyStatus::Inactive) {
-                let _ = world.set_status("person", &account, &user, key, KeyStatus::Active);
-            }
-        }
-        1 => {
-            if !keys.is_empty() {
-                let (key, _) = rng.pick(&keys).clone();
-                let _ = world.set_status("person", &account, &user, &key, KeyStatus::Inactive);
-            }
-        }
-        2 => {
-            if !keys.is_empty() && rng.chance(0.5) {
-                let (key, _) = rng.pick(&keys).clone();
-                let _ = world.delete_key("person", &account, &user, &key);
-            }
-        }
-        _ => {
-            if let Ok(key) =
-                world.create_key(&account, &user, Origin::Person, now, KeyStatus::Active)
-            {
-                world.touched(&account, &user);
-                world.note("person", format!("{user}: created {}", key.id));
-            }
-        }
-    }
-}
-
-/// A person who finds a user with a key keyturn created and has not delivered (a run
-/// died between the two) and makes the user's old key Inactive or deletes it: the
-/// interleaving in which a rotation's end (released, vanished) could be recorded before
-/// the undelivered replacement is cleaned up.
-fn person_retires_an_old_key(world: &mut World, rng: &mut Rng) {
-    let users: Vec<(AccountId, UserName, AccessKeyId)> = world
-        .accounts
-        .iter()
-        .flat_map(|(a, acct)| {
-            acct.users.iter().filter_map(move |(u, keys)| {
-                let undelivered = keys
-                    .keys
-                    .iter()
-                    .any(|k| k.origin == Origin::Keyturn && !k.delivered);
-                let old = keys.keys.iter().find(|k| k.origin != Origin::Keyturn)?;
-                undelivered.then(|| (a.clone(), u.clone(), old.id.clone()))
-            })
-        })
-        .collect();
-    if users.is_empty() {
-        return;
-    }
-    let (account, user, old) = rng.pick(&users).clone();
-    if rng.chance(0.5) {
-        let _ = world.set_status("person", &account, &user, &old, KeyStatus::Inactive);
-    } else {
-        let _ = world.delete_key("person", &account, &user, &old);
-    }
-}
-
 /// Whether the chaos is over, and whether this seed has people acting.
 #[derive(Debug, Clone)]
 struct Calm {
@@ -626,15 +541,8 @@ async fn worker(
         };
         let chaos = !calm.calm.load(std::sync::atomic::Ordering::SeqCst);
         let crash = chaos && shared.rng().chance(0.2);
-        // A person who acts while this run is under way: between its listing of the
-        // account and its mutations (what a fresh read before each mutation is for).
-        if chaos && calm.people && shared.rng().chance(0.3) {
-            let shared = shared.clone();
-            let delay = StdDuration::from_millis(shared.rng().range(20, 4_000));
-            tokio::task::spawn_local(async move {
-                tokio::time::sleep(delay).await;
-                person_acts(&mut shared.world(), &mut shared.rng());
-            });
+        if chaos && calm.people {
+            during_a_run(&shared);
         }
         let crash_after = StdDuration::from_millis(shared.rng().range(1, 5_000));
         // Nothing due: the next scheduled run, a day later.
@@ -654,16 +562,8 @@ async fn worker(
                     .world()
                     .note(&who, format!("process {run_id} crashes"));
                 next = StdDuration::from_secs(shared.rng().range(1, 600));
-                // The person who looks at a user the dead run left with a new key and no
-                // delivery, before the run restarts, and retires the old key by hand.
-                if calm.people && own.chance(0.5) {
-                    let shared = shared.clone();
-                    let delay = StdDuration::from_secs(own.range(1, 600));
-                    let mut rng = Rng::new(own.next_u64());
-                    tokio::task::spawn_local(async move {
-                        tokio::time::sleep(delay).await;
-                        person_retires_an_old_key(&mut shared.world(), &mut rng);
-                    });
+                if calm.people {
+                    after_a_crash(&shared, &mut own);
                 }
             }
             Some(Ok(summary)) => {

@@ -499,6 +499,53 @@ impl World {
         Ok(())
     }
 
+    /// What is wrong with keyturn deleting `current` now, if anything.
+    fn deletion_verdict(
+        &self,
+        account: &AccountId,
+        user: &UserName,
+        current: &SimKey,
+    ) -> Option<&'static str> {
+        let now = self.now;
+        // IAM does not say when a key became Inactive: a key keyturn did not
+        // deactivate may be deleted once it is Inactive and has not been used (or
+        // created) for the observation period, the rule keyturn can observe; the
+        // invariant holds keyturn to exactly that.
+        let quiet_through = |k: &SimKey| {
+            now - k.last_used.unwrap_or(k.created_at).max(k.created_at) + self.rules.skew
+                >= self.rules.observation_period
+        };
+        match current.status {
+            // keyturn's replacement whose secret was never stored anywhere.
+            _ if current.origin == Origin::Keyturn && !current.delivered => None,
+            // The documented ambiguity of an unanswered create: a never-used key
+            // created while keyturn's CreateAccessKey may have been in flight cannot
+            // be told from keyturn's own (`rotation::CREATE_CALL_BOUND`, 60 s, and
+            // `CLOCK_SKEW`, 2 minutes, either side).
+            _ if current.last_used.is_none()
+                && self.created_while_creating(account, user, current) =>
+            {
+                None
+            }
+            KeyStatus::Active => Some("an Active key"),
+            KeyStatus::Inactive if !current.deactivated_by_keyturn && !quiet_through(current) => {
+                Some(
+                    "an Inactive key keyturn did not deactivate, used or created within the observation period",
+                )
+            }
+            // Made Inactive by keyturn: observed for the whole period first.
+            KeyStatus::Inactive
+                if current.deactivated_by_keyturn
+                    && current.inactive_since.is_some_and(|t| {
+                        now - t + self.rules.skew < self.rules.observation_period
+                    }) =>
+            {
+                Some("a key keyturn deactivated, before its observation period was over")
+            }
+            KeyStatus::Inactive => None,
+        }
+    }
+
     /// Deletes a key; keyturn's deletions are judged first.
     pub fn delete_key(
         &mut self,
@@ -507,57 +554,17 @@ impl World {
         user: &UserName,
         key: &AccessKeyId,
     ) -> Result<(), Refusal> {
-        let now = self.now;
         let before = self.keyless_apps(account, user);
         let current = self.key_mut(account, user, key)?.clone();
-        if who.starts_with('w') {
-            // IAM does not say when a key became Inactive: a key keyturn did not
-            // deactivate may be deleted once it is Inactive and has not been used (or
-            // created) for the observation period, the rule keyturn can observe; the
-            // invariant holds keyturn to exactly that.
-            let quiet_through = |k: &SimKey| {
-                now - k.last_used.unwrap_or(k.created_at).max(k.created_at) + self.rules.skew
-                    >= self.rules.observation_period
-            };
-            let verdict = match current.status {
-                // keyturn's replacement whose secret was never stored anywhere.
-                _ if current.origin == Origin::Keyturn && !current.delivered => None,
-                // The documented ambiguity of an unanswered create: a never-used key
-                // created while keyturn's CreateAccessKey may have been in flight cannot
-                // be told from keyturn's own (`rotation::CREATE_CALL_BOUND`, 60 s, and
-                // `CLOCK_SKEW`, 2 minutes, either side).
-                _ if current.last_used.is_none()
-                    && self.created_while_creating(account, user, &current) =>
-                {
-                    None
-                }
-                KeyStatus::Active => Some("an Active key"),
-                KeyStatus::Inactive
-                    if !current.deactivated_by_keyturn && !quiet_through(&current) =>
-                {
-                    Some(
-                        "an Inactive key keyturn did not deactivate, used or created within the observation period",
-                    )
-                }
-                // Made Inactive by keyturn: observed for the whole period first.
-                KeyStatus::Inactive
-                    if current.deactivated_by_keyturn
-                        && current.inactive_since.is_some_and(|t| {
-                            now - t + self.rules.skew < self.rules.observation_period
-                        }) =>
-                {
-                    Some("a key keyturn deactivated, before its observation period was over")
-                }
-                KeyStatus::Inactive => None,
-            };
-            if let Some(what) = verdict {
-                self.violate_unless_raced(
-                    who,
-                    account,
-                    user,
-                    format!("{who} deleted {key} of {user}: {what}"),
-                );
-            }
+        if who.starts_with('w')
+            && let Some(what) = self.deletion_verdict(account, user, &current)
+        {
+            self.violate_unless_raced(
+                who,
+                account,
+                user,
+                format!("{who} deleted {key} of {user}: {what}"),
+            );
         }
         if !who.starts_with('w') {
             self.touched(account, user);
