@@ -630,33 +630,15 @@ async fn an_edit_that_leaves_a_payload_undecodable_is_tampering_for_every_comman
 /// stream edited between two passes stops the watch with exit 6, and it acts no more.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stream_edited_between_two_passes_of_a_watch_stops_it_with_exit_6() {
-    use std::io::BufRead;
     let journal = "dynamodb://keyturn-watch-tamper";
     let table = "keyturn-watch-tamper";
     let (emulator, org, dir) = campaign(journal).await;
     let ddb = aws_sdk_dynamodb::Client::new(&emulator.sdk_config().await);
-
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_keyturn"));
-    emulator.configure(&mut command);
-    let mut child = command
-        .args(["--journal", journal, "run", "q3", "--watch"])
-        .current_dir(dir.path())
-        .env_remove("KEYTURN_JOURNAL")
-        .env_remove("KEYTURN_LOG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start keyturn run --watch");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
+    let (mut child, rx) = support::spawn_keyturn(
+        &emulator,
+        dir.path(),
+        &["--journal", journal, "run", "q3", "--watch"],
+    );
     // The first pass deactivates the keys whose quiet period is over; the watch then
     // waits for their two-second observation.
     let mut said = Vec::new();

@@ -2444,27 +2444,11 @@ async fn ctrl_c_stops_a_watching_run_cleanly_between_steps() {
     );
     support::start_campaign(&emulator, dir.path(), journal, "c1", &policy);
 
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_keyturn"));
-    emulator.configure(&mut command);
-    let mut child = command
-        .args(["--journal", journal, "run", "c1", "--watch"])
-        .current_dir(dir.path())
-        .env_remove("KEYTURN_JOURNAL")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start keyturn run --watch");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
+    let (mut child, rx) = support::spawn_keyturn(
+        &emulator,
+        dir.path(),
+        &["--journal", journal, "run", "c1", "--watch"],
+    );
     // Progress lines (`inventory: …`, `run: …`) and the test bed's policy warning come
     // first; then the watch reports.
     let waiting = loop {

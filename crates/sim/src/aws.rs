@@ -401,13 +401,7 @@ impl AccountApi for SimAccount {
             .call("PutSecretValue", true, |world, who| {
                 let now = world.now;
                 let mut delivered = false;
-                let secret = world
-                    .accounts
-                    .get_mut(account)
-                    .expect("a known account")
-                    .secrets
-                    .entry(target.name.clone())
-                    .or_default();
+                let secret = world.secret_mut(account, &target.name);
                 match secret.versions.iter().find(|v| v.id == token) {
                     Some(v) if v.key == key.access_key_id && !v.void => {}
                     Some(_) => {
@@ -506,13 +500,7 @@ impl AccountApi for SimAccount {
         self.cloud
             .call("PutSecretValue", true, |world, who| {
                 // A missing secret is created with the void as its first version.
-                let secret = world
-                    .accounts
-                    .get_mut(account)
-                    .expect("a known account")
-                    .secrets
-                    .entry(target.name.clone())
-                    .or_default();
+                let secret = world.secret_mut(account, &target.name);
                 let voiding = match secret.versions.iter().find(|v| v.id == token) {
                     Some(v) if v.void && &v.key == key => Voiding::Voided,
                     Some(_) => Voiding::Taken,

@@ -382,6 +382,17 @@ impl World {
         Ok(key)
     }
 
+    /// The account's secret of that name, created empty when missing (a write creates
+    /// it).
+    pub fn secret_mut(&mut self, account: &AccountId, name: &str) -> &mut Secret {
+        self.accounts
+            .get_mut(account)
+            .expect("a known account")
+            .secrets
+            .entry(name.to_owned())
+            .or_default()
+    }
+
     /// The user, or `NoSuchEntity`.
     pub fn user_mut(&mut self, account: &AccountId, user: &UserName) -> Result<&mut User, Refusal> {
         self.accounts

@@ -75,6 +75,38 @@ pub fn keyturn(emulator: &Emulator, dir: &Path, args: &[&str]) -> Run {
     }
 }
 
+/// Starts `keyturn ARGS` (a `run --watch`, say) in the background, in `dir`: the
+/// process, and its stderr line by line as it comes (stdout is not kept).
+pub fn spawn_keyturn(
+    emulator: &Emulator,
+    dir: &Path,
+    args: &[&str],
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keyturn"));
+    emulator.configure(&mut command);
+    let mut child = command
+        .args(args)
+        .current_dir(dir)
+        .env_remove("KEYTURN_JOURNAL")
+        .env_remove("KEYTURN_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start keyturn");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
 /// Runs `keyturn ARGS` like [`keyturn`], with extra environment variables set after the
 /// usual ones are removed (for example `KEYTURN_LOG=debug`).
 pub fn keyturn_env(emulator: &Emulator, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
