@@ -2,6 +2,7 @@
 
 pub mod decide;
 pub mod events;
+mod gates;
 pub mod notify;
 pub mod state;
 

@@ -7,6 +7,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::events::{Path, RotationEvent, Step, UseEvidence};
+use super::gates::{
+    Turn, awaiting_adoption, observing, pending_delete_inactive, pending_retire_unused,
+    pending_rotate,
+};
 use super::state::{KeyState, OpenIntent, Phase, UserState};
 use crate::ids::AccessKeyId;
 use crate::inventory::{KeyStatus, whole_days};
@@ -132,7 +136,7 @@ pub struct KeyPlan {
 
 /// A duration as chrono's, to compare spans of time; never added to a time (see
 /// [`after`]).
-fn chrono(d: Duration) -> chrono::Duration {
+pub(super) fn chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
@@ -177,7 +181,7 @@ fn describe(key: &ObservedKey, now: DateTime<Utc>) -> String {
 }
 
 /// The quiet span of a key: since its last use, or its creation when never used.
-fn unused_since(key: &ObservedKey) -> DateTime<Utc> {
+pub(super) fn unused_since(key: &ObservedKey) -> DateTime<Utc> {
     key.last_used_at
         .map_or(key.created_at, |used| used.max(key.created_at))
 }
@@ -395,7 +399,7 @@ pub enum Decision {
 /// itself a rotation without a replacement that waits for the second key slot (Active,
 /// pending) or was blocked: it never frees the slot, so a rotation waiting for it would
 /// wait forever. A retirement turned into a rotation by a rollback gets there.
-fn rotation_waiting_for_the_slot(o: &KeyState, other: &ObservedKey) -> bool {
+pub(super) fn rotation_waiting_for_the_slot(o: &KeyState, other: &ObservedKey) -> bool {
     o.key == other.key
         && o.path == Some(Path::Rotate)
         && o.new_key.is_none()
@@ -566,256 +570,27 @@ fn decide_key(
     };
     let fresh = fresh.filter(|f| f.key == ks.key);
 
+    let turn = Turn {
+        ks,
+        state,
+        current,
+        observed,
+        fresh,
+        rules,
+        now,
+    };
     match (ks.phase, ks.path) {
-        (Phase::Pending, Some(Path::DeleteInactive)) => {
-            if current.status == KeyStatus::Active {
-                return record(RotationEvent::KeyReleased {
-                    key: key.clone(),
-                    reason: "made Active again outside keyturn".to_owned(),
-                });
-            }
-            let Some(fresh) = fresh else {
-                // A last use only ever moves later, so a fresh answer can only push the
-                // deletion further out: while the period is not over even from the last
-                // use already known, the check (one call) is not worth asking.
-                let due = after(unused_since(current), rules.observation_period);
-                if now < due {
-                    return wait(Some(due), "Inactive; waiting for the observation period");
-                }
-                return Decision::CheckLastUse { key: key.clone() };
-            };
-            let quiet = ObservedKey {
-                last_used_at: fresh.last_used_at,
-                ..current.clone()
-            };
-            let due = after(unused_since(&quiet), rules.observation_period);
-            if now >= due {
-                act(Action::Delete)
-            } else {
-                wait(Some(due), "Inactive; waiting for the observation period")
-            }
-        }
-        (Phase::Pending, Some(Path::RetireUnused)) => {
-            // Inactive because of our own deactivation whose outcome was lost (the run died
-            // after UpdateAccessKey): not "outside keyturn". It is decided again on fresh
-            // evidence, and UpdateAccessKey is idempotent.
-            let deactivating = ks.intends(Step::Deactivate);
-            if current.status == KeyStatus::Inactive && !deactivating {
-                return record(RotationEvent::KeyReleased {
-                    key: key.clone(),
-                    reason: "made Inactive outside keyturn".to_owned(),
-                });
-            }
-            let Some(fresh) = fresh else {
-                return Decision::CheckLastUse { key: key.clone() };
-            };
-            let quiet = ObservedKey {
-                last_used_at: fresh.last_used_at,
-                ..current.clone()
-            };
-            if now - unused_since(&quiet) >= chrono(rules.unused_after) {
-                act(Action::Deactivate {
-                    evidence: UseEvidence {
-                        checked_at: fresh.checked_at,
-                        last_used_at: fresh.last_used_at,
-                    },
-                })
-            } else if now - current.created_at > chrono(rules.max_key_age) {
-                record(RotationEvent::KeyEnrolled {
-                    key: key.clone(),
-                    path: Path::Rotate,
-                    reason: "used again since it was planned for retirement: rotating it instead"
-                        .to_owned(),
-                    created_at: current.created_at,
-                    last_used_at: fresh.last_used_at,
-                })
-            } else {
-                record(RotationEvent::KeyReleased {
-                    key: key.clone(),
-                    reason: "used again since it was planned for retirement".to_owned(),
-                })
-            }
-        }
-        (Phase::Pending, Some(Path::Rotate)) => {
-            if current.status == KeyStatus::Inactive {
-                return record(RotationEvent::KeyReleased {
-                    key: key.clone(),
-                    reason: "made Inactive outside keyturn".to_owned(),
-                });
-            }
-            if let Some(other) = observed.iter().find(|k| k.key != ks.key) {
-                let tracked = state.tracking(&other.key);
-                if tracked.is_some_and(|o| rotation_waiting_for_the_slot(o, other)) {
-                    // Each waits for the other to free the slot: the key decided first (in
-                    // `decide`'s order) is blocked first, then the other for the same reason.
-                    return record(RotationEvent::KeyBlocked {
-                        key: key.clone(),
-                        reason: format!(
-                            "the user's other key {} is to be rotated too, and neither rotation can free the second key slot for the other: a human must choose which one to rotate first (keyturn never deletes a key in use)",
-                            other.key
-                        ),
-                        evidence: None,
-                    });
-                }
-                return match tracked {
-                    Some(o) if !o.phase.is_terminal() => wait(
-                        None,
-                        &format!(
-                            "waiting for {} to be deleted, to free the second key slot",
-                            other.key
-                        ),
-                    ),
-                    _ => record(RotationEvent::KeyBlocked {
-                        key: key.clone(),
-                        reason: format!(
-                            "the user already has a second key ({}) that this campaign does not remove",
-                            other.key
-                        ),
-                        evidence: None,
-                    }),
-                };
-            }
-            act(Action::CreateReplacement {
-                attempt: ks.create_attempts + 1,
-            })
-        }
+        (Phase::Pending, Some(Path::DeleteInactive)) => pending_delete_inactive(&turn),
+        (Phase::Pending, Some(Path::RetireUnused)) => pending_retire_unused(&turn),
+        (Phase::Pending, Some(Path::Rotate)) => pending_rotate(&turn),
         (Phase::Delivered, _) => act(Action::Verify {
             new_key: ks
                 .new_key
                 .clone()
                 .expect("a delivered replacement has an id"),
         }),
-        (Phase::AwaitingAdoption, _) => {
-            // Made Inactive outside keyturn while the applications move: an Inactive key
-            // shows no use, so its quiet span can no longer be judged (a daily job looks
-            // quiet after a day of refused calls), and a person is acting on it. Our own
-            // deactivation whose outcome was lost is finished below, on fresh evidence.
-            let deactivating = ks.intends(Step::Deactivate);
-            if current.status == KeyStatus::Inactive && !deactivating {
-                return record(RotationEvent::KeyBlocked {
-                    key: key.clone(),
-                    reason: "made Inactive outside keyturn while awaiting adoption: an Inactive key shows no use, so its quiet period cannot be judged; a human decides whether to delete it or make it Active again".to_owned(),
-                    evidence: None,
-                });
-            }
-            let started = ks.adoption_started_at.unwrap_or(ks.enrolled_at);
-            let earliest = after(started, rules.quiet_period);
-            if now < earliest {
-                return wait(Some(earliest), "waiting for the old key to go quiet");
-            }
-            let Some(fresh) = fresh else {
-                return Decision::CheckLastUse { key: key.clone() };
-            };
-            let evidence = UseEvidence {
-                checked_at: fresh.checked_at,
-                last_used_at: fresh.last_used_at,
-            };
-            let quiet_since = fresh.last_used_at.map_or(started, |used| used.max(started));
-            let due = after(quiet_since, rules.quiet_period);
-            let timeout = after(started, rules.adoption_timeout);
-            // Deactivating the old key is safe only while its replacement is there and
-            // Active: deleted or made Inactive outside keyturn, it would leave the user
-            // without a working key, so a human decides.
-            let replacement_gone = ks.new_key.as_ref().filter(|new_key| {
-                !observed
-                    .iter()
-                    .any(|k| &k.key == *new_key && k.status == KeyStatus::Active)
-            });
-            if now >= due
-                && let Some(new_key) = replacement_gone
-            {
-                record(RotationEvent::KeyBlocked {
-                    key: key.clone(),
-                    reason: format!(
-                        "the replacement {new_key} was deleted or made Inactive outside keyturn: not deactivating the old key, which may be the user's only working key"
-                    ),
-                    evidence: Some(evidence),
-                })
-            } else if now >= due {
-                act(Action::Deactivate { evidence })
-            } else if now >= timeout {
-                let used = fresh
-                    .last_used_at
-                    .map(|t| t.to_rfc3339())
-                    .unwrap_or_default();
-                record(RotationEvent::KeyBlocked {
-                    key: key.clone(),
-                    reason: format!(
-                        "the old key was still used at {used}, {} after its replacement was delivered: a human must find the application",
-                        format_duration(rules.adoption_timeout)
-                    ),
-                    evidence: Some(evidence),
-                })
-            } else {
-                wait(
-                    Some(due.min(timeout)),
-                    "the old key is still in use; waiting for the application to switch",
-                )
-            }
-        }
-        (Phase::Observing, _) => {
-            let reactivating = ks.intends(Step::Reactivate);
-            if current.status == KeyStatus::Active && reactivating {
-                return record(RotationEvent::KeyReactivated { key: key.clone() });
-            }
-            if reactivating {
-                // A rollback was asked for and intended: finish it, never delete the key.
-                return act(Action::Reactivate);
-            }
-            if current.status == KeyStatus::Active {
-                return record(RotationEvent::KeyBlocked {
-                    key: key.clone(),
-                    reason:
-                        "reactivated outside keyturn during observation: not deleting an Active key"
-                            .to_owned(),
-                    evidence: None,
-                });
-            }
-            // The Inactive old key is the only way back while its replacement is not
-            // there and Active (deleted or made Inactive outside keyturn during the
-            // observation): deleting it would leave the user with no key to reactivate,
-            // so a human decides, and is told at once rather than when the deletion
-            // falls due. A retirement has no replacement.
-            if let Some(new_key) = ks.new_key.as_ref().filter(|new_key| {
-                !observed
-                    .iter()
-                    .any(|k| &k.key == *new_key && k.status == KeyStatus::Active)
-            }) {
-                return record(RotationEvent::KeyBlocked {
-                    key: key.clone(),
-                    reason: format!(
-                        "the replacement {new_key} was deleted or made Inactive outside keyturn during observation: not deleting the old key, the only way back"
-                    ),
-                    evidence: None,
-                });
-            }
-            // A use recorded after the last use the deactivation was decided on means the
-            // key was made Active and used during the observation, and Inactive again
-            // since (a person, a pipeline): its observation is void, and a human decides.
-            // The listing may show it already; at the end, a fresh answer is asked for.
-            let before = ks.evidence.and_then(|e| e.last_used_at);
-            let used_since = |last: Option<DateTime<Utc>>| last.filter(|l| Some(*l) > before);
-            if let Some(last) = used_since(current.last_used_at)
-                .or_else(|| fresh.and_then(|f| used_since(f.last_used_at)))
-            {
-                return record(RotationEvent::KeyBlocked {
-                    key: key.clone(),
-                    reason: format!(
-                        "used at {} after keyturn deactivated it: made Active outside keyturn during observation; not deleting",
-                        last.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                    ),
-                    evidence: None,
-                });
-            }
-            let due = after(ks.deactivated_at.unwrap_or(now), rules.observation_period);
-            if now < due {
-                wait(Some(due), "Inactive; observing before deletion")
-            } else if fresh.is_none() {
-                Decision::CheckLastUse { key: key.clone() }
-            } else {
-                act(Action::Delete)
-            }
-        }
+        (Phase::AwaitingAdoption, _) => awaiting_adoption(&turn),
+        (Phase::Observing, _) => observing(&turn),
         _ => Decision::Idle,
     }
 }
