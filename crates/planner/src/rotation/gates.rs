@@ -10,6 +10,7 @@ use super::decide::{
 };
 use super::events::{Path, RotationEvent, Step, UseEvidence};
 use super::state::{KeyState, UserState};
+use crate::ids::AccessKeyId;
 use crate::inventory::KeyStatus;
 use crate::policy::{Rotation, format_duration};
 
@@ -36,6 +37,17 @@ impl Turn<'_> {
 
     fn record(&self, event: RotationEvent) -> Decision {
         self.act(Action::Record(event))
+    }
+
+    /// The key's replacement, when it is no longer listed Active (deleted or made
+    /// Inactive outside keyturn); `None` for a key without one.
+    fn replacement_gone(&self) -> Option<&AccessKeyId> {
+        self.ks.new_key.as_ref().filter(|new_key| {
+            !self
+                .observed
+                .iter()
+                .any(|k| &k.key == *new_key && k.status == KeyStatus::Active)
+        })
     }
 
     fn wait(&self, until: Option<DateTime<Utc>>, reason: &str) -> Decision {
@@ -202,7 +214,6 @@ pub(super) fn awaiting_adoption(t: &Turn<'_>) -> Decision {
     let Turn {
         ks,
         current,
-        observed,
         fresh,
         rules,
         now,
@@ -239,11 +250,7 @@ pub(super) fn awaiting_adoption(t: &Turn<'_>) -> Decision {
     // Deactivating the old key is safe only while its replacement is there and
     // Active: deleted or made Inactive outside keyturn, it would leave the user
     // without a working key, so a human decides.
-    let replacement_gone = ks.new_key.as_ref().filter(|new_key| {
-        !observed
-            .iter()
-            .any(|k| &k.key == *new_key && k.status == KeyStatus::Active)
-    });
+    let replacement_gone = t.replacement_gone();
     if now >= due
         && let Some(new_key) = replacement_gone
     {
@@ -284,7 +291,6 @@ pub(super) fn observing(t: &Turn<'_>) -> Decision {
     let Turn {
         ks,
         current,
-        observed,
         fresh,
         rules,
         now,
@@ -312,11 +318,7 @@ pub(super) fn observing(t: &Turn<'_>) -> Decision {
     // observation): deleting it would leave the user with no key to reactivate,
     // so a human decides, and is told at once rather than when the deletion
     // falls due. A retirement has no replacement.
-    if let Some(new_key) = ks.new_key.as_ref().filter(|new_key| {
-        !observed
-            .iter()
-            .any(|k| &k.key == *new_key && k.status == KeyStatus::Active)
-    }) {
+    if let Some(new_key) = t.replacement_gone() {
         return t.record(RotationEvent::KeyBlocked {
             key: key.clone(),
             reason: format!(
